@@ -1,0 +1,9 @@
+use uuid::Uuid;
+
+use crate::values::Name;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountCommand {
+    /// Opens a new account with its first user as owner.
+    Open { account_id: Uuid, name: Name, owner_id: Uuid },
+}

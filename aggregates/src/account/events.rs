@@ -1,0 +1,21 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    #[serde(rename = "AccountOpened")]
+    AccountOpened { account_id: Uuid, name: String, owner_id: Uuid },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> String {
+        match self {
+            AccountEvent::AccountOpened { .. } => "AccountOpened".into(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}

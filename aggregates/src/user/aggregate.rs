@@ -1,0 +1,148 @@
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{UserCommand, UserEvent};
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Option<Uuid>,
+    pub account_id: Option<Uuid>,
+    pub name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user is already registered")]
+    AlreadyRegistered,
+    #[error("a user needs at least one role")]
+    NoRole,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: UserCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        match command {
+            UserCommand::Register {
+                user_id,
+                account_id,
+                name,
+                email,
+                password_hash,
+                roles,
+                invitation_id,
+            } => {
+                if self.id.is_some() {
+                    return Err(UserError::AlreadyRegistered);
+                }
+                if roles.is_empty() {
+                    return Err(UserError::NoRole);
+                }
+                let event = UserEvent::UserRegistered {
+                    user_id,
+                    account_id,
+                    name: name.as_str().to_owned(),
+                    email: email.as_str().to_owned(),
+                    password_hash,
+                    roles,
+                    invitation_id,
+                };
+                sink.write(event, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: UserEvent) {
+        match event {
+            UserEvent::UserRegistered { user_id, account_id, name, email, password_hash, roles, .. } => {
+                self.id = Some(user_id);
+                self.account_id = Some(account_id);
+                self.name = name;
+                self.email = email;
+                self.password_hash = password_hash;
+                self.roles = roles;
+                self.active = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+    use crate::values::{Email, Name};
+
+    fn register(id: Uuid, roles: Vec<String>) -> UserCommand {
+        UserCommand::Register {
+            user_id: id,
+            account_id: Uuid::nil(),
+            name: Name::parse("Alice").unwrap(),
+            email: Email::parse("Alice@Example.com").unwrap(),
+            password_hash: "$argon2id$x".into(),
+            roles,
+            invitation_id: None,
+        }
+    }
+
+    fn registered(id: Uuid) -> UserEvent {
+        UserEvent::UserRegistered {
+            user_id: id,
+            account_id: Uuid::nil(),
+            name: "Alice".into(),
+            email: "alice@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            roles: vec!["owner".into()],
+            invitation_id: None,
+        }
+    }
+
+    #[test]
+    fn registering_records_the_normalized_email_and_roles() {
+        let id = Uuid::now_v7();
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(register(id, vec!["owner".into()]))
+            .then_expect_events(vec![registered(id)]);
+    }
+
+    #[test]
+    fn a_user_registers_only_once() {
+        let id = Uuid::now_v7();
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(register(id, vec!["owner".into()]))
+            .then_expect_error(UserError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn a_user_without_a_role_is_refused() {
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(register(Uuid::now_v7(), vec![]))
+            .then_expect_error(UserError::NoRole);
+    }
+
+    #[test]
+    fn stored_names_are_stable() {
+        crate::payload::assert_stored_names(&[registered(Uuid::nil())]);
+        assert_eq!(User::TYPE, "User");
+    }
+}

@@ -1,0 +1,18 @@
+use uuid::Uuid;
+
+use crate::values::{Email, Name};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    /// Registers a user. The password is hashed before the command is built (hashing is slow and
+    /// must never run inside the append transaction); one email per user is a claim.
+    Register {
+        user_id: Uuid,
+        account_id: Uuid,
+        name: Name,
+        email: Email,
+        password_hash: String,
+        roles: Vec<String>,
+        invitation_id: Option<Uuid>,
+    },
+}

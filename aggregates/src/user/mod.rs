@@ -1,0 +1,9 @@
+//! The `User` aggregate: a person in an account.
+
+mod aggregate;
+mod commands;
+mod events;
+
+pub use aggregate::{User, UserError};
+pub use commands::UserCommand;
+pub use events::UserEvent;

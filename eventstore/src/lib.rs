@@ -1,0 +1,27 @@
+//! The event log: append with an expected version, read a stream, read and tail all events in
+//! commit-safe order, snapshots, the per-stream hash chain, claims, idempotency records and
+//! wake-ups. Generic: it knows no domain type; streams, event types and payloads are strings and
+//! JSON to it.
+
+mod append;
+pub mod claims;
+mod cursor;
+pub mod db;
+mod error;
+mod event;
+pub mod hash;
+pub mod idempotency;
+mod read;
+pub mod snapshots;
+mod store;
+mod tail;
+mod upcast;
+
+pub use append::{Appended, AppendedEvent, StreamAppend, StreamHead};
+pub use cursor::{CursorError, LogCursor};
+pub use error::StoreError;
+pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
+pub use read::EventFilter;
+pub use store::{EventStore, StoreTransaction};
+pub use tail::{Tail, WakeSubscription};
+pub use upcast::{Upcaster, Upcasters};

@@ -1,0 +1,221 @@
+//! The store handle: a pool, the upcasters, and the node's wake-up channel.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Postgres};
+use tokio::sync::{watch, Notify};
+
+use crate::append::{self, Appended, StreamAppend, StreamHead};
+use crate::cursor::LogCursor;
+use crate::error::StoreError;
+use crate::event::{RecordedEvent, StreamKey};
+use crate::read::{self, EventFilter};
+use crate::tail::{Tail, WakeSubscription};
+use crate::upcast::Upcasters;
+
+/// The channel other nodes `LISTEN` on; its payload is empty (a wake-up, not data).
+pub const NOTIFY_CHANNEL: &str = "parley_events";
+
+/// A handle on the log. Cheap to clone; all clones share one wake-up channel.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    upcasters: Upcasters,
+    /// Bumped after every local commit and every `NOTIFY` heard: tailers wait on it.
+    wake: watch::Sender<u64>,
+    /// Asks the notifier task to send one `NOTIFY` (coalesced: many commits, one notification).
+    notify_others: Arc<Notify>,
+}
+
+impl EventStore {
+    /// Must be called inside a tokio runtime: it starts the coalescing notifier task.
+    pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
+        let (wake, _) = watch::channel(0);
+        let notify_others = Arc::new(Notify::new());
+        let inner = Arc::new(Inner { pool, upcasters, wake, notify_others: notify_others.clone() });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(notifier(Arc::downgrade(&inner), notify_others));
+        }
+        Self { inner }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.inner.upcasters
+    }
+
+    /// Appends to one stream in its own transaction: one round trip.
+    #[tracing::instrument(skip_all, fields(stream = %batch.stream, events = batch.events.len()))]
+    pub async fn append(&self, batch: &StreamAppend) -> Result<Appended, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let appended = append::append(&mut conn, batch).await?;
+        self.committed();
+        Ok(appended)
+    }
+
+    /// Starts a write transaction: lock streams, read them, append, write claims and
+    /// idempotency rows, then commit. Keep it short: any open transaction holds readers back.
+    pub async fn begin(&self) -> Result<StoreTransaction, StoreError> {
+        Ok(StoreTransaction { tx: self.inner.pool.begin().await?, store: self.clone(), appended: false })
+    }
+
+    /// Wakes this node's tailers now and other nodes through one coalesced `NOTIFY`.
+    /// Call after a commit that appended events.
+    pub fn committed(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.notify_others.notify_one();
+    }
+
+    /// A receiver of wake-ups: changes after every commit this node sees.
+    pub fn subscribe(&self) -> WakeSubscription {
+        WakeSubscription::new(self.inner.wake.subscribe())
+    }
+
+    /// A tailer over all events after `cursor`.
+    pub fn tail(&self, cursor: LogCursor, batch_size: i64) -> Tail {
+        Tail::new(self.clone(), cursor, batch_size)
+    }
+
+    /// Listens for other nodes' commits and turns them into local wake-ups. Runs until the
+    /// store is dropped; reconnects after connection loss (a missed notification only costs the
+    /// backstop interval, and a reconnect wakes everyone once to be safe).
+    pub async fn spawn_listener(&self) -> Result<(), StoreError> {
+        let mut listener = PgListener::connect_with(&self.inner.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let got = listener.try_recv().await;
+                let Some(inner) = weak.upgrade() else { return };
+                match got {
+                    Ok(_) => inner.wake.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener lost its connection");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Up to `limit` events after `cursor` in commit-safe order.
+    pub async fn read_all_after(
+        &self,
+        cursor: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::read_all_after(&mut conn, &self.inner.upcasters, cursor, limit).await
+    }
+
+    /// Whether committed events wait behind an older open transaction.
+    pub async fn events_behind_horizon(&self) -> Result<bool, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::events_behind_horizon(&mut conn).await
+    }
+
+    /// The cursor of the newest event readers can see.
+    pub async fn head(&self) -> Result<LogCursor, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::head(&mut conn).await
+    }
+
+    /// A stream's events with `after_version < version <= up_to_version`.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamKey,
+        after_version: i64,
+        up_to_version: Option<i64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::read_stream(
+            &mut conn,
+            &self.inner.upcasters,
+            &stream.stream_type,
+            &stream.stream_id,
+            after_version,
+            up_to_version,
+        )
+        .await
+    }
+
+    /// Up to `limit` events matching `filter`, in commit-safe order.
+    pub async fn query(&self, filter: &EventFilter, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::query(&mut conn, &self.inner.upcasters, filter, limit).await
+    }
+}
+
+/// Sends at most one `NOTIFY` per burst of commits, outside any append transaction (a `NOTIFY`
+/// inside it would serialise every commit on the notification queue lock).
+async fn notifier(inner: Weak<Inner>, wanted: Arc<Notify>) {
+    loop {
+        wanted.notified().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&inner.pool).await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not notify other nodes; they fall back to polling");
+        }
+    }
+}
+
+/// A write transaction on the log. Dropping it without [`StoreTransaction::commit`] rolls back.
+pub struct StoreTransaction {
+    tx: sqlx::Transaction<'static, Postgres>,
+    store: EventStore,
+    appended: bool,
+}
+
+impl StoreTransaction {
+    /// Locks the stream until commit and returns its head. Lock streams before writing
+    /// anything else, in a consistent order when there are several.
+    pub async fn lock_stream(&mut self, stream: &StreamKey) -> Result<StreamHead, StoreError> {
+        append::lock_stream(&mut self.tx, stream).await
+    }
+
+    /// A stream's events after `after_version`, as this transaction sees them.
+    pub async fn read_stream(
+        &mut self,
+        stream: &StreamKey,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_stream(
+            &mut self.tx,
+            &self.store.inner.upcasters,
+            &stream.stream_type,
+            &stream.stream_id,
+            after_version,
+            None,
+        )
+        .await
+    }
+
+    pub async fn append(&mut self, batch: &StreamAppend) -> Result<Appended, StoreError> {
+        let appended = append::append(&mut self.tx, batch).await?;
+        self.appended |= !appended.events.is_empty();
+        Ok(appended)
+    }
+
+    /// The transaction's connection, for claims, index rows and idempotency records.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if self.appended {
+            self.store.committed();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Tailing the log: wait for wake-ups, read in commit-safe order, never skip, never repeat.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cursor::LogCursor;
+use crate::error::StoreError;
+use crate::event::RecordedEvent;
+use crate::store::EventStore;
+
+/// How long a tailer waits without any wake-up before it polls anyway.
+const BACKSTOP: Duration = Duration::from_secs(1);
+/// Re-poll delays while committed events wait behind an open transaction.
+const HORIZON_POLL_MIN: Duration = Duration::from_millis(1);
+const HORIZON_POLL_MAX: Duration = Duration::from_millis(20);
+
+/// Wake-ups of this node: one change per commit seen (local, or another node's `NOTIFY`).
+pub struct WakeSubscription {
+    rx: watch::Receiver<u64>,
+}
+
+impl WakeSubscription {
+    pub(crate) fn new(rx: watch::Receiver<u64>) -> Self {
+        Self { rx }
+    }
+
+    /// Marks every wake-up so far as seen. Call before reading, so that a commit landing
+    /// between the read and [`WakeSubscription::wait`] is not missed.
+    pub fn mark_seen(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Waits for a wake-up not yet seen, or `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.rx.changed()).await;
+    }
+}
+
+/// A reader of all events after a cursor, in commit-safe order, that waits for more.
+pub struct Tail {
+    store: EventStore,
+    cursor: LogCursor,
+    batch_size: i64,
+    wake: WakeSubscription,
+}
+
+impl Tail {
+    pub(crate) fn new(store: EventStore, cursor: LogCursor, batch_size: i64) -> Self {
+        let wake = store.subscribe();
+        Self { store, cursor, batch_size, wake }
+    }
+
+    /// The cursor of the last event returned.
+    pub fn cursor(&self) -> LogCursor {
+        self.cursor
+    }
+
+    /// Reads the next batch if there is one, without waiting.
+    pub async fn poll(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.store.read_all_after(self.cursor, self.batch_size).await?;
+        if let Some(last) = events.last() {
+            self.cursor = last.cursor();
+        }
+        Ok(events)
+    }
+
+    /// The next non-empty batch, waiting as long as it takes.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut horizon_delay = HORIZON_POLL_MIN;
+        loop {
+            self.wake.mark_seen();
+            let events = self.poll().await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            if self.store.events_behind_horizon().await? {
+                tokio::time::sleep(horizon_delay).await;
+                horizon_delay = (horizon_delay * 2).min(HORIZON_POLL_MAX);
+                continue;
+            }
+            horizon_delay = HORIZON_POLL_MIN;
+            self.wake.wait(BACKSTOP).await;
+        }
+    }
+}
