@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod conversation;
+mod error;
 pub mod invitation;
 mod payload;
 pub mod permissions;
@@ -14,4 +15,5 @@ pub mod session;
 pub mod user;
 pub mod values;
 
+pub use error::DomainError;
 pub use payload::{from_payload, to_payload, PayloadError};

@@ -25,8 +25,10 @@ pub struct StreamAppend {
 pub struct StreamHead {
     /// 0 for a stream with no events.
     pub version: i64,
-    /// The transaction id of the head event, if any.
-    pub transaction_id: Option<u64>,
+    /// Where the head event is in the log, if the stream has one.
+    pub cursor: Option<LogCursor>,
+    /// The account the stream belongs to, if it has events.
+    pub account_id: Option<Uuid>,
     pub hash: Vec<u8>,
     /// The id of the locking transaction, assigned after the lock was taken.
     pub current_transaction_id: u64,
@@ -73,8 +75,10 @@ pub(crate) async fn lock_stream(
     conn: &mut PgConnection,
     stream: &StreamKey,
 ) -> Result<StreamHead, StoreError> {
-    let (version, head_tx, hash, current): (i64, Option<String>, Vec<u8>, String) = sqlx::query_as(
-        "SELECT head_version, head_transaction_id::text, head_hash, current_xid::text \
+    type Row = (i64, Option<String>, Option<i64>, Option<Uuid>, Vec<u8>, String);
+    let (version, head_tx, head_position, account_id, hash, current): Row = sqlx::query_as(
+        "SELECT head_version, head_transaction_id::text, head_position, head_account_id, head_hash, \
+                current_xid::text \
          FROM parley_lock_stream($1, $2)",
     )
     .bind(&stream.stream_type)
@@ -83,10 +87,25 @@ pub(crate) async fn lock_stream(
     .await?;
     Ok(StreamHead {
         version,
-        transaction_id: head_tx.as_deref().map(parse_xid).transpose()?,
+        cursor: match (head_tx, head_position) {
+            (Some(tx), Some(position)) => Some(LogCursor::new(parse_xid(&tx)?, position)),
+            _ => None,
+        },
+        account_id,
         hash,
         current_transaction_id: parse_xid(&current)?,
     })
+}
+
+/// Locks every stream (sorted, so concurrent writers cannot deadlock) before the transaction
+/// id is assigned, so that no stream's head can be younger than this transaction.
+pub(crate) async fn lock_streams(conn: &mut PgConnection, streams: &[StreamKey]) -> Result<u64, StoreError> {
+    let mut keys: Vec<String> = streams.iter().map(ToString::to_string).collect();
+    keys.sort();
+    keys.dedup();
+    let (xid,): (String,) =
+        sqlx::query_as("SELECT parley_lock_streams($1)::text").bind(&keys).fetch_one(&mut *conn).await?;
+    parse_xid(&xid)
 }
 
 /// Appends in the connection's current transaction (or as its own, in autocommit).

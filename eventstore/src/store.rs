@@ -183,6 +183,12 @@ impl StoreTransaction {
         append::lock_stream(&mut self.tx, stream).await
     }
 
+    /// Locks several streams at once, before anything else is written; returns the
+    /// transaction id. Use it when one transaction appends to more than one stream.
+    pub async fn lock_streams(&mut self, streams: &[StreamKey]) -> Result<u64, StoreError> {
+        append::lock_streams(&mut self.tx, streams).await
+    }
+
     /// A stream's events after `after_version`, as this transaction sees them.
     pub async fn read_stream(
         &mut self,

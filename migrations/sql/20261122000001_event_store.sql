@@ -40,16 +40,30 @@ CREATE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_reject_change();
 
+-- Locks several streams, in the order given (callers sort them, so two writers never deadlock),
+-- before the transaction id is assigned.
+CREATE FUNCTION parley_lock_streams(p_keys text[]) RETURNS xid8 LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+BEGIN
+    FOREACH k IN ARRAY p_keys LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+    END LOOP;
+    RETURN pg_current_xact_id();
+END
+$$;
+
 -- Locks a stream for the rest of the transaction, assigns the transaction id (after the lock, so
 -- that commit-safe order follows the lock order) and returns the stream head.
 CREATE FUNCTION parley_lock_stream(p_stream_type text, p_stream_id text)
-RETURNS TABLE (head_version bigint, head_transaction_id xid8, head_hash bytea, current_xid xid8)
+RETURNS TABLE (head_version bigint, head_transaction_id xid8, head_position bigint, head_account_id uuid,
+               head_hash bytea, current_xid xid8)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_type || '/' || p_stream_id, 0));
     current_xid := pg_current_xact_id();
-    SELECT e.version, e.transaction_id, e.hash
-      INTO head_version, head_transaction_id, head_hash
+    SELECT e.version, e.transaction_id, e.position, e.account_id, e.hash
+      INTO head_version, head_transaction_id, head_position, head_account_id, head_hash
       FROM events e
      WHERE e.stream_type = p_stream_type AND e.stream_id = p_stream_id
      ORDER BY e.version DESC

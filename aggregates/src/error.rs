@@ -1,0 +1,21 @@
+//! Every aggregate's error, in one type for the layers above to map to one answer each.
+
+use crate::account::AccountError;
+use crate::conversation::ConversationError;
+use crate::invitation::InvitationError;
+use crate::session::SessionError;
+use crate::user::UserError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Invitation(#[from] InvitationError),
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+}

@@ -1,0 +1,39 @@
+use parley_aggregates::{DomainError, PayloadError};
+use parley_eventstore::{StoreError, StreamKey};
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// A business rule refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The actor may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The target does not exist, or belongs to another account.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A value another stream holds (an email, a direct conversation's pair).
+    #[error("{kind} is already taken")]
+    Claimed { kind: &'static str, holder: StreamKey },
+    /// A field's value is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("an event could not be encoded: {0}")]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DispatchError {
+    /// Whether trying the whole command again, in a new transaction, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DispatchError::Store(e) if e.is_retryable())
+    }
+}
+
+impl From<sqlx::Error> for DispatchError {
+    fn from(e: sqlx::Error) -> Self {
+        DispatchError::Store(StoreError::Database(e))
+    }
+}

@@ -1,0 +1,42 @@
+//! Application services: the use cases the API calls, each one unit of work on the log.
+
+mod conversations;
+mod invitations;
+mod registration;
+mod sessions;
+
+pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
+pub use registration::{Registered, Registration};
+pub use sessions::SessionStarted;
+
+use parley_aggregates::values::ValueError;
+
+use crate::error::DispatchError;
+use crate::password::PasswordHasher;
+use crate::unit_of_work::Dispatcher;
+
+/// The write side's use cases.
+#[derive(Clone)]
+pub struct Commands {
+    dispatcher: Dispatcher,
+    passwords: PasswordHasher,
+}
+
+impl Commands {
+    pub fn new(dispatcher: Dispatcher, passwords: PasswordHasher) -> Self {
+        Self { dispatcher, passwords }
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+}
+
+/// Attaches the field name to a value that did not parse.
+pub(crate) fn field<T>(field: &'static str, parsed: Result<T, ValueError>) -> Result<T, DispatchError> {
+    parsed.map_err(|e| DispatchError::Invalid { field, message: e.to_string() })
+}
