@@ -1,1 +1,11 @@
+//! The composition root: configuration, telemetry, wiring of the store, the write side and the
+//! projection workers, and the `parley` command line.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+pub mod workers;
+
+pub use app::App;
+pub use config::Config;

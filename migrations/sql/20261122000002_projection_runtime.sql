@@ -9,6 +9,9 @@ CREATE TABLE projection_generations (
     cursor_tx       xid8        NOT NULL DEFAULT '0',
     cursor_position bigint      NOT NULL DEFAULT 0,
     events_applied  bigint      NOT NULL DEFAULT 0,
+    -- The runner holding the projection's lease when it last took this generation over; checked
+    -- by every checkpoint write of a live or ready generation (fencing).
+    holder          text,
     last_error      text,
     last_error_position text,
     error_count     int         NOT NULL DEFAULT 0,

@@ -1,0 +1,112 @@
+//! The `parley` command line (API.md, "CLI").
+
+mod projections;
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::telemetry;
+use crate::workers::Workers;
+
+#[derive(Debug, Parser)]
+#[command(name = "parley", version, about = "Event-sourced team chat and calls backend")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: projection workers (and, with the HTTP layer, the API).
+    Serve {
+        /// Serve requests only; run no projection workers.
+        #[arg(long)]
+        no_workers: bool,
+        /// Do not run migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Run migrations and exit.
+    Migrate,
+    /// Inspect and rebuild projections.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
+    /// Read and verify the log.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.config.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { no_workers, no_migrate } => {
+            let app = App::connect(&cli.config, !no_migrate).await?;
+            serve(app, no_workers).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            App::connect(&cli.config, true).await?;
+            println!("migrations are up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections(command) => {
+            let app = App::connect(&cli.config, true).await?;
+            projections::run(&app, command).await
+        }
+        Command::Replay(command) => {
+            let app = App::connect(&cli.config, false).await?;
+            replay::run(&app, command).await
+        }
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM, then stops the workers (giving their leases to other nodes).
+pub async fn serve(app: App, no_workers: bool) -> anyhow::Result<()> {
+    app.store.spawn_listener().await?;
+    let workers = (!no_workers).then(|| Workers::spawn(&app));
+    tracing::info!(workers = !no_workers, "parley is running");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,24 @@
+//! Typed configuration, from flags and the environment (API.md, "Running").
+
+use clap::Args;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/parley";
+
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// PostgreSQL connection string; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+    /// Connections in this process's pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 20, global = true)]
+    pub pool_size: u32,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self { database_url: database_url.into(), pool_size: 20, log_format: "text".into() }
+    }
+}

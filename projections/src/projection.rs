@@ -1,0 +1,55 @@
+//! What a projection is to the runtime.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parley_eventstore::RecordedEvent;
+use sqlx::PgConnection;
+
+use crate::error::ProjectionError;
+
+/// A replayable read model: it writes only its own tables, so it can be rebuilt from the log at
+/// any time. Side effects belong in process managers, never here.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stored name; also names its schemas and lease.
+    fn name(&self) -> &'static str;
+    /// Bump when the tables or the way events map onto them change: a new generation is built.
+    fn version(&self) -> i32;
+    /// Its tables, exposed as public views of the live generation.
+    fn tables(&self) -> &'static [&'static str];
+    /// DDL creating its tables and indexes, unqualified; run with `search_path` set to the
+    /// generation's schema.
+    fn schema(&self) -> &'static str;
+    /// Whether it reads events of this type. Others are skipped, and the checkpoint moves past
+    /// them all the same.
+    fn handles(&self, event_type: &str) -> bool;
+    /// Applies events, in log order, inside the batch's transaction (whose `search_path` is the
+    /// generation's schema). Must not commit, and must be deterministic.
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// The set of projections a process runs.
+#[derive(Clone, Default)]
+pub struct Projections {
+    all: Vec<Arc<dyn Projection>>,
+}
+
+impl Projections {
+    pub fn new(all: Vec<Arc<dyn Projection>>) -> Self {
+        Self { all }
+    }
+
+    /// Every read model of Parley.
+    pub fn standard() -> Self {
+        Self::new(crate::read_models::all())
+    }
+
+    pub fn all(&self) -> &[Arc<dyn Projection>] {
+        &self.all
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Projection>> {
+        self.all.iter().find(|p| p.name() == name).cloned()
+    }
+}

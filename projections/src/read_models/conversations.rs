@@ -1,0 +1,143 @@
+//! Conversations and their members, for lists and membership checks on reads.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parley_aggregates::conversation::{ConversationEvent, MemberRole};
+use parley_eventstore::RecordedEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::decode;
+use crate::error::ProjectionError;
+use crate::projection::Projection;
+
+pub struct ConversationsProjection;
+
+/// Message activity of one conversation within a batch, written once per batch.
+struct Activity {
+    count: i64,
+    last_at: DateTime<Utc>,
+    last_message_id: Uuid,
+}
+
+#[async_trait]
+impl Projection for ConversationsProjection {
+    fn name(&self) -> &'static str {
+        "conversations"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["conversations", "conversation_members"]
+    }
+
+    fn schema(&self) -> &'static str {
+        r#"
+        CREATE TABLE conversations (
+            id               uuid PRIMARY KEY,
+            account_id       uuid NOT NULL,
+            kind             text NOT NULL,
+            title            text,
+            topic            text,
+            created_by       uuid NOT NULL,
+            created_at       timestamptz NOT NULL,
+            updated_at       timestamptz NOT NULL,
+            last_activity_at timestamptz NOT NULL,
+            last_message_id  uuid,
+            message_count    bigint NOT NULL DEFAULT 0,
+            archived         boolean NOT NULL DEFAULT false,
+            version          bigint NOT NULL
+        );
+        CREATE INDEX conversations_account_activity_idx ON conversations (account_id, last_activity_at DESC);
+        CREATE TABLE conversation_members (
+            conversation_id uuid NOT NULL,
+            user_id         uuid NOT NULL,
+            account_id      uuid NOT NULL,
+            role            text NOT NULL,
+            joined_at       timestamptz NOT NULL,
+            PRIMARY KEY (conversation_id, user_id)
+        );
+        CREATE INDEX conversation_members_user_idx ON conversation_members (user_id);
+        "#
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "ConversationStarted" | "MemberAdded" | "MessagePosted")
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let mut activity: HashMap<Uuid, Activity> = HashMap::new();
+        for e in events {
+            match decode::<ConversationEvent>(e)? {
+                ConversationEvent::ConversationStarted {
+                    conversation_id,
+                    kind,
+                    title,
+                    topic,
+                    created_by,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO conversations (id, account_id, kind, title, topic, created_by, created_at, \
+                           updated_at, last_activity_at, version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, 1) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(conversation_id)
+                    .bind(e.account_id)
+                    .bind(kind)
+                    .bind(title)
+                    .bind(topic)
+                    .bind(created_by)
+                    .bind(e.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                ConversationEvent::MemberAdded { conversation_id, user_id, role, .. } => {
+                    let role = match role {
+                        MemberRole::Admin => "admin",
+                        MemberRole::Member => "member",
+                    };
+                    sqlx::query(
+                        "INSERT INTO conversation_members (conversation_id, user_id, account_id, role, joined_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = $4",
+                    )
+                    .bind(conversation_id)
+                    .bind(user_id)
+                    .bind(e.account_id)
+                    .bind(role)
+                    .bind(e.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                ConversationEvent::MessagePosted { message_id, conversation_id, .. } => {
+                    let a = activity.entry(conversation_id).or_insert(Activity {
+                        count: 0,
+                        last_at: e.recorded_at,
+                        last_message_id: message_id,
+                    });
+                    a.count += 1;
+                    a.last_at = e.recorded_at;
+                    a.last_message_id = message_id;
+                }
+            }
+        }
+        for (conversation_id, a) in activity {
+            sqlx::query(
+                "UPDATE conversations SET message_count = message_count + $2, \
+                   last_activity_at = greatest(last_activity_at, $3), last_message_id = $4 \
+                 WHERE id = $1",
+            )
+            .bind(conversation_id)
+            .bind(a.count)
+            .bind(a.last_at)
+            .bind(a.last_message_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Every read model: real relational tables with the indexes their queries need.
+
+mod conversations;
+mod messages;
+mod users;
+
+use std::sync::Arc;
+
+pub use conversations::ConversationsProjection;
+pub use messages::MessagesProjection;
+pub use users::UsersProjection;
+
+use crate::projection::Projection;
+
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(UsersProjection), Arc::new(ConversationsProjection), Arc::new(MessagesProjection)]
+}
+
+/// Decodes a domain event from a recorded one, naming the event on failure.
+pub(crate) fn decode<E: cqrs_es::DomainEvent>(
+    event: &parley_eventstore::RecordedEvent,
+) -> Result<E, crate::ProjectionError> {
+    parley_aggregates::from_payload(&event.event_type, &event.payload)
+        .map_err(|e| crate::ProjectionError::apply(event, e))
+}

@@ -1,0 +1,101 @@
+//! Accounts and their users, for profiles, search and `GET /users/me`.
+
+use async_trait::async_trait;
+use parley_aggregates::account::AccountEvent;
+use parley_aggregates::user::UserEvent;
+use parley_eventstore::RecordedEvent;
+use sqlx::PgConnection;
+
+use super::decode;
+use crate::error::ProjectionError;
+use crate::projection::Projection;
+
+pub struct UsersProjection;
+
+#[async_trait]
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["accounts", "users"]
+    }
+
+    fn schema(&self) -> &'static str {
+        r#"
+        CREATE TABLE accounts (
+            id          uuid PRIMARY KEY,
+            name        text NOT NULL,
+            owner_id    uuid NOT NULL,
+            created_at  timestamptz NOT NULL,
+            version     bigint NOT NULL
+        );
+        CREATE TABLE users (
+            id           uuid PRIMARY KEY,
+            account_id   uuid NOT NULL,
+            name         text NOT NULL,
+            email        text NOT NULL,
+            display_name text,
+            avatar_url   text,
+            bio          text,
+            roles        text[] NOT NULL,
+            active       boolean NOT NULL DEFAULT true,
+            created_at   timestamptz NOT NULL,
+            updated_at   timestamptz NOT NULL,
+            version      bigint NOT NULL
+        );
+        -- Search on name or email prefix within an account.
+        CREATE INDEX users_account_name_idx ON users (account_id, lower(name) text_pattern_ops);
+        CREATE INDEX users_account_email_idx ON users (account_id, email text_pattern_ops);
+        "#
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "AccountOpened" | "UserRegistered")
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        for e in events {
+            match e.event_type.as_str() {
+                "AccountOpened" => {
+                    let AccountEvent::AccountOpened { account_id, name, owner_id } = decode(e)?;
+                    sqlx::query(
+                        "INSERT INTO accounts (id, name, owner_id, created_at, version) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(account_id)
+                    .bind(name)
+                    .bind(owner_id)
+                    .bind(e.recorded_at)
+                    .bind(e.version)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                "UserRegistered" => {
+                    let UserEvent::UserRegistered { user_id, account_id, name, email, roles, .. } =
+                        decode(e)?;
+                    sqlx::query(
+                        "INSERT INTO users (id, account_id, name, email, roles, created_at, updated_at, version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(user_id)
+                    .bind(account_id)
+                    .bind(name)
+                    .bind(email)
+                    .bind(roles)
+                    .bind(e.recorded_at)
+                    .bind(e.version)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

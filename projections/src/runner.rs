@@ -1,0 +1,321 @@
+//! One runner per projection per cluster: it holds the projection's lease (a session advisory
+//! lock on a dedicated connection, never a pooled one), applies batches to the live generation,
+//! and hands over rebuilt generations.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_eventstore::{EventStore, LogCursor};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::error::ProjectionError;
+use crate::generations::{self, Generation, GenerationState};
+use crate::projection::Projection;
+
+/// How a runner takes, keeps and uses its lease.
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    /// For the dedicated lease connection.
+    pub connect: PgConnectOptions,
+    /// How often a runner without the lease tries to take it.
+    pub retry_every: Duration,
+    /// How often the lease holder checks that its lease connection is alive.
+    pub check_every: Duration,
+    /// Events per batch (one transaction each).
+    pub batch_size: i64,
+}
+
+impl LeaseOptions {
+    pub fn new(connect: PgConnectOptions) -> Self {
+        Self {
+            connect,
+            retry_every: Duration::from_secs(1),
+            check_every: Duration::from_millis(500),
+            batch_size: 1000,
+        }
+    }
+}
+
+/// What one [`Runner::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Applied this many events (handled or skipped) to the live generation.
+    Applied(usize),
+    /// Nothing new to apply.
+    Idle,
+    /// Swapped in this rebuilt generation.
+    HandedOver(i32),
+    /// This runner does not hold the lease.
+    NotLeader,
+}
+
+/// How long a runner waits without any wake-up before it polls anyway.
+const BACKSTOP: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Runner {
+    store: EventStore,
+    projection: Arc<dyn Projection>,
+    options: LeaseOptions,
+    holder: String,
+    lease: Option<PgConnection>,
+    live: Option<Generation>,
+    last_check: Instant,
+    /// After a failed batch, events are applied one by one up to here, so the events before the
+    /// failing one land and the failure names exactly one event.
+    single_step_until: Option<LogCursor>,
+    events_applied: u64,
+}
+
+impl Runner {
+    pub fn new(store: EventStore, projection: Arc<dyn Projection>, options: LeaseOptions) -> Self {
+        Self {
+            store,
+            projection,
+            options,
+            holder: Uuid::now_v7().to_string(),
+            lease: None,
+            live: None,
+            last_check: Instant::now(),
+            single_step_until: None,
+            events_applied: 0,
+        }
+    }
+
+    /// This runner's identity, recorded on the generations it writes.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Events this runner applied to live generations.
+    pub fn events_applied(&self) -> u64 {
+        self.events_applied
+    }
+
+    /// The lease connection's application name (operators can find and kill it).
+    pub fn lease_application_name(&self) -> String {
+        format!("parley-lease/{}/{}", self.projection.name(), self.holder)
+    }
+
+    /// Tries to take the lease. On success the runner owns the live and ready generations
+    /// (creating the first generation, or a new one for a new projection version).
+    pub async fn acquire(&mut self) -> Result<bool, ProjectionError> {
+        if self.lease.is_some() {
+            return Ok(true);
+        }
+        let name = self.projection.name();
+        let options = self.options.connect.clone().application_name(&self.lease_application_name());
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let (got,): (bool,) =
+            sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended('parley-projection/' || $1, 0))")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(false);
+        }
+        self.lease = Some(conn);
+        self.last_check = Instant::now();
+        let pool = self.store.pool();
+        sqlx::query(
+            "UPDATE projection_generations SET holder = $2 WHERE name = $1 AND state IN ('live', 'ready')",
+        )
+        .bind(name)
+        .bind(&self.holder)
+        .execute(pool)
+        .await?;
+        let existing = generations::load(pool, name).await?;
+        let live = match existing.iter().find(|g| g.state == GenerationState::Live) {
+            Some(live) => live.clone(),
+            None => {
+                generations::create(pool, self.projection.as_ref(), GenerationState::Live, Some(&self.holder))
+                    .await?
+            }
+        };
+        let current_version_pending = existing.iter().any(|g| {
+            g.version == self.projection.version()
+                && matches!(g.state, GenerationState::Ready | GenerationState::Building)
+        });
+        if live.version != self.projection.version() && !current_version_pending {
+            tracing::info!(projection = name, "projection version changed: building a new generation");
+            generations::create(pool, self.projection.as_ref(), GenerationState::Ready, Some(&self.holder))
+                .await?;
+        }
+        tracing::info!(projection = name, holder = %self.holder, generation = live.generation, "took the projection lease");
+        self.live = Some(live);
+        Ok(true)
+    }
+
+    /// Gives the lease up.
+    pub async fn release(&mut self) {
+        if let Some(mut conn) = self.lease.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut conn).await;
+            let _ = conn.close().await;
+        }
+        self.live = None;
+    }
+
+    /// Whether the lease connection is still alive (checked at most every `check_every`).
+    async fn check_lease(&mut self) -> bool {
+        let Some(conn) = self.lease.as_mut() else { return false };
+        if self.last_check.elapsed() < self.options.check_every {
+            return true;
+        }
+        self.last_check = Instant::now();
+        if conn.ping().await.is_ok() {
+            return true;
+        }
+        tracing::warn!(projection = self.projection.name(), "lost the projection lease");
+        self.lease = None;
+        self.live = None;
+        false
+    }
+
+    /// Catches a generation a rebuild marked ready up to the head and swaps it in.
+    /// Callers must hold the lease.
+    pub async fn hand_over(&mut self) -> Result<Option<i32>, ProjectionError> {
+        let pool = self.store.pool();
+        let name = self.projection.name();
+        let Some(mut ready) =
+            generations::load(pool, name).await?.into_iter().find(|g| g.state == GenerationState::Ready)
+        else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE projection_generations SET holder = $3 WHERE name = $1 AND generation = $2")
+            .bind(name)
+            .bind(ready.generation)
+            .bind(&self.holder)
+            .execute(pool)
+            .await?;
+        ready.holder = Some(self.holder.clone());
+        let batch = self.options.batch_size;
+        generations::catch_up(
+            &self.store,
+            self.projection.as_ref(),
+            &mut ready,
+            Some(&self.holder),
+            batch,
+            |_| {},
+        )
+        .await?;
+        generations::swap(pool, self.projection.as_ref(), &ready, &self.holder).await?;
+        ready.state = GenerationState::Live;
+        let generation = ready.generation;
+        self.live = Some(ready);
+        Ok(Some(generation))
+    }
+
+    /// Applies the next batch of the log to the live generation, or hands over a ready one when
+    /// there is nothing new.
+    pub async fn step(&mut self) -> Result<StepOutcome, ProjectionError> {
+        if !self.check_lease().await {
+            return Ok(StepOutcome::NotLeader);
+        }
+        let Some(live) = self.live.as_mut() else { return Ok(StepOutcome::NotLeader) };
+        let single = self.single_step_until.is_some_and(|until| live.cursor < until);
+        if !single {
+            self.single_step_until = None;
+        }
+        let limit = if single { 1 } else { self.options.batch_size };
+        let events = self.store.read_all_after(live.cursor, limit).await?;
+        if events.is_empty() {
+            return Ok(match self.hand_over().await? {
+                Some(generation) => StepOutcome::HandedOver(generation),
+                None => StepOutcome::Idle,
+            });
+        }
+        match generations::apply_batch(
+            self.store.pool(),
+            self.projection.as_ref(),
+            live,
+            Some(&self.holder),
+            &events,
+        )
+        .await
+        {
+            Ok(()) => {
+                self.events_applied += events.len() as u64;
+                Ok(StepOutcome::Applied(events.len()))
+            }
+            Err(ProjectionError::Fenced(name)) => {
+                self.release().await;
+                Err(ProjectionError::Fenced(name))
+            }
+            Err(e) => {
+                let at = if single { events.first().map(|e| e.cursor()) } else { None };
+                if !single {
+                    self.single_step_until = events.last().map(|e| e.cursor());
+                }
+                if let Some(live) = self.live.as_ref() {
+                    generations::record_error(self.store.pool(), live, &e, at).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs until `shutdown` completes: takes the lease when it can, applies batches as events
+    /// arrive, backs off after failures (stalling only this projection), and gives the lease up
+    /// at the end.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut wake = self.store.subscribe();
+        let mut backoff = Duration::ZERO;
+        let name = self.projection.name();
+        loop {
+            if self.lease.is_none() {
+                let acquired = match self.acquire().await {
+                    Ok(acquired) => acquired,
+                    Err(e) => {
+                        tracing::warn!(projection = name, error = %e, "could not take the projection lease");
+                        false
+                    }
+                };
+                if !acquired {
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(self.options.retry_every) => continue,
+                    }
+                }
+            }
+            wake.mark_seen();
+            let outcome = self.step().await;
+            let pause = match outcome {
+                Ok(StepOutcome::Applied(_) | StepOutcome::HandedOver(_)) => {
+                    backoff = Duration::ZERO;
+                    Duration::ZERO
+                }
+                Ok(StepOutcome::NotLeader) => Duration::ZERO,
+                Ok(StepOutcome::Idle) => match self.store.events_behind_horizon().await {
+                    Ok(true) => Duration::from_millis(2),
+                    _ => {
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = wake.wait(BACKSTOP) => {}
+                        }
+                        Duration::ZERO
+                    }
+                },
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                    tracing::error!(projection = name, error = %e, retry_in = ?backoff, "projection batch failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.release().await;
+    }
+}
