@@ -19,6 +19,12 @@ pub enum DispatchError {
     /// A field's value is not acceptable.
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
+    /// The idempotency key was used before with another request body.
+    #[error("this idempotency key was used with another request")]
+    IdempotencyKeyReused,
+    /// The first request with this idempotency key is still running.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyInProgress,
     #[error("an event could not be encoded: {0}")]
     Payload(#[from] PayloadError),
     #[error(transparent)]

@@ -67,6 +67,45 @@ impl Dispatcher {
     }
 }
 
+/// The answer to a command sent with an idempotency key.
+#[derive(Debug)]
+pub enum Idempotent<A: Aggregate> {
+    /// Run now; its response is stored with its events.
+    Fresh(Executed<A>, StoredResponse),
+    /// Run before with the same body: the stored response, nothing written.
+    Replayed(StoredResponse),
+}
+
+impl Dispatcher {
+    /// Runs one command under an idempotency key: the response `render` makes of the outcome is
+    /// stored in the command's own transaction, so a retried request gets it back and appends
+    /// nothing; the same key with another body, or while the first still runs, is refused.
+    pub async fn execute_idempotent<A: WriteSide>(
+        &self,
+        ctx: &CommandContext,
+        stream_id: &str,
+        command: A::Command,
+        key: &IdempotencyKey,
+        render: impl Fn(&Executed<A>) -> StoredResponse,
+    ) -> Result<Idempotent<A>, DispatchError> {
+        with_retry(|| async {
+            let mut uow = self.begin(ctx).await?;
+            match uow.check_idempotency(key).await? {
+                IdempotencyCheck::New => {}
+                IdempotencyCheck::Replay(stored) => return Ok(Idempotent::Replayed(stored)),
+                IdempotencyCheck::Mismatch => return Err(DispatchError::IdempotencyKeyReused),
+                IdempotencyCheck::InProgress => return Err(DispatchError::IdempotencyInProgress),
+            }
+            let executed = uow.execute::<A>(stream_id, command.clone()).await?;
+            let response = render(&executed);
+            uow.record_idempotency(key, &response).await?;
+            uow.commit().await?;
+            Ok(Idempotent::Fresh(executed, response))
+        })
+        .await
+    }
+}
+
 /// Tries `attempt` again (in a fresh transaction) while it fails with a retryable conflict.
 pub async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, DispatchError>
 where

@@ -140,6 +140,16 @@ pub(crate) async fn create(
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
+    // The generation retired by the previous rebuild has served its purpose now.
+    let retired: Vec<(i32,)> = sqlx::query_as(
+        "DELETE FROM projection_generations WHERE name = $1 AND state = 'retired' RETURNING generation",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (generation,) in retired {
+        run_script(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_name(name, generation))).await?;
+    }
     let schema = schema_name(name, next);
     let setup = format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET LOCAL search_path TO {schema};"
@@ -287,7 +297,8 @@ pub(crate) async fn catch_up(
 }
 
 /// Swaps `ready` in as the live generation: the old one is retired and the public views point
-/// at the new one, in one transaction. The old schema is dropped afterwards.
+/// at the new one, in one transaction. The retired generation's tables are kept until the next
+/// rebuild, so an operator can compare the two or point the views back.
 pub(crate) async fn swap(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -317,13 +328,7 @@ pub(crate) async fn swap(
     }
     point_views(&mut tx, projection, &ready.schema()).await?;
     tx.commit().await?;
-    if let Some((old,)) = old {
-        let schema = schema_name(&ready.name, old);
-        let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-        if let Err(e) = sqlx::query(&drop).execute(pool).await {
-            tracing::warn!(error = %e, schema, "could not drop a retired generation");
-        }
-    }
+    tracing::info!(projection = %ready.name, retired = ?old.map(|(g,)| g), "swapped generations");
     tracing::info!(projection = %ready.name, generation = ready.generation, "new generation is live");
     Ok(())
 }

@@ -68,6 +68,9 @@ pub struct Runner {
     /// failing one land and the failure names exactly one event.
     single_step_until: Option<LogCursor>,
     events_applied: u64,
+    /// When this runner last lost its lease: it then waits before competing again, so that a
+    /// healthy peer takes over rather than a runner whose connection just failed.
+    lost_at: Option<Instant>,
 }
 
 impl Runner {
@@ -82,6 +85,7 @@ impl Runner {
             last_check: Instant::now(),
             single_step_until: None,
             events_applied: 0,
+            lost_at: None,
         }
     }
 
@@ -109,6 +113,9 @@ impl Runner {
     pub async fn acquire(&mut self) -> Result<bool, ProjectionError> {
         if self.lease.is_some() {
             return Ok(true);
+        }
+        if self.lost_at.is_some_and(|at| at.elapsed() < self.options.retry_every * 2) {
+            return Ok(false);
         }
         let name = self.projection.name();
         let options = self.options.connect.clone().application_name(&self.lease_application_name());
@@ -176,6 +183,7 @@ impl Runner {
         tracing::warn!(projection = self.projection.name(), "lost the projection lease");
         self.lease = None;
         self.live = None;
+        self.lost_at = Some(Instant::now());
         false
     }
 
@@ -247,6 +255,7 @@ impl Runner {
             }
             Err(ProjectionError::Fenced(name)) => {
                 self.release().await;
+                self.lost_at = Some(Instant::now());
                 Err(ProjectionError::Fenced(name))
             }
             Err(e) => {

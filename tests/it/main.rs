@@ -1,0 +1,9 @@
+//! Store-, runtime- and command-level tests on a real PostgreSQL, a fresh database each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod commands;
+mod concurrency;
+mod idempotency;
+mod projections;
+mod replay;
+mod store;

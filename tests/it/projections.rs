@@ -1,0 +1,302 @@
+//! The projection runtime: atomic batches, fenced leases, rebuilds beside the live generation.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parley_eventstore::RecordedEvent;
+use parley_projections::read_models::MessagesProjection;
+use parley_projections::{list, rebuild, wait_for, Projection, ProjectionError, Runner, StepOutcome};
+use parley_tests::{assert_same_rows, dump, TestApp};
+use sqlx::PgConnection;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// The messages projection, but the first batch stops forever halfway through its writes,
+/// inside its transaction: the moment to kill the process.
+struct StallsMidBatch {
+    inner: MessagesProjection,
+    stalled: Arc<Notify>,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for StallsMidBatch {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn version(&self) -> i32 {
+        self.inner.version()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    fn schema(&self) -> &'static str {
+        self.inner.schema()
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        self.inner.handles(event_type)
+    }
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let (first, rest) = events.split_at(events.len() / 2);
+        self.inner.apply(conn, first).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.apply(conn, rest).await
+    }
+}
+
+async fn drive_until_idle(runner: &mut Runner) {
+    loop {
+        match runner.step().await.unwrap() {
+            StepOutcome::Applied(_) | StepOutcome::HandedOver(_) => {}
+            StepOutcome::Idle => return,
+            StepOutcome::NotLeader => panic!("runner lost its lease"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_projection_killed_mid_batch_and_restarted_equals_a_rebuild_from_zero() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 1500, 100).await;
+    let stalled = Arc::new(Notify::new());
+    let stalling = Arc::new(StallsMidBatch { inner: MessagesProjection, stalled: stalled.clone(), armed: AtomicBool::new(true) });
+    let mut options = t.app.lease_options();
+    options.batch_size = 400;
+    let crashing = Runner::new(t.app.store.clone(), stalling, options.clone());
+    let task = tokio::spawn(crashing.run(std::future::pending()));
+    stalled.notified().await;
+    // Half the batch is written, uncommitted. Kill the worker: its transaction and lease die.
+    task.abort();
+    let _ = task.await;
+
+    let pool = t.app.store.pool();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(pool).await.unwrap();
+    assert_eq!(rows, 0, "nothing of the killed batch is visible");
+    let status = list(&t.app.store).await.unwrap();
+    assert_eq!(status[0].events_applied, 0, "the checkpoint did not move");
+
+    let mut restarted = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), options.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !restarted.acquire().await.unwrap() {
+        assert!(Instant::now() < deadline, "the killed runner's lease was released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drive_until_idle(&mut restarted).await;
+    let incremental = dump(pool, "messages").await;
+    assert_eq!(incremental.as_array().unwrap().len(), 1500);
+    restarted.release().await;
+
+    let rebuilt = rebuild(&t.app.store, Arc::new(MessagesProjection), options, |_| {}).await.unwrap();
+    assert_eq!(rebuilt.generation, 2);
+    assert_same_rows(&dump(pool, "messages").await, &incremental, "the restarted projection equals a rebuild");
+    assert_same_rows(&dump(pool, "proj_messages_g1.messages").await, &incremental, "the retired generation is kept");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_for_one_projection_one_writes_and_a_killed_connection_hands_over() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    let pool = t.app.store.pool().clone();
+    let a = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), t.fast_lease());
+    let b = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), t.fast_lease());
+    let holders = [a.holder().to_owned(), b.holder().to_owned()];
+    let tasks = [tokio::spawn(a.run(std::future::pending())), tokio::spawn(b.run(std::future::pending()))];
+
+    let holder_now = |pool: sqlx::PgPool| async move {
+        let h: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT holder FROM projection_generations WHERE name = 'messages' AND state = 'live'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        h.and_then(|h| h.0)
+    };
+    let mut writers_seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        t.append_messages(account, conversation, 50, 10).await;
+        wait_for(&pool, &["messages"], t.head().await, Duration::from_secs(5)).await.unwrap();
+        writers_seen.insert(holder_now(pool.clone()).await.unwrap());
+    }
+    assert_eq!(writers_seen.len(), 1, "only one runner wrote");
+    let leader = writers_seen.into_iter().next().unwrap();
+    let follower = holders.iter().find(|h| **h != leader).unwrap().clone();
+    let (lease_connections,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
+           AND a.application_name LIKE 'parley-lease/messages/%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(lease_connections, 1, "one lease is held");
+
+    let killed = Instant::now();
+    let (terminated,): (bool,) = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(format!("parley-lease/messages/{leader}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(terminated, "the leader's lease connection was killed");
+    t.append_messages(account, conversation, 50, 10).await;
+    wait_for(&pool, &["messages"], t.head().await, Duration::from_secs(5)).await.unwrap();
+    assert!(killed.elapsed() < Duration::from_secs(5));
+    let after = holder_now(pool.clone()).await;
+    assert_eq!(after.as_ref(), Some(&follower), "the other runner took over (leader was {leader})");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 300, "every message is projected exactly once");
+    for task in tasks {
+        task.abort();
+    }
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_while_writes_continue_keeps_reads_answering_and_equals_the_incremental_copy() {
+    let t = Arc::new(TestApp::new().await);
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 3000, 100).await;
+    let pool = t.app.store.pool().clone();
+    let live = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), t.fast_lease());
+    let live = tokio::spawn(live.run(std::future::pending()));
+    wait_for(&pool, &["messages"], t.head().await, Duration::from_secs(10)).await.unwrap();
+
+    let building = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (t, building) = (t.clone(), building.clone());
+        async move {
+            let mut written = 0;
+            while building.load(Ordering::SeqCst) {
+                t.append_messages(account, conversation, 10, 10).await;
+                written += 10;
+            }
+            written
+        }
+    });
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let (pool, building, reads) = (pool.clone(), building.clone(), reads.clone());
+        async move {
+            while building.load(Ordering::SeqCst) {
+                let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages WHERE conversation_id = $1")
+                    .bind(conversation)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("reads keep answering during the rebuild");
+                assert!(n >= 3000);
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let mut options = t.fast_lease();
+    options.batch_size = 200;
+    let stop_writes = building.clone();
+    let rebuilt = rebuild(&t.app.store, Arc::new(MessagesProjection), options, move |p| {
+        if p.phase != "building" {
+            stop_writes.store(false, Ordering::SeqCst);
+        }
+    })
+    .await
+    .unwrap();
+    let written = writer.await.unwrap();
+    reader.await.unwrap();
+    assert!(written > 0, "writes went on during the rebuild");
+    assert!(reads.load(Ordering::SeqCst) > 0);
+    assert_eq!(rebuilt.generation, 2);
+
+    wait_for(&pool, &["messages"], t.head().await, Duration::from_secs(10)).await.unwrap();
+    let rebuilt_rows = dump(&pool, "messages").await;
+    assert_eq!(rebuilt_rows.as_array().unwrap().len(), 3000 + written, "every message, once");
+    // The retired generation was projected incrementally from the start until the swap; a
+    // write may land between its last batch and the swap, so it may stop a little short. Up to
+    // where it stopped, the rebuilt generation must hold exactly the same rows.
+    let incremental = dump(&pool, "proj_messages_g1.messages").await;
+    let (stopped_at,): (i64,) = sqlx::query_as("SELECT coalesce(max(seq), 0) FROM proj_messages_g1.messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(stopped_at >= 3000);
+    let rebuilt_prefix = dump(&pool, &format!("(SELECT * FROM messages WHERE seq <= {stopped_at})")).await;
+    assert_same_rows(&rebuilt_prefix, &incremental, "rebuild equals the incremental copy");
+    live.abort();
+    Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+/// A projection that fails on one particular event until told otherwise.
+struct FailsOn {
+    bad_body: String,
+    healed: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for FailsOn {
+    fn name(&self) -> &'static str {
+        "fails_on"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["fails_on_seen"]
+    }
+    fn schema(&self) -> &'static str {
+        "CREATE TABLE fails_on_seen (body text PRIMARY KEY);"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "MessagePosted"
+    }
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        for e in events {
+            let body = e.payload["body"].as_str().unwrap_or_default().to_owned();
+            if body == self.bad_body && !self.healed.load(Ordering::SeqCst) {
+                return Err(ProjectionError::apply(e, "cannot handle this one"));
+            }
+            sqlx::query("INSERT INTO fails_on_seen (body) VALUES ($1)").bind(body).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_event_stalls_only_its_projection_with_the_error_recorded() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 20, 20).await;
+    let failing = Arc::new(FailsOn { bad_body: "message 8".into(), healed: AtomicBool::new(false) });
+    let mut bad = Runner::new(t.app.store.clone(), failing.clone(), t.app.lease_options());
+    let mut good = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), t.app.lease_options());
+    assert!(bad.acquire().await.unwrap() && good.acquire().await.unwrap());
+
+    assert!(bad.step().await.is_err(), "the batch holding the bad event fails");
+    for _ in 0..7 {
+        assert_eq!(bad.step().await.unwrap(), StepOutcome::Applied(1), "the events before it land one by one");
+    }
+    let err = bad.step().await.unwrap_err();
+    assert!(err.to_string().contains("cannot handle this one"));
+    drive_until_idle(&mut good).await;
+
+    let status = list(&t.app.store).await.unwrap();
+    let failing_status = status.iter().find(|s| s.name == "fails_on").unwrap();
+    assert_eq!(failing_status.status, "failing");
+    assert_eq!(failing_status.events_applied, 7);
+    assert_eq!(failing_status.lag, 13);
+    assert!(failing_status.last_error.as_deref().unwrap().contains("cannot handle this one"));
+    assert!(failing_status.last_error_position.is_some(), "the failing event is named");
+    let messages = status.iter().find(|s| s.name == "messages").unwrap();
+    assert_eq!((messages.status.as_str(), messages.lag), ("running", 0), "other projections go on");
+
+    failing.healed.store(true, Ordering::SeqCst);
+    drive_until_idle(&mut bad).await;
+    let status = list(&t.app.store).await.unwrap();
+    let healed = status.iter().find(|s| s.name == "fails_on").unwrap();
+    assert_eq!((healed.status.as_str(), healed.lag, healed.last_error.is_none()), ("running", 0, true));
+    t.finish().await;
+}

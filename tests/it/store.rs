@@ -1,0 +1,145 @@
+//! The log's own guarantees: expected versions, append-only, hash chain, metadata, upcasting,
+//! snapshots, claims.
+
+use parley_eventstore::{EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamKey, Upcaster, Upcasters};
+use parley_tests::TestApp;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn append(stream: &StreamKey, expected: i64, n: usize) -> StreamAppend {
+    StreamAppend {
+        account_id: Uuid::nil(),
+        stream: stream.clone(),
+        expected_version: expected,
+        events: (0..n).map(|i| NewEvent::new("ThingHappened", 1, json!({"i": i}))).collect(),
+        metadata: Metadata::system(),
+    }
+}
+
+#[tokio::test]
+async fn a_second_writer_with_a_stale_version_gets_a_conflict_and_no_duplicate_version_exists() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    for round in 0..10 {
+        let stream = StreamKey::new("Thing", format!("t{round}"));
+        store.append(&append(&stream, 0, 1)).await.unwrap();
+        // Eight writers all believe the stream is at version 1.
+        let results = futures::future::join_all((0..8).map(|_| {
+            let store = store.clone();
+            let batch = append(&stream, 1, 2);
+            async move { store.append(&batch).await }
+        }))
+        .await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "exactly one writer wins round {round}");
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(r, StoreError::WrongExpectedVersion { expected: 1, actual: 3, .. }),
+                "the losers see a conflict naming the real version: {r:?}"
+            );
+        }
+        let versions: Vec<i64> = store.read_stream(&stream, 0, None).await.unwrap().iter().map(|e| e.version).collect();
+        assert_eq!(versions, vec![1, 2, 3]);
+    }
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn two_open_transactions_on_one_stream_queue_and_the_second_conflicts() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let stream = StreamKey::new("Thing", "x");
+    let mut first = store.begin().await.unwrap();
+    first.append(&append(&stream, 0, 1)).await.unwrap();
+    let second = tokio::spawn({
+        let store = store.clone();
+        let stream = stream.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.append(&append(&stream, 0, 1)).await
+        }
+    });
+    // The second waits on the stream lock until the first commits.
+    tokio::task::yield_now().await;
+    first.commit().await.unwrap();
+    let err = second.await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { expected: 0, actual: 1, .. }), "{err:?}");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_log_refuses_update_delete_and_truncate() {
+    let t = TestApp::new().await;
+    let stream = StreamKey::new("Thing", "x");
+    t.app.store.append(&append(&stream, 0, 2)).await.unwrap();
+    let pool = t.app.store.pool();
+    for sql in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events WHERE version = 2",
+        "TRUNCATE events",
+    ] {
+        let err = sqlx::query(sql).execute(pool).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(t.app.store.read_stream(&stream, 0, None).await.unwrap().len(), 2);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn events_chain_their_hashes_and_carry_their_metadata() {
+    let t = TestApp::new().await;
+    let stream = StreamKey::new("Thing", "x");
+    let actor = Uuid::now_v7();
+    let mut batch = append(&stream, 0, 3);
+    batch.metadata = Metadata {
+        actor_type: parley_eventstore::ActorKind::User,
+        actor_id: Some(actor),
+        correlation_id: Some(Uuid::now_v7()),
+        causation_id: None,
+        request_id: Some("req-1".into()),
+        client_ip: Some("127.0.0.1".into()),
+    };
+    let appended = t.app.store.append(&batch).await.unwrap();
+    assert_eq!(appended.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let rows: Vec<(Vec<u8>, Vec<u8>, Value)> =
+        sqlx::query_as("SELECT prev_hash, hash, metadata FROM events ORDER BY version").fetch_all(t.app.store.pool()).await.unwrap();
+    assert_eq!(rows[0].0, vec![0u8; 32], "the first event chains from the genesis hash");
+    assert_eq!(rows[1].0, rows[0].1);
+    assert_eq!(rows[2].0, rows[1].1);
+    assert_eq!(rows[0].2["actor_id"], json!(actor));
+    assert_eq!(rows[0].2["request_id"], json!("req-1"));
+    assert_eq!(rows[0].2["actor_type"], json!("user"));
+    let recorded = t.app.store.read_stream(&stream, 0, None).await.unwrap();
+    assert_eq!(recorded[2].actor_id(), Some(actor));
+    assert_eq!(recorded[2].cursor(), appended.events[2].cursor());
+    t.finish().await;
+}
+
+fn rename_text_to_body(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if let Some(text) = o.remove("text") {
+            o.insert("body".into(), text);
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn old_schema_versions_are_upcast_on_read_and_never_rewritten() {
+    let t = TestApp::new().await;
+    let stream = StreamKey::new("Thing", "x");
+    let mut old = append(&stream, 0, 1);
+    old.events[0] = NewEvent::new("Noted", 1, json!({"text": "hello"}));
+    t.app.store.append(&old).await.unwrap();
+    let store = EventStore::new(
+        t.app.store.pool().clone(),
+        Upcasters::new([Upcaster { event_type: "Noted", from_version: 1, upcast: rename_text_to_body }]),
+    );
+    let read = store.read_stream(&stream, 0, None).await.unwrap();
+    assert_eq!((read[0].schema_version, &read[0].payload), (2, &json!({"body": "hello"})));
+    let tailed = store.tail(Default::default(), 10).next_batch().await.unwrap();
+    assert_eq!(tailed[0].payload, json!({"body": "hello"}));
+    let (stored,): (Value,) = sqlx::query_as("SELECT payload FROM events").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(stored, json!({"text": "hello"}), "the stored event is untouched");
+    t.finish().await;
+}
