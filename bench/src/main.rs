@@ -1,0 +1,88 @@
+//! `parley-bench`: Parley's benchmarks, each figure measured next to its physical limit in the
+//! same run on the same server, so ratios hold on a noisy machine where absolute times do not.
+//!
+//! - `store`: raw single-row INSERT transactions/s of an events-shaped row with N clients, next
+//!   to Parley's single-event appends/s to distinct streams with N writers.
+//! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
+//!   with the process's peak resident memory during the rebuild, at two log sizes.
+
+mod rebuild;
+mod store;
+
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    Store,
+    Rebuild,
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "parley-bench")]
+struct Args {
+    /// The server to benchmark on (a scratch database is created and dropped).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    database_url: String,
+    #[arg(long, value_enum, default_value = "all")]
+    suite: Suite,
+    /// Concurrent clients for the store suite.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds each store measurement runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Events in the large rebuild (the small one has a quarter of them).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+}
+
+/// A scratch database, dropped at the end.
+pub struct Scratch {
+    pub options: PgConnectOptions,
+    server: PgConnectOptions,
+    name: String,
+}
+
+impl Scratch {
+    pub async fn new(server: &PgConnectOptions, purpose: &str) -> anyhow::Result<Self> {
+        let name = format!("parley_bench_{purpose}_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect_with(server).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        admin.close().await?;
+        let options = parley_eventstore::db::connect_options(&server.clone().database(&name).to_url_lossy().to_string(), "parley-bench")?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        parley_migrations::MIGRATOR.run(&mut conn).await?;
+        conn.close().await?;
+        Ok(Self { options, server: server.clone(), name })
+    }
+
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect_with(&self.server).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut admin).await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = PgConnectOptions::from_str(&args.database_url)?.database("postgres");
+    println!("parley-bench on {} cores; PostgreSQL at {}:{}", num_cpus(), server.get_host(), server.get_port());
+    if matches!(args.suite, Suite::Store | Suite::All) {
+        store::run(&server, args.clients, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Rebuild | Suite::All) {
+        rebuild::run(&server, args.events).await?;
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

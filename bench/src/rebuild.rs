@@ -1,0 +1,129 @@
+//! Rebuild throughput of the messages read model, and the process's peak memory during it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_eventstore::{db, EventStore, Metadata, NewEvent, StreamAppend, StreamKey, Upcasters};
+use parley_projections::read_models::MessagesProjection;
+use parley_projections::{rebuild, LeaseOptions};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use uuid::Uuid;
+
+use crate::Scratch;
+
+const CONVERSATIONS: usize = 1000;
+const PER_APPEND: usize = 500;
+const WRITERS: usize = 8;
+
+/// Appends `count` MessagePosted events over [`CONVERSATIONS`] conversations.
+async fn seed(store: &EventStore, count: usize, already: usize) -> anyhow::Result<()> {
+    let account = Uuid::nil();
+    let appends = count / PER_APPEND;
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n >= appends {
+                        return anyhow::Ok(());
+                    }
+                    // Each conversation gets its appends in order: append k of conversation c is
+                    // number k * CONVERSATIONS + c, and waits for its predecessor by version.
+                    let global = already / PER_APPEND + n;
+                    let conversation = Uuid::from_u128(global as u128 % CONVERSATIONS as u128 + 1);
+                    let expected = (global / CONVERSATIONS * PER_APPEND) as i64;
+                    let events = (0..PER_APPEND)
+                        .map(|i| {
+                            NewEvent::new(
+                                "MessagePosted",
+                                1,
+                                json!({"message_id": Uuid::now_v7(), "conversation_id": conversation,
+                                       "author_id": Uuid::from_u128(7),
+                                       "body": format!("message {} of a steady conversation", expected + i as i64 + 1)}),
+                            )
+                        })
+                        .collect();
+                    let append = StreamAppend {
+                        account_id: account,
+                        stream: StreamKey::new("Conversation", conversation.to_string()),
+                        expected_version: expected,
+                        events,
+                        metadata: Metadata::system(),
+                    };
+                    // The previous append of this conversation may still be in flight.
+                    loop {
+                        match store.append(&append).await {
+                            Ok(_) => break,
+                            Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Rebuilds the messages projection; returns (events/s, events, RSS growth in MiB from just
+/// before the rebuild to its peak during it).
+async fn measure(store: &EventStore, lease: LeaseOptions) -> anyhow::Result<(f64, i64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let baseline = rss_kib();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampler = tokio::spawn({
+        let (stop, peak) = (stop.clone(), peak.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let generation = rebuild(store, Arc::new(MessagesProjection), lease, |_| {}).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    sampler.await?;
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline) as f64 / 1024.0;
+    Ok((generation.events_applied as f64 / elapsed, generation.events_applied, growth))
+}
+
+pub async fn run(server: &PgConnectOptions, events: usize) -> anyhow::Result<()> {
+    let scratch = Scratch::new(server, "rebuild").await?;
+    let pool = db::pool(scratch.options.clone(), WRITERS as u32 + 4).await?;
+    let store = EventStore::new(pool.clone(), Upcasters::default());
+    let lease = LeaseOptions::new(scratch.options.clone());
+    let small = events / 4;
+    let seeding = Instant::now();
+    seed(&store, small, 0).await?;
+    println!();
+    println!("rebuild of the messages read model (seeded {small} events in {:.1} s)", seeding.elapsed().as_secs_f64());
+    let (rate_small, n_small, peak_small) = measure(&store, lease.clone()).await?;
+    println!("  {n_small:>9} events: {rate_small:>9.0} events/s, memory growth to peak {peak_small:>6.1} MiB");
+    seed(&store, events - small, small).await?;
+    let (rate_large, n_large, peak_large) = measure(&store, lease).await?;
+    println!("  {n_large:>9} events: {rate_large:>9.0} events/s, memory growth to peak {peak_large:>6.1} MiB  (target >= 50000 events/s)");
+    println!(
+        "  memory growth large/small: {:.2} for {:.1}x the events (independent of log size: ~1)",
+        peak_large / peak_small.max(0.1),
+        n_large as f64 / n_small.max(1) as f64
+    );
+    pool.close().await;
+    scratch.drop_db().await
+}
