@@ -157,17 +157,24 @@ impl EventStore {
 }
 
 /// Sends at most one `NOTIFY` per burst of commits, outside any append transaction (a `NOTIFY`
-/// inside it would serialise every commit on the notification queue lock).
+/// inside it would serialise every commit on the notification queue lock). Under load it sends
+/// at most one per [`NOTIFY_INTERVAL`]: the commits meanwhile are all covered by the next one, so
+/// other nodes hear of them at most that much later.
 async fn notifier(inner: Weak<Inner>, wanted: Arc<Notify>) {
     loop {
         wanted.notified().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&inner.pool).await;
+        let Some(pool) = inner.upgrade().map(|i| i.pool.clone()) else { return };
+        let sent = sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&pool).await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, "could not notify other nodes; they fall back to polling");
         }
+        drop(pool);
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
+
+/// The shortest time between two `NOTIFY`s of one node.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// A write transaction on the log. Dropping it without [`StoreTransaction::commit`] rolls back.
 pub struct StoreTransaction {

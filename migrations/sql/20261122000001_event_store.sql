@@ -96,23 +96,34 @@ CREATE FUNCTION parley_append(
 RETURNS TABLE (out_position bigint, out_transaction_id xid8, out_version bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_head record;
+    v_xid xid8;
+    v_head_tx xid8;
     v_prev bytea;
     v_hash bytea;
     v_version bigint;
 BEGIN
-    SELECT * INTO v_head FROM parley_lock_stream(p_stream_type, p_stream_id);
-    IF v_head.head_version <> p_expected_version THEN
-        RAISE EXCEPTION 'stream %/% is at version %, expected %',
-            p_stream_type, p_stream_id, v_head.head_version, p_expected_version
-            USING ERRCODE = 'PL409', DETAIL = v_head.head_version::text;
+    -- The steps of parley_lock_stream, inlined: this is the hot path.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_type || '/' || p_stream_id, 0));
+    v_xid := pg_current_xact_id();
+    SELECT e.version, e.transaction_id, e.hash INTO v_version, v_head_tx, v_prev
+      FROM events e
+     WHERE e.stream_type = p_stream_type AND e.stream_id = p_stream_id
+     ORDER BY e.version DESC
+     LIMIT 1;
+    IF NOT FOUND THEN
+        v_version := 0;
+        v_prev := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
     END IF;
-    IF v_head.head_transaction_id IS NOT NULL AND v_head.head_transaction_id > v_head.current_xid THEN
+    IF v_version <> p_expected_version THEN
+        RAISE EXCEPTION 'stream %/% is at version %, expected %',
+            p_stream_type, p_stream_id, v_version, p_expected_version
+            USING ERRCODE = 'PL409', DETAIL = v_version::text;
+    END IF;
+    IF v_head_tx IS NOT NULL AND v_head_tx > v_xid THEN
         RAISE EXCEPTION 'stream %/% was last written by a younger transaction', p_stream_type, p_stream_id
             USING ERRCODE = 'PL40R';
     END IF;
-    v_prev := v_head.head_hash;
-    v_version := v_head.head_version;
+    out_transaction_id := v_xid;
     FOR i IN 1 .. coalesce(array_length(p_event_ids, 1), 0) LOOP
         v_version := v_version + 1;
         v_hash := sha256(v_prev || p_canonical[i]);
@@ -121,7 +132,6 @@ BEGIN
         VALUES (p_event_ids[i], p_account_id, p_stream_type, p_stream_id, v_version, p_event_types[i],
                 p_schema_versions[i], p_payloads[i], p_metadata[i], p_recorded_at, v_prev, v_hash)
         RETURNING position INTO out_position;
-        out_transaction_id := v_head.current_xid;
         out_version := v_version;
         v_prev := v_hash;
         RETURN NEXT;
