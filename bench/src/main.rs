@@ -54,7 +54,10 @@ impl Scratch {
         let mut admin = PgConnection::connect_with(server).await?;
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
         admin.close().await?;
-        let options = parley_eventstore::db::connect_options(&server.clone().database(&name).to_url_lossy().to_string(), "parley-bench")?;
+        let options = parley_eventstore::db::connect_options(
+            &server.clone().database(&name).to_url_lossy().to_string(),
+            "parley-bench",
+        )?;
         let mut conn = PgConnection::connect_with(&options).await?;
         parley_migrations::MIGRATOR.run(&mut conn).await?;
         conn.close().await?;
@@ -63,7 +66,9 @@ impl Scratch {
 
     pub async fn drop_db(self) -> anyhow::Result<()> {
         let mut admin = PgConnection::connect_with(&self.server).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         Ok(())
     }
@@ -73,7 +78,12 @@ impl Scratch {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let server = PgConnectOptions::from_str(&args.database_url)?.database("postgres");
-    println!("parley-bench on {} cores; PostgreSQL at {}:{}", num_cpus(), server.get_host(), server.get_port());
+    println!(
+        "parley-bench on {} cores; PostgreSQL at {}:{}",
+        num_cpus(),
+        server.get_host(),
+        server.get_port()
+    );
     if matches!(args.suite, Suite::Store | Suite::All) {
         store::run(&server, args.clients, args.seconds).await?;
     }

@@ -113,9 +113,14 @@ pub async fn run(server: &PgConnectOptions, events: usize) -> anyhow::Result<()>
     let seeding = Instant::now();
     seed(&store, small, 0).await?;
     println!();
-    println!("rebuild of the messages read model (seeded {small} events in {:.1} s)", seeding.elapsed().as_secs_f64());
+    println!(
+        "rebuild of the messages read model (seeded {small} events in {:.1} s)",
+        seeding.elapsed().as_secs_f64()
+    );
     let (rate_small, n_small, peak_small) = measure(&store, lease.clone()).await?;
-    println!("  {n_small:>9} events: {rate_small:>9.0} events/s, memory growth to peak {peak_small:>6.1} MiB");
+    println!(
+        "  {n_small:>9} events: {rate_small:>9.0} events/s, memory growth to peak {peak_small:>6.1} MiB"
+    );
     seed(&store, events - small, small).await?;
     let (rate_large, n_large, peak_large) = measure(&store, lease).await?;
     println!("  {n_large:>9} events: {rate_large:>9.0} events/s, memory growth to peak {peak_large:>6.1} MiB  (target >= 50000 events/s)");

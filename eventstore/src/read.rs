@@ -11,11 +11,15 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::upcast::Upcasters;
 
-pub(crate) const COLUMNS: &str = "position, transaction_id::text AS transaction_id, event_id, account_id, \
+/// The columns of a recorded event. The transaction id travels as text (sqlx has no `xid8`), under
+/// its own name: aliased `transaction_id`, it would capture a bare `ORDER BY transaction_id`, which
+/// binds to output columns first, and sort the log by the text of its ids.
+pub(crate) const COLUMNS: &str =
+    "position, transaction_id::text AS transaction_id_text, event_id, account_id, \
      stream_type, stream_id, version, event_type, schema_version, payload, metadata, recorded_at";
 
 pub(crate) fn decode(row: &PgRow, upcasters: &Upcasters) -> Result<RecordedEvent, StoreError> {
-    let tx: String = row.try_get("transaction_id")?;
+    let tx: String = row.try_get("transaction_id_text")?;
     let event_type: String = row.try_get("event_type")?;
     let (schema_version, payload) =
         upcasters.upcast(&event_type, row.try_get("schema_version")?, row.try_get("payload")?);
@@ -72,7 +76,7 @@ pub(crate) async fn read_all_after(
         "SELECT {COLUMNS} FROM events \
          WHERE (transaction_id, position) > ($1::text::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, position \
+         ORDER BY events.transaction_id, events.position \
          LIMIT $3"
     ))
     .bind(cursor.transaction_id_text())
@@ -98,9 +102,9 @@ pub(crate) async fn events_behind_horizon(conn: &mut PgConnection) -> Result<boo
 /// The cursor of the newest readable event (the log head as readers see it).
 pub(crate) async fn head(conn: &mut PgConnection) -> Result<LogCursor, StoreError> {
     let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text, position FROM events \
+        "SELECT transaction_id::text AS transaction_id_text, position FROM events \
          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id DESC, position DESC LIMIT 1",
+         ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -141,7 +145,7 @@ pub(crate) async fn query(
            AND ($7::text IS NULL OR metadata->>'actor_id' = $7) \
            AND ($8::timestamptz IS NULL OR recorded_at >= $8) \
            AND ($9::timestamptz IS NULL OR recorded_at < $9) \
-         ORDER BY transaction_id, position \
+         ORDER BY events.transaction_id, events.position \
          LIMIT $10"
     ))
     .bind(filter.after.transaction_id_text())

@@ -148,7 +148,8 @@ pub(crate) async fn create(
     .fetch_all(&mut *tx)
     .await?;
     for (generation,) in retired {
-        run_script(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_name(name, generation))).await?;
+        run_script(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_name(name, generation)))
+            .await?;
     }
     let schema = schema_name(name, next);
     let setup = format!(

@@ -41,10 +41,11 @@ async fn one_email_registers_once_across_the_system_even_concurrently() {
         }
     }
     assert_eq!(ok, 1);
-    let (accounts,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'AccountOpened'")
-        .fetch_one(t.app.store.pool())
-        .await
-        .unwrap();
+    let (accounts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'AccountOpened'")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(accounts, 1, "a refused registration leaves nothing behind");
     Arc::into_inner(t).unwrap().finish().await;
 }
@@ -60,11 +61,14 @@ async fn bad_registrations_name_the_field_and_write_nothing() {
     ] {
         match t.app.commands.register(r).await {
             Err(DispatchError::Invalid { field: f, .. }) => assert_eq!(f, field),
-            Err(DispatchError::Domain(DomainError::Invitation(InvitationError::NotFound))) => assert_eq!(field, "invitation"),
+            Err(DispatchError::Domain(DomainError::Invitation(InvitationError::NotFound))) => {
+                assert_eq!(field, "invitation")
+            }
             other => panic!("{field}: {other:?}"),
         }
     }
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
     assert_eq!(n, 0);
     t.finish().await;
 }
@@ -77,14 +81,21 @@ async fn an_invitation_is_accepted_once_by_its_email_with_its_role() {
     assert_eq!(invitation.token.len(), 43);
 
     let wrong = t.app.commands.register(registration("eve@example.com", Some(&invitation.token))).await;
-    assert!(matches!(wrong, Err(DispatchError::Domain(DomainError::Invitation(InvitationError::EmailMismatch)))));
+    assert!(matches!(
+        wrong,
+        Err(DispatchError::Domain(DomainError::Invitation(InvitationError::EmailMismatch)))
+    ));
 
-    let bob = t.app.commands.register(registration("bob@example.com", Some(&invitation.token))).await.unwrap();
+    let bob =
+        t.app.commands.register(registration("bob@example.com", Some(&invitation.token))).await.unwrap();
     assert_eq!((bob.account_id, bob.roles.clone()), (registered.account_id, vec!["member".to_owned()]));
     assert_eq!(bob.account_name, "Acme");
 
     let again = t.app.commands.register(registration("bob@example.com", Some(&invitation.token))).await;
-    assert!(matches!(again, Err(DispatchError::Domain(DomainError::Invitation(InvitationError::AlreadyAccepted)))));
+    assert!(matches!(
+        again,
+        Err(DispatchError::Domain(DomainError::Invitation(InvitationError::AlreadyAccepted)))
+    ));
 
     let member = user_context(&bob);
     let refused = t.app.commands.invite(&member, "carol@example.com", "member").await;
@@ -99,25 +110,37 @@ async fn conversations_check_membership_and_hide_other_accounts() {
     let t = TestApp::new().await;
     let (owner, _) = t.owner("owner@example.com").await;
     let invitation = t.app.commands.invite(&owner, "bob@example.com", "member").await.unwrap();
-    let bob = user_context(&t.app.commands.register(registration("bob@example.com", Some(&invitation.token))).await.unwrap());
+    let bob = user_context(
+        &t.app.commands.register(registration("bob@example.com", Some(&invitation.token))).await.unwrap(),
+    );
     let (stranger, _) = t.owner("stranger@example.com").await;
 
     let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
     let id = group.aggregate.id.unwrap();
     let not_member = t.app.commands.post_message(&bob, id, "hi").await;
-    assert!(matches!(not_member, Err(DispatchError::Domain(DomainError::Conversation(ConversationError::NotAMember)))));
+    assert!(matches!(
+        not_member,
+        Err(DispatchError::Domain(DomainError::Conversation(ConversationError::NotAMember)))
+    ));
 
     let bob_id = bob.actor.id.unwrap();
     t.app.commands.add_member(&owner, id, bob_id, MemberRole::Member).await.unwrap();
     t.app.commands.post_message(&bob, id, "hi").await.unwrap();
     let not_admin = t.app.commands.add_member(&bob, id, owner.actor.id.unwrap(), MemberRole::Member).await;
-    assert!(matches!(not_admin, Err(DispatchError::Domain(DomainError::Conversation(ConversationError::NotAnAdmin)))));
+    assert!(matches!(
+        not_admin,
+        Err(DispatchError::Domain(DomainError::Conversation(ConversationError::NotAnAdmin)))
+    ));
     let twice = t.app.commands.add_member(&owner, id, bob_id, MemberRole::Member).await;
-    assert!(matches!(twice, Err(DispatchError::Domain(DomainError::Conversation(ConversationError::AlreadyAMember)))));
+    assert!(matches!(
+        twice,
+        Err(DispatchError::Domain(DomainError::Conversation(ConversationError::AlreadyAMember)))
+    ));
 
     let foreign_post = t.app.commands.post_message(&stranger, id, "hello?").await;
     assert!(matches!(foreign_post, Err(DispatchError::NotFound("Conversation"))), "{foreign_post:?}");
-    let foreign_member = t.app.commands.add_member(&owner, id, stranger.actor.id.unwrap(), MemberRole::Member).await;
+    let foreign_member =
+        t.app.commands.add_member(&owner, id, stranger.actor.id.unwrap(), MemberRole::Member).await;
     assert!(matches!(foreign_member, Err(DispatchError::NotFound("user"))), "{foreign_member:?}");
     let foreign_group = t.app.commands.start_group(&owner, "Mixed", &[stranger.actor.id.unwrap()]).await;
     assert!(matches!(foreign_group, Err(DispatchError::Invalid { field: "member_ids", .. })));
@@ -162,8 +185,13 @@ async fn commands_feed_the_read_models() {
     for i in 0..3 {
         last = t.app.commands.post_message(&owner, id, &format!("m{i}")).await.unwrap().cursor.unwrap();
     }
-    let mut runners: Vec<Runner> =
-        t.app.projections.all().iter().map(|p| Runner::new(t.app.store.clone(), p.clone(), t.app.lease_options())).collect();
+    let mut runners: Vec<Runner> = t
+        .app
+        .projections
+        .all()
+        .iter()
+        .map(|p| Runner::new(t.app.store.clone(), p.clone(), t.app.lease_options()))
+        .collect();
     for r in &mut runners {
         assert!(r.acquire().await.unwrap());
         while r.step().await.unwrap() != parley_projections::StepOutcome::Idle {}
@@ -186,7 +214,11 @@ async fn commands_feed_the_read_models() {
     .unwrap();
     assert_eq!((title.as_str(), count, members), ("General", 3, 1));
     let bodies: Vec<(String, i64)> =
-        sqlx::query_as("SELECT body, seq FROM messages WHERE conversation_id = $1 ORDER BY seq").bind(id).fetch_all(pool).await.unwrap();
+        sqlx::query_as("SELECT body, seq FROM messages WHERE conversation_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert_eq!(bodies, vec![("m0".into(), 3), ("m1".into(), 4), ("m2".into(), 5)]);
     let (partitions,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relname = 'messages'")

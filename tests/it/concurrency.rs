@@ -18,7 +18,12 @@ const TOTAL: usize = 20_000;
 const STREAMS: usize = 24;
 
 /// Appends until `target` events of this writer have committed; returns (event id, stream, version).
-async fn writer(t: Arc<TestApp>, writer: usize, target: usize, retries: Arc<AtomicUsize>) -> Vec<(Uuid, String, i64)> {
+async fn writer(
+    t: Arc<TestApp>,
+    writer: usize,
+    target: usize,
+    retries: Arc<AtomicUsize>,
+) -> Vec<(Uuid, String, i64)> {
     let store = t.app.store.clone();
     let mut committed = Vec::with_capacity(target);
     while committed.len() < target {
@@ -110,7 +115,12 @@ async fn a_tailer_receives_every_committed_event_exactly_once_in_stream_order() 
     let mut first_seen: HashMap<Uuid, usize> = HashMap::new();
     for (i, r) in received.iter().enumerate() {
         if let Some(prev) = first_seen.insert(r.0, i) {
-            eprintln!("DUP {:?} at {prev} and {i}; neighbours {:?} {:?}", r, received.get(prev.wrapping_sub(1)).map(|x| x.3), received.get(i.wrapping_sub(1)).map(|x| x.3));
+            eprintln!(
+                "DUP {:?} at {prev} and {i}; neighbours {:?} {:?}",
+                r,
+                received.get(prev.wrapping_sub(1)).map(|x| x.3),
+                received.get(i.wrapping_sub(1)).map(|x| x.3)
+            );
         }
     }
     let ids: HashSet<Uuid> = received.iter().map(|r| r.0).collect();

@@ -30,7 +30,8 @@ fn render(done: &Executed<Conversation>) -> StoredResponse {
 }
 
 async fn events(t: &TestApp) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
     n
 }
 
@@ -43,22 +44,33 @@ async fn the_same_command_with_the_same_key_appends_once_and_returns_the_stored_
     let dispatcher = t.app.commands.dispatcher();
     let k = key(&owner, "k-1", "hello");
 
-    let first = dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render).await.unwrap();
+    let first = dispatcher
+        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render)
+        .await
+        .unwrap();
     let Idempotent::Fresh(_, stored) = first else { panic!("the first request runs") };
     let after_first = events(&t).await;
 
-    let again = dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render).await.unwrap();
+    let again = dispatcher
+        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render)
+        .await
+        .unwrap();
     let Idempotent::Replayed(replayed) = again else { panic!("the retry is replayed") };
     assert_eq!(replayed, stored, "the stored response comes back, position included");
     assert_eq!(events(&t).await, after_first, "nothing more is appended");
 
     let other_body = key(&owner, "k-1", "something else");
-    let refused = dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "something else"), &other_body, render).await;
+    let refused = dispatcher
+        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "something else"), &other_body, render)
+        .await;
     assert!(matches!(refused, Err(DispatchError::IdempotencyKeyReused)), "{refused:?}");
     assert_eq!(events(&t).await, after_first);
 
     let new_key = key(&owner, "k-2", "hello");
-    let fresh = dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &new_key, render).await.unwrap();
+    let fresh = dispatcher
+        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &new_key, render)
+        .await
+        .unwrap();
     assert!(matches!(fresh, Idempotent::Fresh(..)), "another key is another request");
     assert_eq!(events(&t).await, after_first + 1);
     t.finish().await;
@@ -75,7 +87,8 @@ async fn a_duplicate_while_the_first_is_running_is_refused() {
 
     let mut first = dispatcher.begin(&owner).await.unwrap();
     assert_eq!(first.check_idempotency(&k).await.unwrap(), IdempotencyCheck::New);
-    let second = dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render).await;
+    let second =
+        dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &k, render).await;
     assert!(matches!(second, Err(DispatchError::IdempotencyInProgress)), "{second:?}");
     drop(first);
     t.finish().await;

@@ -65,7 +65,11 @@ async fn a_projection_killed_mid_batch_and_restarted_equals_a_rebuild_from_zero(
     let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
     t.append_messages(account, conversation, 1500, 100).await;
     let stalled = Arc::new(Notify::new());
-    let stalling = Arc::new(StallsMidBatch { inner: MessagesProjection, stalled: stalled.clone(), armed: AtomicBool::new(true) });
+    let stalling = Arc::new(StallsMidBatch {
+        inner: MessagesProjection,
+        stalled: stalled.clone(),
+        armed: AtomicBool::new(true),
+    });
     let mut options = t.app.lease_options();
     options.batch_size = 400;
     let crashing = Runner::new(t.app.store.clone(), stalling, options.clone());
@@ -94,8 +98,16 @@ async fn a_projection_killed_mid_batch_and_restarted_equals_a_rebuild_from_zero(
 
     let rebuilt = rebuild(&t.app.store, Arc::new(MessagesProjection), options, |_| {}).await.unwrap();
     assert_eq!(rebuilt.generation, 2);
-    assert_same_rows(&dump(pool, "messages").await, &incremental, "the restarted projection equals a rebuild");
-    assert_same_rows(&dump(pool, "proj_messages_g1.messages").await, &incremental, "the retired generation is kept");
+    assert_same_rows(
+        &dump(pool, "messages").await,
+        &incremental,
+        "the restarted projection equals a rebuild",
+    );
+    assert_same_rows(
+        &dump(pool, "proj_messages_g1.messages").await,
+        &incremental,
+        "the retired generation is kept",
+    );
     t.finish().await;
 }
 
@@ -110,11 +122,12 @@ async fn two_runners_for_one_projection_one_writes_and_a_killed_connection_hands
     let tasks = [tokio::spawn(a.run(std::future::pending())), tokio::spawn(b.run(std::future::pending()))];
 
     let holder_now = |pool: sqlx::PgPool| async move {
-        let h: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT holder FROM projection_generations WHERE name = 'messages' AND state = 'live'")
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
+        let h: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT holder FROM projection_generations WHERE name = 'messages' AND state = 'live'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
         h.and_then(|h| h.0)
     };
     let mut writers_seen = std::collections::HashSet::new();
@@ -264,7 +277,10 @@ impl Projection for FailsOn {
             if body == self.bad_body && !self.healed.load(Ordering::SeqCst) {
                 return Err(ProjectionError::apply(e, "cannot handle this one"));
             }
-            sqlx::query("INSERT INTO fails_on_seen (body) VALUES ($1)").bind(body).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO fails_on_seen (body) VALUES ($1)")
+                .bind(body)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }
@@ -282,7 +298,11 @@ async fn a_failing_event_stalls_only_its_projection_with_the_error_recorded() {
 
     assert!(bad.step().await.is_err(), "the batch holding the bad event fails");
     for _ in 0..7 {
-        assert_eq!(bad.step().await.unwrap(), StepOutcome::Applied(1), "the events before it land one by one");
+        assert_eq!(
+            bad.step().await.unwrap(),
+            StepOutcome::Applied(1),
+            "the events before it land one by one"
+        );
     }
     let err = bad.step().await.unwrap_err();
     assert!(err.to_string().contains("cannot handle this one"));

@@ -41,11 +41,12 @@ async fn verify_passes_on_an_untouched_log_and_names_the_row_whose_payload_was_u
     assert_eq!(clean.streams, 3, "account, user, conversation");
     assert_eq!(clean.events, 2 + 2 + 5);
 
-    let (position,): (i64,) = sqlx::query_as("SELECT position FROM events WHERE stream_id = $1 AND version = 4")
-        .bind(conversation.to_string())
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let (position,): (i64,) =
+        sqlx::query_as("SELECT position FROM events WHERE stream_id = $1 AND version = 4")
+            .bind(conversation.to_string())
+            .fetch_one(pool)
+            .await
+            .unwrap();
     tamper(&t, &format!("UPDATE events SET payload = jsonb_set(payload, '{{body}}', '\"forged\"') WHERE position = {position}")).await;
     let report = verify(pool, None, &[]).await.unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
@@ -88,7 +89,8 @@ async fn verify_detects_a_deleted_event_and_with_kept_heads_a_truncated_tail() {
 async fn state_at_version_one_shows_a_conversation_as_first_started() {
     let t = TestApp::new().await;
     let conversation = some_history(&t).await;
-    let first = state(&t.app.store, "Conversation", &conversation.to_string(), AsOf::Version(1)).await.unwrap();
+    let first =
+        state(&t.app.store, "Conversation", &conversation.to_string(), AsOf::Version(1)).await.unwrap();
     assert_eq!(first.version, 1);
     assert_eq!(first.events.len(), 1);
     assert_eq!(first.events[0].event_type, "ConversationStarted");
@@ -100,7 +102,8 @@ async fn state_at_version_one_shows_a_conversation_as_first_started() {
     let now = state(&t.app.store, "Conversation", &conversation.to_string(), AsOf::Latest).await.unwrap();
     assert_eq!((now.version, now.state["messages_posted"].clone()), (7, json!(5)));
     let at_time = now.events[2].recorded_at;
-    let then = state(&t.app.store, "Conversation", &conversation.to_string(), AsOf::Time(at_time)).await.unwrap();
+    let then =
+        state(&t.app.store, "Conversation", &conversation.to_string(), AsOf::Time(at_time)).await.unwrap();
     assert!(then.version >= 3 && then.events.iter().all(|e| e.recorded_at <= at_time));
     t.finish().await;
 }
@@ -118,8 +121,12 @@ async fn secrets_are_redacted_in_events_and_states() {
     let user = state(&t.app.store, "User", &owner.user_id.to_string(), AsOf::Latest).await.unwrap();
     assert_eq!(user.state["password_hash"], json!("[redacted]"));
     assert_eq!(user.events[0].payload["password_hash"], json!("[redacted]"));
-    let raw = t.app.store.read_stream(&StreamKey::new("User", owner.user_id.to_string()), 0, None).await.unwrap();
-    assert!(raw[0].payload["password_hash"].as_str().unwrap().starts_with("$argon2id$"), "the log keeps the hash");
+    let raw =
+        t.app.store.read_stream(&StreamKey::new("User", owner.user_id.to_string()), 0, None).await.unwrap();
+    assert!(
+        raw[0].payload["password_hash"].as_str().unwrap().starts_with("$argon2id$"),
+        "the log keeps the hash"
+    );
     t.finish().await;
 }
 

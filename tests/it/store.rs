@@ -1,7 +1,9 @@
 //! The log's own guarantees: expected versions, append-only, hash chain, metadata, upcasting,
 //! snapshots, claims.
 
-use parley_eventstore::{EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamKey, Upcaster, Upcasters};
+use parley_eventstore::{
+    EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamKey, Upcaster, Upcasters,
+};
 use parley_tests::TestApp;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -38,7 +40,8 @@ async fn a_second_writer_with_a_stale_version_gets_a_conflict_and_no_duplicate_v
                 "the losers see a conflict naming the real version: {r:?}"
             );
         }
-        let versions: Vec<i64> = store.read_stream(&stream, 0, None).await.unwrap().iter().map(|e| e.version).collect();
+        let versions: Vec<i64> =
+            store.read_stream(&stream, 0, None).await.unwrap().iter().map(|e| e.version).collect();
         assert_eq!(versions, vec![1, 2, 3]);
     }
     t.finish().await;
@@ -73,11 +76,8 @@ async fn the_log_refuses_update_delete_and_truncate() {
     let stream = StreamKey::new("Thing", "x");
     t.app.store.append(&append(&stream, 0, 2)).await.unwrap();
     let pool = t.app.store.pool();
-    for sql in [
-        "UPDATE events SET payload = '{}'",
-        "DELETE FROM events WHERE version = 2",
-        "TRUNCATE events",
-    ] {
+    for sql in ["UPDATE events SET payload = '{}'", "DELETE FROM events WHERE version = 2", "TRUNCATE events"]
+    {
         let err = sqlx::query(sql).execute(pool).await.expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
@@ -102,7 +102,10 @@ async fn events_chain_their_hashes_and_carry_their_metadata() {
     let appended = t.app.store.append(&batch).await.unwrap();
     assert_eq!(appended.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3]);
     let rows: Vec<(Vec<u8>, Vec<u8>, Value)> =
-        sqlx::query_as("SELECT prev_hash, hash, metadata FROM events ORDER BY version").fetch_all(t.app.store.pool()).await.unwrap();
+        sqlx::query_as("SELECT prev_hash, hash, metadata FROM events ORDER BY version")
+            .fetch_all(t.app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(rows[0].0, vec![0u8; 32], "the first event chains from the genesis hash");
     assert_eq!(rows[1].0, rows[0].1);
     assert_eq!(rows[2].0, rows[1].1);
@@ -139,7 +142,48 @@ async fn old_schema_versions_are_upcast_on_read_and_never_rewritten() {
     assert_eq!((read[0].schema_version, &read[0].payload), (2, &json!({"body": "hello"})));
     let tailed = store.tail(Default::default(), 10).next_batch().await.unwrap();
     assert_eq!(tailed[0].payload, json!({"body": "hello"}));
-    let (stored,): (Value,) = sqlx::query_as("SELECT payload FROM events").fetch_one(store.pool()).await.unwrap();
+    let (stored,): (Value,) =
+        sqlx::query_as("SELECT payload FROM events").fetch_one(store.pool()).await.unwrap();
     assert_eq!(stored, json!({"text": "hello"}), "the stored event is untouched");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_log_is_read_in_numeric_transaction_order_across_digit_boundaries() {
+    // Transaction ids whose text order differs from their numeric order. A reader that sorted by
+    // the text of the id would repeat or skip events when ids gain a digit.
+    let t = TestApp::new().await;
+    let pool = t.app.store.pool();
+    let xids: [u64; 9] = [8, 9, 10, 11, 99, 100, 101, 999, 1000];
+    for (i, xid) in xids.iter().enumerate() {
+        for version in 1..=2 {
+            sqlx::query(
+                "INSERT INTO events (transaction_id, event_id, account_id, stream_type, stream_id, version, \
+                   event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 VALUES ($1::text::xid8, $2, $3, 'Thing', $4, $5, 'ThingHappened', 1, '{}', '{}', now(), '\\x00', '\\x01')",
+            )
+            .bind(xid.to_string())
+            .bind(Uuid::now_v7())
+            .bind(Uuid::nil())
+            .bind(format!("t{i}"))
+            .bind(version)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+    let expected: Vec<u64> = xids.iter().flat_map(|x| [*x, *x]).collect();
+    for page in 1..=5 {
+        let mut cursor = parley_eventstore::LogCursor::START;
+        let mut seen = Vec::new();
+        loop {
+            let batch = t.app.store.read_all_after(cursor, page).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            cursor = last.cursor();
+            seen.extend(batch.iter().map(|e| e.transaction_id));
+        }
+        assert_eq!(seen, expected, "pages of {page}");
+    }
+    assert_eq!(t.app.store.head().await.unwrap().transaction_id, 1000, "the head is the numerically last");
     t.finish().await;
 }

@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 /// The server tests run against: `DATABASE_URL`'s server (its database name is ignored).
 pub fn server_options() -> PgConnectOptions {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     PgConnectOptions::from_str(&url).expect("DATABASE_URL is a valid PostgreSQL URL").database("postgres")
 }
 
@@ -37,9 +38,13 @@ async fn template() -> &'static str {
                 h.update(&m.checksum);
             }
             let name = format!("parley_tmpl_{}", &hex::encode(h.finalize())[..16]);
-            let mut admin = PgConnection::connect_with(&server_options()).await.expect("connect to PostgreSQL");
+            let mut admin =
+                PgConnection::connect_with(&server_options()).await.expect("connect to PostgreSQL");
             // Creating the template is serialized across test processes.
-            sqlx::query("SELECT pg_advisory_lock(hashtext('parley-test-template'))").execute(&mut admin).await.unwrap();
+            sqlx::query("SELECT pg_advisory_lock(hashtext('parley-test-template'))")
+                .execute(&mut admin)
+                .await
+                .unwrap();
             let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
                 .bind(&name)
                 .fetch_optional(&mut admin)
@@ -47,14 +52,24 @@ async fn template() -> &'static str {
                 .unwrap();
             if exists.is_none() {
                 let building = format!("{name}_building");
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
                 sqlx::query(&format!("CREATE DATABASE {building}")).execute(&mut admin).await.unwrap();
-                let mut conn = PgConnection::connect_with(&server_options().database(&building)).await.unwrap();
+                let mut conn =
+                    PgConnection::connect_with(&server_options().database(&building)).await.unwrap();
                 parley_migrations::MIGRATOR.run(&mut conn).await.expect("migrations run");
                 conn.close().await.unwrap();
-                sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}")).execute(&mut admin).await.unwrap();
+                sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
             }
-            sqlx::query("SELECT pg_advisory_unlock(hashtext('parley-test-template'))").execute(&mut admin).await.unwrap();
+            sqlx::query("SELECT pg_advisory_unlock(hashtext('parley-test-template'))")
+                .execute(&mut admin)
+                .await
+                .unwrap();
             admin.close().await.unwrap();
             name
         })
@@ -96,7 +111,9 @@ impl TestDb {
     /// Drops the database (tests call it at the end; `scripts/test` sweeps any left behind).
     pub async fn drop_db(self) {
         if let Ok(mut admin) = PgConnection::connect_with(&server_options()).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut admin).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
             let _ = admin.close().await;
         }
     }
@@ -117,7 +134,8 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut config = Config::new(db.url());
         config.pool_size = pool_size;
-        let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.expect("app connects");
+        let app =
+            App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.expect("app connects");
         Self { db, app }
     }
 
@@ -147,7 +165,13 @@ impl TestApp {
     }
 
     /// Appends `count` synthetic `MessagePosted` events to `conversation`, `per_append` at a time.
-    pub async fn append_messages(&self, account_id: Uuid, conversation: Uuid, count: usize, per_append: usize) {
+    pub async fn append_messages(
+        &self,
+        account_id: Uuid,
+        conversation: Uuid,
+        count: usize,
+        per_append: usize,
+    ) {
         let stream = StreamKey::new("Conversation", conversation.to_string());
         let mut version = self.app.store.read_stream(&stream, 0, None).await.unwrap().len() as i64;
         let mut left = count;
@@ -212,7 +236,8 @@ pub fn owner_context(account_id: Uuid, user_id: Uuid) -> CommandContext {
 
 /// Every row of a table (or view) as JSON, in a stable order, for comparing read models.
 pub async fn dump(pool: &PgPool, relation: &str) -> serde_json::Value {
-    let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]') FROM {relation} t");
+    let sql =
+        format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]') FROM {relation} t");
     let (v,): (serde_json::Value,) = sqlx::query_as(&sql).fetch_one(pool).await.unwrap();
     v
 }
@@ -221,7 +246,8 @@ pub async fn dump(pool: &PgPool, relation: &str) -> serde_json::Value {
 /// instead of printing thousands of rows.
 #[track_caller]
 pub fn assert_same_rows(left: &serde_json::Value, right: &serde_json::Value, what: &str) {
-    let (l, r) = (left.as_array().cloned().unwrap_or_default(), right.as_array().cloned().unwrap_or_default());
+    let (l, r) =
+        (left.as_array().cloned().unwrap_or_default(), right.as_array().cloned().unwrap_or_default());
     if l == r {
         return;
     }
