@@ -1,7 +1,5 @@
 //! Background workers of a `parley serve` process: one projection runner per projection.
 
-use std::future::Future;
-
 use parley_projections::Runner;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -31,8 +29,6 @@ impl Workers {
     }
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }

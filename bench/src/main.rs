@@ -55,7 +55,7 @@ impl Scratch {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
         admin.close().await?;
         let options = parley_eventstore::db::connect_options(
-            &server.clone().database(&name).to_url_lossy().to_string(),
+            server.clone().database(&name).to_url_lossy().as_ref(),
             "parley-bench",
         )?;
         let mut conn = PgConnection::connect_with(&options).await?;

@@ -11,13 +11,16 @@ use serde_json::Value;
 pub struct Upcaster {
     pub event_type: &'static str,
     pub from_version: i32,
-    pub upcast: fn(Value) -> Value,
+    pub upcast: Step,
 }
+
+/// One step of an event type's payload, from a schema version to the next.
+pub type Step = fn(Value) -> Value;
 
 /// The registered upcasters, looked up by event type and version.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: Arc<HashMap<(&'static str, i32), fn(Value) -> Value>>,
+    steps: Arc<HashMap<(&'static str, i32), Step>>,
 }
 
 impl Upcasters {

@@ -325,3 +325,44 @@ async fn a_failing_event_stalls_only_its_projection_with_the_error_recorded() {
     assert_eq!((healed.status.as_str(), healed.lag, healed.last_error.is_none()), ("running", 0, true));
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_rebuilds_every_projection_while_the_workers_serve_and_nothing_changes() {
+    use clap::Parser;
+    use parley_api::cli::{run, Cli};
+    use parley_api::workers::Workers;
+
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    let id = group.aggregate.id.unwrap();
+    for i in 0..20 {
+        t.app.commands.post_message(&owner, id, &format!("m{i}")).await.unwrap();
+    }
+    let workers = Workers::spawn(&t.app);
+    let pool = t.app.store.pool().clone();
+    let all = ["users", "conversations", "messages"];
+    wait_for(&pool, &all, t.head().await, Duration::from_secs(10)).await.unwrap();
+    let tables = ["accounts", "users", "conversations", "conversation_members", "messages"];
+    let mut before = Vec::new();
+    for table in tables {
+        before.push(dump(&pool, table).await);
+    }
+
+    let cli = |args: &[&str]| {
+        let mut argv = vec!["parley".to_owned(), "--database-url".to_owned(), t.db.url()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        Cli::try_parse_from(argv).unwrap()
+    };
+    let code = run(cli(&["projections", "rebuild", "--all", "--yes"])).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let status = list(&t.app.store).await.unwrap();
+    let live: Vec<_> = status.iter().filter(|s| s.generation == 2).map(|s| s.name.as_str()).collect();
+    assert_eq!(live.len(), 3, "every projection runs a new generation: {status:?}");
+    for (table, old) in tables.iter().zip(&before) {
+        assert_same_rows(&dump(&pool, table).await, old, table);
+    }
+    assert_eq!(run(cli(&["projections", "list"])).await.unwrap(), std::process::ExitCode::SUCCESS);
+    workers.shutdown().await;
+    t.finish().await;
+}
