@@ -57,50 +57,122 @@ impl Dispatcher {
         stream_id: &str,
         command: A::Command,
     ) -> Result<Executed<A>, DispatchError> {
-        with_retry(|| async {
-            let mut uow = self.begin(ctx).await?;
-            let executed = uow.execute::<A>(stream_id, command.clone()).await?;
-            uow.commit().await?;
-            Ok(executed)
-        })
-        .await
+        let stream_id = stream_id.to_owned();
+        let done = self
+            .transact(ctx, None, move |uow| {
+                let (stream_id, command) = (stream_id.clone(), command.clone());
+                Box::pin(async move { uow.execute::<A>(&stream_id, command).await })
+            })
+            .await?;
+        done.fresh()
     }
 }
 
-/// The answer to a command sent with an idempotency key.
+/// The answer to a request sent with an idempotency key.
 #[derive(Debug)]
-pub enum Idempotent<A: Aggregate> {
+pub enum Idempotent<T> {
     /// Run now; its response is stored with its events.
-    Fresh(Executed<A>, StoredResponse),
+    Fresh(T),
     /// Run before with the same body: the stored response, nothing written.
     Replayed(StoredResponse),
 }
 
+impl<T> Idempotent<T> {
+    /// The fresh outcome of work run without a key (which is never replayed).
+    pub fn fresh(self) -> Result<T, DispatchError> {
+        match self {
+            Idempotent::Fresh(t) => Ok(t),
+            Idempotent::Replayed(_) => Err(DispatchError::IdempotencyKeyReused),
+        }
+    }
+}
+
+/// An idempotency key with the renderings of what to store under it: the response to a success,
+/// and, for errors that are the client's (4xx), the error response. Server errors are not stored.
+pub struct Idempotency<'a, T> {
+    pub key: &'a IdempotencyKey,
+    pub render: &'a (dyn Fn(&T) -> StoredResponse + Send + Sync),
+    pub render_error: &'a (dyn Fn(&DispatchError) -> Option<StoredResponse> + Send + Sync),
+}
+
 impl Dispatcher {
-    /// Runs one command under an idempotency key: the response `render` makes of the outcome is
-    /// stored in the command's own transaction, so a retried request gets it back and appends
-    /// nothing; the same key with another body, or while the first still runs, is refused.
+    /// Runs `work` in one unit of work, retried on conflicts, under an optional idempotency key:
+    /// a key seen with the same body returns the stored response and writes nothing; with another
+    /// body, or while its first request still runs, it is refused.
+    pub async fn transact<T, F>(
+        &self,
+        ctx: &CommandContext,
+        idempotency: Option<&Idempotency<'_, T>>,
+        mut work: F,
+    ) -> Result<Idempotent<T>, DispatchError>
+    where
+        F: for<'u> FnMut(&'u mut UnitOfWork) -> futures::future::BoxFuture<'u, Result<T, DispatchError>>,
+    {
+        let key = idempotency.map(|i| i.key);
+        let mut tries = 1;
+        loop {
+            let mut uow = self.begin(ctx).await?;
+            let outcome: Result<Idempotent<T>, DispatchError> = async {
+                if let Some(stored) = uow.guard(key).await? {
+                    return Ok(Idempotent::Replayed(stored));
+                }
+                let value = work(&mut uow).await?;
+                if let Some(i) = idempotency {
+                    uow.record_idempotency(i.key, &(i.render)(&value)).await?;
+                }
+                Ok(Idempotent::Fresh(value))
+            }
+            .await;
+            let attempt = match outcome {
+                Ok(outcome) => uow.commit().await.map(|_| outcome),
+                Err(e) => {
+                    uow.rollback().await;
+                    Err(e)
+                }
+            };
+            match attempt {
+                Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
+                    tries += 1;
+                    metrics::counter!("parley_command_retries_total").increment(1);
+                }
+                Err(e) => {
+                    if let Some(stored) = idempotency.and_then(|i| (i.render_error)(&e).map(|r| (i.key, r))) {
+                        self.record_failure(ctx, stored.0, &stored.1).await?;
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    /// Stores a refused request's answer under its key, unless another request got there first.
+    async fn record_failure(
+        &self,
+        ctx: &CommandContext,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<(), DispatchError> {
+        let mut uow = self.begin(ctx).await?;
+        if let IdempotencyCheck::New = uow.check_idempotency(key).await? {
+            uow.record_idempotency(key, response).await?;
+            uow.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one command on one aggregate under an idempotency key.
     pub async fn execute_idempotent<A: WriteSide>(
         &self,
         ctx: &CommandContext,
         stream_id: &str,
         command: A::Command,
-        key: &IdempotencyKey,
-        render: impl Fn(&Executed<A>) -> StoredResponse,
-    ) -> Result<Idempotent<A>, DispatchError> {
-        with_retry(|| async {
-            let mut uow = self.begin(ctx).await?;
-            match uow.check_idempotency(key).await? {
-                IdempotencyCheck::New => {}
-                IdempotencyCheck::Replay(stored) => return Ok(Idempotent::Replayed(stored)),
-                IdempotencyCheck::Mismatch => return Err(DispatchError::IdempotencyKeyReused),
-                IdempotencyCheck::InProgress => return Err(DispatchError::IdempotencyInProgress),
-            }
-            let executed = uow.execute::<A>(stream_id, command.clone()).await?;
-            let response = render(&executed);
-            uow.record_idempotency(key, &response).await?;
-            uow.commit().await?;
-            Ok(Idempotent::Fresh(executed, response))
+        idempotency: &Idempotency<'_, Executed<A>>,
+    ) -> Result<Idempotent<Executed<A>>, DispatchError> {
+        let stream_id = stream_id.to_owned();
+        self.transact(ctx, Some(idempotency), move |uow| {
+            let (stream_id, command) = (stream_id.clone(), command.clone());
+            Box::pin(async move { uow.execute::<A>(&stream_id, command).await })
         })
         .await
     }
@@ -173,6 +245,21 @@ impl UnitOfWork {
         key: &IdempotencyKey,
     ) -> Result<IdempotencyCheck, DispatchError> {
         Ok(idempotency::check(self.tx.conn(), key).await?)
+    }
+
+    /// Checks an optional key: `Some` stored response to replay, `None` to go on; a reused or
+    /// busy key is an error.
+    pub async fn guard(
+        &mut self,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Option<StoredResponse>, DispatchError> {
+        let Some(key) = key else { return Ok(None) };
+        match self.check_idempotency(key).await? {
+            IdempotencyCheck::New => Ok(None),
+            IdempotencyCheck::Replay(stored) => Ok(Some(stored)),
+            IdempotencyCheck::Mismatch => Err(DispatchError::IdempotencyKeyReused),
+            IdempotencyCheck::InProgress => Err(DispatchError::IdempotencyInProgress),
+        }
     }
 
     /// Stores the response for an idempotency key, committed with the events.
@@ -264,6 +351,13 @@ impl UnitOfWork {
             self.last = cursor;
         }
         Ok(Executed { aggregate, events, appended: appended.events, version, cursor })
+    }
+
+    /// Rolls back now, so locks (stream, idempotency key) are released before the caller goes on.
+    pub async fn rollback(self) {
+        if let Err(e) = self.tx.rollback().await {
+            tracing::warn!(error = %e, "rollback failed; the connection is discarded");
+        }
     }
 
     /// Commits; returns the cursor of the last event appended, if any.

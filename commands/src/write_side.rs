@@ -22,7 +22,10 @@ pub const EMAIL_CLAIM: &str = "user_email";
 
 /// An aggregate the dispatcher can run.
 pub trait WriteSide:
-    Aggregate<Services = (), Error: Into<DomainError>, Command: Clone + Send + Sync> + Send + Sync
+    Aggregate<Services = (), Error: Into<DomainError>, Command: Clone + Send + Sync + 'static, Event: 'static>
+    + Send
+    + Sync
+    + 'static
 {
     /// Snapshot the state every this many events; 0 for never.
     const SNAPSHOT_EVERY: i64 = 0;

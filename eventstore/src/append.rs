@@ -40,6 +40,8 @@ pub struct AppendedEvent {
     pub position: i64,
     pub transaction_id: u64,
     pub version: i64,
+    pub event_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
 }
 
 impl AppendedEvent {
@@ -163,8 +165,15 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
     let rows = rows.map_err(|e| classify(e, append))?;
     let events = rows
         .into_iter()
-        .map(|(position, tx, version)| {
-            Ok(AppendedEvent { position, transaction_id: parse_xid(&tx)?, version })
+        .zip(&ids)
+        .map(|((position, tx, version), event_id)| {
+            Ok(AppendedEvent {
+                position,
+                transaction_id: parse_xid(&tx)?,
+                version,
+                event_id: *event_id,
+                recorded_at,
+            })
         })
         .collect::<Result<_, StoreError>>()?;
     metrics::counter!("parley_events_appended_total").increment(n as u64);

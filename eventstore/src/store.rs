@@ -224,6 +224,12 @@ impl StoreTransaction {
         &mut self.tx
     }
 
+    /// Rolls back now (dropping would queue the rollback until the connection is next used).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         if self.appended {

@@ -8,18 +8,31 @@ use uuid::Uuid;
 use super::{field, Commands};
 use crate::context::CommandContext;
 use crate::error::DispatchError;
-use crate::unit_of_work::{with_retry, Executed, UnitOfWork};
+use crate::unit_of_work::{Executed, Idempotency, Idempotent, UnitOfWork};
+
+/// The idempotency key of a conversation command, with its renderings.
+pub type ConversationIdempotency<'a> = Idempotency<'a, Executed<Conversation>>;
 
 impl Commands {
     /// Starts a group with the caller as its admin. Every member must be an active user of the
     /// caller's account.
-    #[tracing::instrument(skip_all)]
     pub async fn start_group(
         &self,
         ctx: &CommandContext,
         title: &str,
         member_ids: &[Uuid],
     ) -> Result<Executed<Conversation>, DispatchError> {
+        self.start_group_with(ctx, title, member_ids, None).await?.fresh()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn start_group_with(
+        &self,
+        ctx: &CommandContext,
+        title: &str,
+        member_ids: &[Uuid],
+        idempotency: Option<&ConversationIdempotency<'_>>,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         ctx.require(Permission::ConversationsCreate)?;
         let creator_id = ctx.user_id()?;
         let title = field("title", Name::parse(title))?;
@@ -27,7 +40,6 @@ impl Commands {
         members.sort();
         members.dedup();
         let conversation_id = Uuid::now_v7();
-        let key = conversation_id.to_string();
         let start = ConversationCommand::StartGroup {
             conversation_id,
             account_id: ctx.account_id,
@@ -35,23 +47,23 @@ impl Commands {
             creator_id,
             member_ids: members.clone(),
         };
-        with_retry(|| async {
-            let mut uow = self.dispatcher.begin(ctx).await?;
-            if !all_active_users(&mut uow, &members).await? {
-                return Err(DispatchError::Invalid {
-                    field: "member_ids",
-                    message: "contains an unknown user".into(),
-                });
-            }
-            let done = uow.execute::<Conversation>(&key, start.clone()).await?;
-            uow.commit().await?;
-            Ok(done)
-        })
-        .await
+        self.dispatcher
+            .transact(ctx, idempotency, |uow| {
+                let (start, members) = (start.clone(), members.clone());
+                Box::pin(async move {
+                    if !all_active_users(uow, &members).await? {
+                        return Err(DispatchError::Invalid {
+                            field: "member_ids",
+                            message: "contains an unknown user".into(),
+                        });
+                    }
+                    uow.execute::<Conversation>(&conversation_id.to_string(), start).await
+                })
+            })
+            .await
     }
 
     /// Adds a user of the caller's account to a group; only a conversation admin may.
-    #[tracing::instrument(skip_all)]
     pub async fn add_member(
         &self,
         ctx: &CommandContext,
@@ -59,34 +71,61 @@ impl Commands {
         user_id: Uuid,
         role: MemberRole,
     ) -> Result<Executed<Conversation>, DispatchError> {
+        self.add_member_with(ctx, conversation_id, user_id, role, None).await?.fresh()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn add_member_with(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        role: MemberRole,
+        idempotency: Option<&ConversationIdempotency<'_>>,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let actor_id = ctx.user_id()?;
         let add = ConversationCommand::AddMember { actor_id, user_id, role };
-        let key = conversation_id.to_string();
-        with_retry(|| async {
-            let mut uow = self.dispatcher.begin(ctx).await?;
-            if !all_active_users(&mut uow, &[user_id]).await? {
-                return Err(DispatchError::NotFound("user"));
-            }
-            let done = uow.execute::<Conversation>(&key, add.clone()).await?;
-            uow.commit().await?;
-            Ok(done)
-        })
-        .await
+        self.dispatcher
+            .transact(ctx, idempotency, |uow| {
+                let add = add.clone();
+                Box::pin(async move {
+                    if !all_active_users(uow, &[user_id]).await? {
+                        return Err(DispatchError::NotFound("user"));
+                    }
+                    uow.execute::<Conversation>(&conversation_id.to_string(), add).await
+                })
+            })
+            .await
     }
 
     /// Posts a message as the caller. Re-decidable: concurrent posters queue on the
     /// conversation's lock and never fail because of each other.
-    #[tracing::instrument(skip_all)]
     pub async fn post_message(
         &self,
         ctx: &CommandContext,
         conversation_id: Uuid,
         body: &str,
     ) -> Result<Executed<Conversation>, DispatchError> {
+        self.post_message_with(ctx, conversation_id, body, None).await?.fresh()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn post_message_with(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        body: &str,
+        idempotency: Option<&ConversationIdempotency<'_>>,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let author_id = ctx.user_id()?;
         let body = field("body", MessageBody::parse(body))?;
         let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body };
-        self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), post).await
+        self.dispatcher
+            .transact(ctx, idempotency, |uow| {
+                let post = post.clone();
+                Box::pin(async move { uow.execute::<Conversation>(&conversation_id.to_string(), post).await })
+            })
+            .await
     }
 }
 

@@ -5,6 +5,7 @@ mod invitations;
 mod registration;
 mod sessions;
 
+pub use conversations::ConversationIdempotency;
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use registration::{Registered, Registration};
 pub use sessions::SessionStarted;
