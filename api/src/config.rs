@@ -12,6 +12,12 @@ pub struct Config {
     /// Connections in this process's pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 20, global = true)]
     pub pool_size: u32,
+    /// Where to listen.
+    #[arg(long, env = "PARLEY_BIND", default_value = "127.0.0.1:3001", global = true)]
+    pub bind: String,
+    /// HS256 secret for access tokens; generated once and kept in the database when unset.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -19,6 +25,12 @@ pub struct Config {
 
 impl Config {
     pub fn new(database_url: impl Into<String>) -> Self {
-        Self { database_url: database_url.into(), pool_size: 20, log_format: "text".into() }
+        Self {
+            database_url: database_url.into(),
+            pool_size: 20,
+            bind: "127.0.0.1:3001".into(),
+            jwt_secret: None,
+            log_format: "text".into(),
+        }
     }
 }

@@ -10,6 +10,9 @@ pub enum DispatchError {
     /// The actor may not do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The credentials are wrong (the same answer for an unknown email and a wrong password).
+    #[error("invalid email or password")]
+    Unauthenticated,
     /// The target does not exist, or belongs to another account.
     #[error("{0} not found")]
     NotFound(&'static str),

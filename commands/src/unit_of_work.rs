@@ -36,6 +36,20 @@ impl Dispatcher {
         &self.store
     }
 
+    /// The current state of an aggregate, outside any transaction (for reads of the write side,
+    /// such as checking credentials). `None` when the stream has no events.
+    pub async fn load<A: WriteSide>(&self, stream_id: &str) -> Result<Option<A>, DispatchError> {
+        let events = self.store.read_stream(&StreamKey::new(A::TYPE, stream_id), 0, None).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut aggregate = A::default();
+        for event in &events {
+            aggregate.apply(from_payload(&event.event_type, &event.payload)?);
+        }
+        Ok(Some(aggregate))
+    }
+
     /// Opens a unit of work: one transaction in which several aggregates may be changed.
     pub async fn begin(&self, ctx: &CommandContext) -> Result<UnitOfWork, DispatchError> {
         Ok(UnitOfWork {

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::http::{ServeOptions, Server};
 use crate::telemetry;
-use crate::workers::Workers;
 
 #[derive(Debug, Parser)]
 #[command(name = "parley", version, about = "Event-sourced team chat and calls backend")]
@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: projection workers (and, with the HTTP layer, the API).
+    /// Run the server: HTTP + WebSocket API and, unless --no-workers, the projection workers.
     Serve {
         /// Serve requests only; run no projection workers.
         #[arg(long)]
@@ -58,7 +58,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { no_workers, no_migrate } => {
             let app = App::connect(&cli.config, !no_migrate).await?;
-            serve(app, no_workers).await?;
+            let options = ServeOptions {
+                bind: cli.config.bind.clone(),
+                workers: !no_workers,
+                jwt_secret: cli.config.jwt_secret.clone(),
+            };
+            serve(app, options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -77,16 +82,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs until Ctrl-C or SIGTERM, then stops the workers (giving their leases to other nodes).
-pub async fn serve(app: App, no_workers: bool) -> anyhow::Result<()> {
-    app.store.spawn_listener().await?;
-    let workers = (!no_workers).then(|| Workers::spawn(&app));
-    tracing::info!(workers = !no_workers, "parley is running");
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (the workers give their leases to
+/// other nodes).
+pub async fn serve(app: App, options: ServeOptions) -> anyhow::Result<()> {
+    let server = Server::start(app, options).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    if let Some(workers) = workers {
-        workers.shutdown().await;
-    }
+    server.stop().await;
     Ok(())
 }
 

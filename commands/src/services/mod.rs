@@ -5,10 +5,11 @@ mod invitations;
 mod registration;
 mod sessions;
 
+pub use crate::write_side::EMAIL_CLAIM;
 pub use conversations::ConversationIdempotency;
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use registration::{Registered, Registration};
-pub use sessions::SessionStarted;
+pub use sessions::{LoggedIn, SessionStarted};
 
 use parley_aggregates::values::ValueError;
 
@@ -21,11 +22,13 @@ use crate::unit_of_work::Dispatcher;
 pub struct Commands {
     dispatcher: Dispatcher,
     passwords: PasswordHasher,
+    /// A password hash for unknown emails, made once.
+    dummy: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Commands {
     pub fn new(dispatcher: Dispatcher, passwords: PasswordHasher) -> Self {
-        Self { dispatcher, passwords }
+        Self { dispatcher, passwords, dummy: Default::default() }
     }
 
     pub fn dispatcher(&self) -> &Dispatcher {

@@ -2,14 +2,19 @@
 //! accept or refuse the session's tokens.
 
 use chrono::{DateTime, Duration, Utc};
+use parley_aggregates::account::Account;
 use parley_aggregates::session::{Session, SessionCommand};
+use parley_aggregates::user::User;
+use parley_aggregates::values::Email;
+use parley_eventstore::claims;
 use parley_eventstore::LogCursor;
 use uuid::Uuid;
 
 use super::Commands;
-use crate::context::CommandContext;
+use crate::context::{Actor, CommandContext};
 use crate::error::DispatchError;
 use crate::tokens;
+use crate::write_side::EMAIL_CLAIM;
 
 /// How long a refresh token lives.
 pub const REFRESH_TTL_DAYS: i64 = 30;
@@ -50,5 +55,77 @@ impl Commands {
         let end = SessionCommand::End { reason: reason.to_owned() };
         let done = self.dispatcher.execute::<Session>(ctx, &session_id.to_string(), end).await?;
         Ok(done.cursor.unwrap_or_default())
+    }
+}
+
+/// A successful login: who, where, and the new session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedIn {
+    pub user_id: Uuid,
+    pub account_id: Uuid,
+    pub account_name: String,
+    pub name: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub session: SessionStarted,
+}
+
+impl Commands {
+    /// Checks credentials and starts a session. An unknown email costs the same password
+    /// verification as a wrong password and gets the same answer.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        request_id: Option<String>,
+        client_ip: Option<String>,
+    ) -> Result<LoggedIn, DispatchError> {
+        let user = match Email::parse(email) {
+            Ok(email) => {
+                let mut conn = self.dispatcher.store().pool().acquire().await?;
+                match claims::holder(&mut conn, EMAIL_CLAIM, email.as_str()).await? {
+                    Some(holder) => self.dispatcher.load::<User>(&holder.stream_id).await?,
+                    None => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => self.dummy_hash().await?,
+        };
+        let verified = self.passwords.verify(password, &hash).await;
+        let user = match user {
+            Some(u) if verified && u.active => u,
+            _ => return Err(DispatchError::Unauthenticated),
+        };
+        let (Some(user_id), Some(account_id)) = (user.id, user.account_id) else {
+            return Err(DispatchError::Unauthenticated);
+        };
+        let account = self.dispatcher.load::<Account>(&account_id.to_string()).await?.unwrap_or_default();
+        let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
+        ctx.request_id = request_id;
+        ctx.client_ip = client_ip;
+        let session = self.start_session(&ctx).await?;
+        Ok(LoggedIn {
+            user_id,
+            account_id,
+            account_name: account.name,
+            name: user.name,
+            email: user.email,
+            roles: user.roles,
+            session,
+        })
+    }
+
+    /// A hash of the same cost as real ones, verified against for unknown emails.
+    async fn dummy_hash(&self) -> Result<String, DispatchError> {
+        let passwords = self.passwords.clone();
+        self.dummy
+            .get_or_try_init(|| async move { passwords.hash("not a password anyone has").await })
+            .await
+            .cloned()
+            .map_err(|e| DispatchError::Invalid { field: "password", message: e.to_string() })
     }
 }

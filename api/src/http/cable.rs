@@ -1,0 +1,320 @@
+//! `GET /api/v1/cable`: the WebSocket feed (API.md, "WebSocket").
+//!
+//! Every subscription keeps the cursor of the last event it delivered. Events come live from the
+//! node's feed; one at or before a subscription's cursor is skipped, so the seam between catch-up
+//! (read from the store after the client's `after`) and live delivery has no gap and no
+//! duplicate. When the connection falls behind the feed it catches up from the store.
+
+use std::collections::BTreeMap;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use parley_aggregates::permissions::Permission;
+use parley_aggregates::secrets::redact;
+use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::auth::{origin, Principal};
+use super::extract::ApiQuery;
+use super::state::AppState;
+
+/// Close code for a missing, bad or revoked token.
+pub const UNAUTHORIZED_CLOSE: u16 = 4401;
+/// Events read from the store per catch-up page.
+const CATCH_UP_PAGE: i64 = 500;
+
+#[derive(Deserialize)]
+pub struct CableParams {
+    token: Option<String>,
+}
+
+/// The request's origin, for the principal's metadata.
+pub struct Origin(Option<String>, Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (request_id, client_ip) = origin(parts);
+        Ok(Self(request_id, client_ip))
+    }
+}
+
+pub async fn cable(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CableParams>,
+    Origin(request_id, client_ip): Origin,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let principal = params
+        .token
+        .as_deref()
+        .and_then(|t| state.jwt.verify(t).ok())
+        .map(|claims| Principal::from_claims(claims, request_id, client_ip));
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
+        match principal {
+            Some(principal) => Connection::new(state, principal).run(socket).await,
+            None => close_unauthorized(socket).await,
+        }
+    })
+}
+
+async fn close_unauthorized(mut socket: WebSocket) {
+    let frame = CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// What a client may say.
+#[derive(Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+enum ClientCommand {
+    Subscribe { channel: String, id: Option<String>, after: Option<String> },
+    Unsubscribe { channel: String, id: Option<String> },
+    Ping,
+}
+
+/// One subscription: which events, and the last one delivered.
+struct Subscription {
+    channel: &'static str,
+    id: Option<String>,
+    filter: EventFilter,
+    cursor: LogCursor,
+}
+
+impl Subscription {
+    fn matches(&self, e: &RecordedEvent) -> bool {
+        Some(e.account_id) == self.filter.account_id
+            && self.filter.stream_type.as_deref().is_none_or(|t| t == e.stream_type)
+            && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
+    }
+
+    fn frame(&self, e: &RecordedEvent) -> String {
+        let mut data = e.payload.clone();
+        redact(&mut data);
+        json!({
+            "type": "event",
+            "channel": self.channel,
+            "id": self.id,
+            "position": e.cursor().to_string(),
+            "event": {
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "stream_type": e.stream_type,
+                "stream_id": e.stream_id,
+                "version": e.version,
+                "data": data,
+                "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "actor_id": e.actor_id(),
+            }
+        })
+        .to_string()
+    }
+}
+
+struct Connection {
+    state: AppState,
+    principal: Principal,
+    subscriptions: BTreeMap<(String, Option<String>), Subscription>,
+}
+
+/// The connection ends: the client left or the socket failed.
+struct Closed;
+
+impl Connection {
+    fn new(state: AppState, principal: Principal) -> Self {
+        Self { state, principal, subscriptions: BTreeMap::new() }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        metrics::gauge!("parley_ws_connections").increment(1.0);
+        // Subscribe to the feed before anything else: every event after this point reaches us.
+        let mut live = self.state.live.subscribe();
+        let _ = self.serve(&mut socket, &mut live).await;
+        metrics::gauge!("parley_ws_connections").decrement(1.0);
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<RecordedEvent>>,
+    ) -> Result<(), Closed> {
+        send(socket, json!({"type": "welcome"}).to_string()).await?;
+        let stopping = stopping(self.state.shutdown.clone());
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                _ = &mut stopping => {
+                    let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return Err(Closed);
+                }
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => self.command(socket, text.as_str()).await?,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
+                    Some(Ok(_)) => {}
+                },
+                event = live.recv() => match event {
+                    Ok(event) => self.deliver(socket, &event).await?,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "websocket fell behind the live feed; catching up from the store");
+                        self.catch_up_all(socket).await?;
+                    }
+                    Err(RecvError::Closed) => return Err(Closed),
+                },
+            }
+        }
+    }
+
+    async fn deliver(&mut self, socket: &mut WebSocket, event: &RecordedEvent) -> Result<(), Closed> {
+        for sub in self.subscriptions.values_mut() {
+            if event.cursor() > sub.cursor && sub.matches(event) {
+                send(socket, sub.frame(event)).await?;
+                sub.cursor = event.cursor();
+            }
+        }
+        Ok(())
+    }
+
+    async fn catch_up_all(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+        let keys: Vec<_> = self.subscriptions.keys().cloned().collect();
+        for key in keys {
+            self.catch_up(socket, &key).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every matching event after the subscription's cursor, from the store.
+    async fn catch_up(
+        &mut self,
+        socket: &mut WebSocket,
+        key: &(String, Option<String>),
+    ) -> Result<(), Closed> {
+        loop {
+            let Some(sub) = self.subscriptions.get_mut(key) else { return Ok(()) };
+            let mut filter = sub.filter.clone();
+            filter.after = sub.cursor;
+            let page = match self.state.app.store.query(&filter, CATCH_UP_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "websocket catch-up failed");
+                    return Err(Closed);
+                }
+            };
+            for event in &page {
+                send(socket, sub.frame(event)).await?;
+                sub.cursor = event.cursor();
+            }
+            if (page.len() as i64) < CATCH_UP_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn command(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), Closed> {
+        let command: ClientCommand = match serde_json::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let reply = json!({"type": "error", "code": "bad_request", "error": e.to_string()});
+                return send(socket, reply.to_string()).await;
+            }
+        };
+        match command {
+            ClientCommand::Ping => send(socket, json!({"type": "pong"}).to_string()).await,
+            ClientCommand::Unsubscribe { channel, id } => {
+                self.subscriptions.remove(&(channel.clone(), id.clone()));
+                send(socket, json!({"type": "unsubscribed", "channel": channel, "id": id}).to_string()).await
+            }
+            ClientCommand::Subscribe { channel, id, after } => {
+                self.subscribe(socket, channel, id, after).await
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        channel: String,
+        id: Option<String>,
+        after: Option<String>,
+    ) -> Result<(), Closed> {
+        let rejected =
+            |code: &str| json!({"type": "rejected", "channel": channel, "id": id, "code": code}).to_string();
+        let after = match after.as_deref().map(str::parse::<LogCursor>) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return send(socket, rejected("bad_request")).await,
+        };
+        let account_id = self.principal.account_id();
+        let (name, filter) = match channel.as_str() {
+            "account" => {
+                if !self.principal.ctx.actor.can(Permission::AuditView) {
+                    return send(socket, rejected("forbidden")).await;
+                }
+                ("account", EventFilter { account_id: Some(account_id), ..Default::default() })
+            }
+            "conversation" => {
+                let Some(conversation) = id.as_deref().and_then(|i| i.parse::<Uuid>().ok()) else {
+                    return send(socket, rejected("not_found")).await;
+                };
+                match self.is_member(conversation).await {
+                    Ok(true) => {}
+                    Ok(false) => return send(socket, rejected("not_found")).await,
+                    Err(()) => return Err(Closed),
+                }
+                let filter = EventFilter {
+                    account_id: Some(account_id),
+                    stream_type: Some("Conversation".into()),
+                    stream_id: Some(conversation.to_string()),
+                    ..Default::default()
+                };
+                ("conversation", filter)
+            }
+            _ => return send(socket, rejected("not_found")).await,
+        };
+        let head = match self.state.app.store.head().await {
+            Ok(head) => head,
+            Err(_) => return Err(Closed),
+        };
+        let key = (channel.clone(), id.clone());
+        let sub = Subscription { channel: name, id: id.clone(), filter, cursor: after.unwrap_or(head) };
+        self.subscriptions.insert(key.clone(), sub);
+        send(
+            socket,
+            json!({"type": "subscribed", "channel": channel, "id": id, "position": head.to_string()})
+                .to_string(),
+        )
+        .await?;
+        if after.is_some() {
+            self.catch_up(socket, &key).await?;
+        }
+        Ok(())
+    }
+
+    /// Membership, from the conversations read model (of the caller's account only).
+    async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
+        let found: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
+            "SELECT 1 FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.account_id = $3 AND NOT c.archived",
+        )
+        .bind(conversation)
+        .bind(self.principal.user_id())
+        .bind(self.principal.account_id())
+        .fetch_optional(self.state.app.store.pool())
+        .await;
+        found.map(|f| f.is_some()).map_err(|e| tracing::warn!(error = %e, "membership check failed"))
+    }
+}
+
+/// Completes when the server starts shutting down.
+async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn send(socket: &mut WebSocket, text: String) -> Result<(), Closed> {
+    socket.send(Message::Text(text.into())).await.map_err(|_| Closed)
+}

@@ -1,0 +1,136 @@
+//! Extractors that answer bad input with the error envelope: malformed JSON 400, wrong
+//! content type 415, too large 413, wrong fields 422, bad path ids 404, bad query 400.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use parley_eventstore::LogCursor;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Code};
+
+/// A JSON body parsed into `T`, keeping the raw value (idempotency compares bodies as JSON).
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Value,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(raw) = axum::Json::<Value>::from_request(req, state).await.map_err(json_rejection)?;
+        let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            let message = e.inner().to_string();
+            // serde names a missing field in its message, not in the path.
+            let (field, message) = match message.strip_prefix("missing field `") {
+                Some(rest) => (rest.trim_end_matches('`').to_owned(), "is required".to_owned()),
+                None => (field, message),
+            };
+            ApiError::new(Code::ValidationFailed, format!("{field}: {message}"))
+                .with_details(json!({ field: [message] }))
+        })?;
+        Ok(Self { value, raw })
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(Code::PayloadTooLarge, "request body is larger than 1 MiB")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(Code::UnsupportedMediaType, "expected Content-Type: application/json")
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::new(Code::ValidationFailed, r.body_text()),
+        _ => ApiError::new(Code::BadRequest, format!("malformed JSON: {}", r.body_text())),
+    }
+}
+
+/// Path parameters; any that do not parse (a bad UUID) name a resource that does not exist.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// Query parameters; a bad one is a 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::new(Code::BadRequest, format!("bad query parameter: {}", e.body_text())))
+    }
+}
+
+/// `X-Min-Position`: the log cursor read models must include before a query answers.
+pub struct MinPosition(pub Option<LogCursor>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("x-min-position") {
+            None => Ok(Self(None)),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(|c| Self(Some(c)))
+                .ok_or_else(|| ApiError::new(Code::BadRequest, "X-Min-Position is not a log cursor")),
+        }
+    }
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKeyHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else { return Ok(Self(None)) };
+        match v.to_str() {
+            Ok(s) if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Self(Some(s.to_owned())))
+            }
+            _ => Err(ApiError::new(
+                Code::BadRequest,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )),
+        }
+    }
+}
+
+/// For endpoints whose answer carries a secret: a key would store the secret, so it is refused.
+pub struct NoIdempotencyKey;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoIdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key("idempotency-key") {
+            return Err(ApiError::new(
+                Code::IdempotencyNotSupported,
+                "this endpoint's answer carries a secret and is never stored: send it without Idempotency-Key",
+            ));
+        }
+        Ok(Self)
+    }
+}

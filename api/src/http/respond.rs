@@ -1,0 +1,107 @@
+//! The success envelope, positions and idempotent answers.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parley_commands::{DispatchError, Idempotency, Idempotent};
+use parley_eventstore::idempotency::{request_hash, IdempotencyKey, StoredResponse};
+use parley_eventstore::LogCursor;
+use serde_json::{json, Value};
+
+use super::auth::Principal;
+use super::error::ApiError;
+
+pub const X_POSITION: HeaderName = HeaderName::from_static("x-position");
+
+/// `{"success": true, "data": ..., "meta": {...}}`, with `meta.position` and `X-Position` when
+/// the answer reflects a position in the log.
+pub fn envelope(data: Value, meta: Value, position: Option<LogCursor>) -> Value {
+    let mut meta = if meta.is_object() { meta } else { json!({}) };
+    if let (Some(p), Some(m)) = (position, meta.as_object_mut()) {
+        m.insert("position".into(), json!(p.to_string()));
+    }
+    json!({"success": true, "data": data, "meta": meta})
+}
+
+pub fn respond(status: StatusCode, body: Value, position: Option<LogCursor>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(p) = position.and_then(|p| HeaderValue::from_str(&p.to_string()).ok()) {
+        response.headers_mut().insert(X_POSITION, p);
+    }
+    response
+}
+
+pub fn ok(data: Value, position: Option<LogCursor>) -> Response {
+    respond(StatusCode::OK, envelope(data, json!({}), position), position)
+}
+
+pub fn created(data: Value, position: Option<LogCursor>) -> Response {
+    respond(StatusCode::CREATED, envelope(data, json!({}), position), position)
+}
+
+/// The key of a request, scoped to (account, credential, method, path) and hashing its body.
+pub fn scoped_key(
+    principal: &Principal,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> IdempotencyKey {
+    IdempotencyKey {
+        account_id: principal.account_id(),
+        scope: format!("user:{}:{method}:{path}", principal.user_id()),
+        key: key.to_owned(),
+        request_hash: request_hash(body),
+    }
+}
+
+/// How a command's outcome is stored under an idempotency key: the whole answer, envelope
+/// included, so a replay is byte-for-byte the original.
+pub fn stored(status: StatusCode, body: Value, position: Option<LogCursor>) -> StoredResponse {
+    StoredResponse { status: status.as_u16(), body, position }
+}
+
+/// Client errors are stored under the key too; server errors are not.
+pub fn stored_error(e: &DispatchError) -> Option<StoredResponse> {
+    let api = ApiError::from(clone_client_error(e)?);
+    api.status().is_client_error().then(|| StoredResponse {
+        status: api.status().as_u16(),
+        body: api.body(),
+        position: None,
+    })
+}
+
+/// The client errors among dispatch errors, rebuilt (they carry no resources to clone).
+fn clone_client_error(e: &DispatchError) -> Option<DispatchError> {
+    Some(match e {
+        DispatchError::Domain(d) => DispatchError::Domain(d.clone()),
+        DispatchError::Forbidden(m) => DispatchError::Forbidden(m.clone()),
+        DispatchError::NotFound(w) => DispatchError::NotFound(w),
+        DispatchError::Unauthenticated => DispatchError::Unauthenticated,
+        DispatchError::Claimed { kind, holder } => DispatchError::Claimed { kind, holder: holder.clone() },
+        DispatchError::Invalid { field, message } => {
+            DispatchError::Invalid { field, message: message.clone() }
+        }
+        _ => return None,
+    })
+}
+
+/// The answer to an idempotent command: fresh, or the stored one marked as replayed.
+pub fn idempotent<T>(outcome: Idempotent<T>, fresh: impl FnOnce(T) -> Response) -> Response {
+    match outcome {
+        Idempotent::Fresh(t) => fresh(t),
+        Idempotent::Replayed(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+            let mut response = respond(status, r.body, r.position);
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    }
+}
+
+/// Builds the optional idempotency of a request from its key and renderer.
+pub fn with_key<'a, T>(
+    key: Option<&'a IdempotencyKey>,
+    render: &'a (dyn Fn(&T) -> StoredResponse + Send + Sync),
+) -> Option<Idempotency<'a, T>> {
+    key.map(|key| Idempotency { key, render, render_error: &stored_error })
+}

@@ -1,0 +1,85 @@
+//! `/api/v1/audit/events`: the account's log, oldest first, secrets redacted.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use parley_aggregates::permissions::Permission;
+use parley_eventstore::{EventFilter, LogCursor};
+use parley_replay::redacted;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::http::auth::Principal;
+use crate::http::consistency;
+use crate::http::error::{ApiError, Code};
+use crate::http::extract::{ApiQuery, MinPosition};
+use crate::http::respond::{envelope, respond};
+use crate::http::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/audit/events", get(events))
+}
+
+const MAX_LIMIT: i64 = 1000;
+const DEFAULT_LIMIT: i64 = 100;
+
+#[derive(Deserialize)]
+struct Query {
+    stream_type: Option<String>,
+    stream_id: Option<String>,
+    event_type: Option<String>,
+    actor_id: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+    ApiQuery(q): ApiQuery<Query>,
+) -> Result<Response, ApiError> {
+    principal.ctx.require(Permission::AuditView)?;
+    let after = match q.after.as_deref() {
+        None => LogCursor::START,
+        Some(a) => a.parse().map_err(|_| ApiError::new(Code::BadRequest, "after is not a log cursor"))?,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    consistency::log(&state, min).await?;
+    let filter = EventFilter {
+        account_id: Some(principal.account_id()),
+        stream_type: q.stream_type,
+        stream_id: q.stream_id,
+        event_type: q.event_type,
+        actor_id: q.actor_id,
+        since: q.since,
+        until: q.until,
+        after,
+    };
+    let page = state.app.store.query(&filter, limit).await?;
+    let next_cursor =
+        (page.len() as i64 == limit).then(|| page.last().map(|e| e.cursor().to_string())).flatten();
+    let events: Vec<Value> = page
+        .into_iter()
+        .map(redacted)
+        .map(|e| {
+            json!({
+                "position": e.cursor().to_string(), "event_id": e.event_id, "event_type": e.event_type,
+                "stream_type": e.stream_type, "stream_id": e.stream_id, "version": e.version,
+                "data": e.payload, "metadata": e.metadata, "recorded_at": e.recorded_at,
+            })
+        })
+        .collect();
+    Ok(respond(
+        StatusCode::OK,
+        envelope(json!(events), json!({"next_cursor": next_cursor, "limit": limit}), None),
+        None,
+    ))
+}

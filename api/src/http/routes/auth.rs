@@ -1,0 +1,125 @@
+//! `/api/v1/auth`: register and log in.
+
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use parley_commands::services::{Registration, SessionStarted};
+use parley_commands::{Actor, CommandContext};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::http::auth::origin;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, NoIdempotencyKey};
+use crate::http::respond::{created, ok};
+use crate::http::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/auth/register", post(register)).route("/auth/login", post(login))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    name: String,
+    email: String,
+    password: String,
+    account_name: Option<String>,
+    invitation_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// The request's id and address, extracted without failing.
+pub struct Origin(Option<String>, Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (request_id, client_ip) = origin(parts);
+        Ok(Self(request_id, client_ip))
+    }
+}
+
+/// Who a token pair was issued to.
+struct Identity<'a> {
+    user_id: Uuid,
+    account_id: Uuid,
+    account_name: &'a str,
+    name: &'a str,
+    email: &'a str,
+    roles: &'a [String],
+}
+
+fn tokens(state: &AppState, who: &Identity<'_>, session: &SessionStarted) -> Result<Value, ApiError> {
+    let (access_token, expires_in) =
+        state.jwt.issue(who.user_id, who.account_id, session.session_id, who.roles, session.cursor)?;
+    Ok(json!({
+        "access_token": access_token,
+        "refresh_token": session.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "user": {"id": who.user_id, "name": who.name, "email": who.email, "roles": who.roles, "account_id": who.account_id},
+        "account": {"id": who.account_id, "name": who.account_name},
+    }))
+}
+
+#[tracing::instrument(skip_all)]
+async fn register(
+    State(state): State<AppState>,
+    _: NoIdempotencyKey,
+    Origin(request_id, client_ip): Origin,
+    ApiJson { value: body, .. }: ApiJson<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let commands = &state.app.commands;
+    let registered = commands
+        .register(Registration {
+            name: body.name,
+            email: body.email,
+            password: body.password,
+            account_name: body.account_name,
+            invitation_token: body.invitation_token,
+            request_id: request_id.clone(),
+            client_ip: client_ip.clone(),
+        })
+        .await?;
+    let mut ctx = CommandContext::new(registered.account_id, Actor::user(registered.user_id, Vec::new()));
+    ctx.request_id = request_id;
+    ctx.client_ip = client_ip;
+    let session = commands.start_session(&ctx).await?;
+    let who = Identity {
+        user_id: registered.user_id,
+        account_id: registered.account_id,
+        account_name: &registered.account_name,
+        name: &registered.name,
+        email: &registered.email,
+        roles: &registered.roles,
+    };
+    Ok(created(tokens(&state, &who, &session)?, Some(session.cursor)))
+}
+
+#[tracing::instrument(skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    _: NoIdempotencyKey,
+    Origin(request_id, client_ip): Origin,
+    ApiJson { value: body, .. }: ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let logged_in = state.app.commands.login(&body.email, &body.password, request_id, client_ip).await?;
+    let who = Identity {
+        user_id: logged_in.user_id,
+        account_id: logged_in.account_id,
+        account_name: &logged_in.account_name,
+        name: &logged_in.name,
+        email: &logged_in.email,
+        roles: &logged_in.roles,
+    };
+    Ok(ok(tokens(&state, &who, &logged_in.session)?, Some(logged_in.session.cursor)))
+}

@@ -1,0 +1,83 @@
+//! `/api/v1/users`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use parley_aggregates::permissions::permissions_of;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::http::auth::Principal;
+use crate::http::consistency::{self, later};
+use crate::http::error::ApiError;
+use crate::http::extract::MinPosition;
+use crate::http::respond::ok;
+use crate::http::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/users/me", get(me))
+}
+
+type UserRow = (
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    DateTime<Utc>,
+    i64,
+    Uuid,
+    String,
+);
+
+/// Own profile with email, roles, permissions and account. Waits for the read model to include
+/// the caller's session (and `X-Min-Position`), so it answers right after registering.
+#[tracing::instrument(skip_all, fields(user_id = %principal.user_id()))]
+async fn me(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+) -> Result<Response, ApiError> {
+    consistency::projections(&state, &["users"], later(min, principal.session_position())).await?;
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT u.id, u.name, u.email, u.display_name, u.avatar_url, u.bio, u.roles, u.created_at, u.version, \
+                a.id, a.name \
+         FROM users u JOIN accounts a ON a.id = u.account_id \
+         WHERE u.id = $1 AND u.account_id = $2 AND u.active",
+    )
+    .bind(principal.user_id())
+    .bind(principal.account_id())
+    .fetch_optional(state.app.store.pool())
+    .await?;
+    let (
+        id,
+        name,
+        email,
+        display_name,
+        avatar_url,
+        bio,
+        roles,
+        created_at,
+        version,
+        account_id,
+        account_name,
+    ) = row.ok_or_else(ApiError::not_found)?;
+    let permissions: Vec<&str> = permissions_of(&roles).into_iter().map(|p| p.name()).collect();
+    let mut response = ok(
+        json!({
+            "id": id, "name": name, "email": email, "display_name": display_name, "avatar_url": avatar_url,
+            "bio": bio, "roles": roles, "permissions": permissions, "created_at": created_at, "version": version,
+            "account": {"id": account_id, "name": account_name},
+        }),
+        None,
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}

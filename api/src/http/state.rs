@@ -1,0 +1,19 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::auth::JwtKeys;
+use super::live::LiveFeed;
+use crate::app::App;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    pub jwt: Arc<JwtKeys>,
+    pub live: LiveFeed,
+    pub metrics: Option<PrometheusHandle>,
+    /// Becomes `true` when the server shuts down: long-lived connections close.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
