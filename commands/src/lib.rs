@@ -12,5 +12,5 @@ mod write_side;
 
 pub use context::{Actor, CommandContext};
 pub use error::DispatchError;
-pub use unit_of_work::{with_retry, Dispatcher, Executed, Idempotency, Idempotent, UnitOfWork};
+pub use unit_of_work::{with_retry, Dispatcher, Executed, Idempotency, Idempotent, Loaded, UnitOfWork};
 pub use write_side::WriteSide;

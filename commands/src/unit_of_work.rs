@@ -9,8 +9,8 @@ use parley_aggregates::{from_payload, to_payload};
 use parley_eventstore::idempotency::{self, IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::snapshots::{self, Snapshot};
 use parley_eventstore::{
-    AppendedEvent, EventStore, LogCursor, Metadata, NewEvent, StoreTransaction, StreamAppend, StreamHead,
-    StreamKey,
+    AppendedEvent, EventStore, LogCursor, Metadata, NewEvent, StoreError, StoreTransaction, StreamAppend,
+    StreamHead, StreamKey,
 };
 use sqlx::PgConnection;
 
@@ -36,18 +36,43 @@ impl Dispatcher {
         &self.store
     }
 
-    /// The current state of an aggregate, outside any transaction (for reads of the write side,
-    /// such as checking credentials). `None` when the stream has no events.
-    pub async fn load<A: WriteSide>(&self, stream_id: &str) -> Result<Option<A>, DispatchError> {
-        let events = self.store.read_stream(&StreamKey::new(A::TYPE, stream_id), 0, None).await?;
-        if events.is_empty() {
-            return Ok(None);
-        }
+    /// The current state of an aggregate outside any transaction (for decisions on reads, such
+    /// as checking credentials or a WebSocket subscription), from its snapshot and the events
+    /// after it. `None` when the stream has no events.
+    pub async fn load<A: WriteSide>(&self, stream_id: &str) -> Result<Option<Loaded<A>>, DispatchError> {
+        let stream = StreamKey::new(A::TYPE, stream_id);
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
         let mut aggregate = A::default();
+        let mut from = 0;
+        if A::SNAPSHOT_EVERY > 0 {
+            if let Some(snapshot) = snapshots::load(&mut conn, &stream, A::STATE_VERSION).await? {
+                if let Ok(state) = serde_json::from_value(snapshot.state) {
+                    aggregate = state;
+                    from = snapshot.version;
+                }
+            }
+        }
+        drop(conn);
+        let events = self.store.read_stream(&stream, from, None).await?;
+        let account: Option<(uuid::Uuid, i64)> = match events.last() {
+            Some(e) => Some((e.account_id, e.version)),
+            None if from > 0 => {
+                sqlx::query_as(
+                    "SELECT account_id, version FROM events WHERE stream_type = $1 AND stream_id = $2 \
+                 ORDER BY version DESC LIMIT 1",
+                )
+                .bind(&stream.stream_type)
+                .bind(&stream.stream_id)
+                .fetch_optional(self.store.pool())
+                .await?
+            }
+            None => None,
+        };
+        let Some((account_id, version)) = account else { return Ok(None) };
         for event in &events {
             aggregate.apply(from_payload(&event.event_type, &event.payload)?);
         }
-        Ok(Some(aggregate))
+        Ok(Some(Loaded { aggregate, account_id, version }))
     }
 
     /// Opens a unit of work: one transaction in which several aggregates may be changed.
@@ -209,6 +234,14 @@ where
             result => return result,
         }
     }
+}
+
+/// An aggregate read outside a transaction, with the account its stream belongs to.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    pub account_id: uuid::Uuid,
+    pub version: i64,
 }
 
 /// The result of one command on one aggregate.

@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
+use parley_aggregates::conversation::Conversation;
 use parley_aggregates::permissions::Permission;
 use parley_aggregates::secrets::redact;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
@@ -295,18 +296,22 @@ impl Connection {
         Ok(())
     }
 
-    /// Membership, from the conversations read model (of the caller's account only).
+    /// Membership, from the write side: strictly consistent, so a member who just joined or
+    /// created the conversation is never refused. Another account's conversation is not found.
     async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
-        let found: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
-            "SELECT 1 FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.conversation_id = $1 AND m.user_id = $2 AND c.account_id = $3 AND NOT c.archived",
-        )
-        .bind(conversation)
-        .bind(self.principal.user_id())
-        .bind(self.principal.account_id())
-        .fetch_optional(self.state.app.store.pool())
-        .await;
-        found.map(|f| f.is_some()).map_err(|e| tracing::warn!(error = %e, "membership check failed"))
+        let loaded = self
+            .state
+            .app
+            .commands
+            .dispatcher()
+            .load::<Conversation>(&conversation.to_string())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "membership check failed"))?;
+        Ok(loaded.is_some_and(|l| {
+            l.account_id == self.principal.account_id()
+                && !l.aggregate.archived
+                && l.aggregate.is_member(self.principal.user_id())
+        }))
     }
 }
 

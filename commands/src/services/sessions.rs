@@ -85,7 +85,9 @@ impl Commands {
             Ok(email) => {
                 let mut conn = self.dispatcher.store().pool().acquire().await?;
                 match claims::holder(&mut conn, EMAIL_CLAIM, email.as_str()).await? {
-                    Some(holder) => self.dispatcher.load::<User>(&holder.stream_id).await?,
+                    Some(holder) => {
+                        self.dispatcher.load::<User>(&holder.stream_id).await?.map(|l| l.aggregate)
+                    }
                     None => None,
                 }
             }
@@ -103,7 +105,12 @@ impl Commands {
         let (Some(user_id), Some(account_id)) = (user.id, user.account_id) else {
             return Err(DispatchError::Unauthenticated);
         };
-        let account = self.dispatcher.load::<Account>(&account_id.to_string()).await?.unwrap_or_default();
+        let account = self
+            .dispatcher
+            .load::<Account>(&account_id.to_string())
+            .await?
+            .map(|l| l.aggregate)
+            .unwrap_or_default();
         let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
         ctx.request_id = request_id;
         ctx.client_ip = client_ip;

@@ -1,0 +1,321 @@
+//! End to end over HTTP and WebSocket: the real server on a random port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parley_tests::server::TestServer;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn register_invite_group_post_and_the_member_sees_it_live_in_reads_and_in_the_audit_log() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let me = s.get_at("/api/v1/users/me", &owner.token, &owner.position).await;
+    assert_eq!(me.status, 200, "{:?}", me.body);
+    assert_eq!(me.data()["email"], json!("owner@example.com"));
+    assert_eq!(me.data()["roles"], json!(["owner"]));
+    assert!(me.data()["permissions"].as_array().unwrap().contains(&json!("audit.view")));
+    assert_eq!(me.header("etag"), Some("\"1\""));
+
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    assert_eq!(bob.account_id, owner.account_id, "the invitation joins the inviting account");
+    let conversation = s.group(&owner, &[]).await;
+    let added = s
+        .post(
+            &format!("/api/v1/conversations/{conversation}/memberships"),
+            &owner.token,
+            json!({"user_id": bob.id}),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{:?}", added.body);
+    assert!(added.header("x-position").is_some());
+
+    let mut cable = s.cable(Some(&bob.token)).await;
+    assert_eq!(cable.frame().await["type"], json!("welcome"));
+    let sub = s.get_at(&format!("/api/v1/conversations/{conversation}"), &bob.token, &added.position()).await;
+    assert_eq!(sub.status, 200, "{:?}", sub.body);
+    assert_eq!(sub.data()["members"].as_array().unwrap().len(), 2);
+    let subscribed = cable.subscribe("conversation", Some(&conversation), None).await;
+    assert_eq!(subscribed["type"], json!("subscribed"), "{subscribed}");
+
+    let posted = s
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            &owner.token,
+            json!({"body": "hello bob"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    let message = posted.data().clone();
+    assert_eq!(
+        (message["body"].clone(), message["version"].clone(), message["deleted"].clone()),
+        (json!("hello bob"), json!(1), json!(false))
+    );
+    assert_eq!(posted.header("x-position"), Some(posted.position().as_str()));
+
+    let live = cable.events(1).await;
+    assert_eq!(live[0]["event"]["event_type"], json!("MessagePosted"));
+    assert_eq!(live[0]["event"]["data"]["body"], json!("hello bob"));
+    assert_eq!(live[0]["event"]["data"]["message_id"], message["id"]);
+    assert_eq!(live[0]["position"], json!(posted.position()));
+
+    let page = s
+        .get_at(&format!("/api/v1/conversations/{conversation}/messages"), &bob.token, &posted.position())
+        .await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert_eq!(page.data()[0]["id"], message["id"]);
+    assert_eq!(page.data()[0]["body"], json!("hello bob"));
+
+    let audit =
+        s.get_at("/api/v1/audit/events?event_type=MessagePosted", &owner.token, &posted.position()).await;
+    assert_eq!(audit.status, 200, "{:?}", audit.body);
+    let events = audit.data().as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["message_id"], message["id"]);
+    assert_eq!(events[0]["metadata"]["actor_id"], json!(owner.id));
+    let registered = s.get("/api/v1/audit/events?event_type=UserRegistered", &owner.token).await;
+    assert!(registered
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["data"]["password_hash"] == json!("[redacted]")));
+    let forbidden = s.get("/api/v1/audit/events", &bob.token).await;
+    forbidden.assert_error(403, "forbidden");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_post_forty_messages_each_and_an_account_subscriber_gets_each_once_in_order() {
+    let s = Arc::new(TestServer::start().await);
+    let owner = s.register("owner@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let mut cable = s.cable(Some(&owner.token)).await;
+    cable.frame().await;
+    assert_eq!(cable.subscribe("account", None, None).await["type"], json!("subscribed"));
+
+    let clients: Vec<_> = (0..16)
+        .map(|client| {
+            let (s, token, conversation) = (s.clone(), owner.token.clone(), conversation.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..40 {
+                    let body = json!({"body": format!("{client}/{i}")});
+                    let a =
+                        s.post(&format!("/api/v1/conversations/{conversation}/messages"), &token, body).await;
+                    statuses.push(a.status.as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.await.unwrap().iter().all(|s| *s == 201), "every post is accepted");
+    }
+    // The subscription started at the log head; the group's own start may still arrive first.
+    let mut frames = Vec::new();
+    while frames.len() < 640 {
+        let f = cable.events(1).await.remove(0);
+        if f["event"]["event_type"] == json!("MessagePosted") {
+            frames.push(f);
+        }
+    }
+    let mut seen = HashMap::new();
+    let mut last_per_client: HashMap<String, i64> = HashMap::new();
+    for f in &frames {
+        let body = f["event"]["data"]["body"].as_str().unwrap().to_owned();
+        assert!(seen.insert(body.clone(), ()).is_none(), "{body} delivered twice");
+        let (client, i) = body.split_once('/').unwrap();
+        let i: i64 = i.parse().unwrap();
+        let prev = last_per_client.insert(client.to_owned(), i);
+        assert!(prev.is_none_or(|p| p < i), "client {client} in order");
+    }
+    assert_eq!(seen.len(), 640);
+    Arc::into_inner(s).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reconnects_with_its_last_position_gets_exactly_what_it_missed_then_live() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let mut cable = s.cable(Some(&owner.token)).await;
+    cable.frame().await;
+    cable.subscribe("conversation", Some(&conversation), None).await;
+    s.post(&path, &owner.token, json!({"body": "before"})).await;
+    let last = cable.events(1).await[0]["position"].as_str().unwrap().to_owned();
+    drop(cable);
+
+    for i in 0..100 {
+        assert_eq!(s.post(&path, &owner.token, json!({"body": format!("missed {i}")})).await.status, 201);
+    }
+    let mut cable = s.cable(Some(&owner.token)).await;
+    cable.frame().await;
+    assert_eq!(
+        cable.subscribe("conversation", Some(&conversation), Some(&last)).await["type"],
+        json!("subscribed")
+    );
+    let missed = cable.events(100).await;
+    let bodies: Vec<&str> = missed.iter().map(|f| f["event"]["data"]["body"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("missed {i}")).collect();
+    assert_eq!(bodies, expected);
+    s.post(&path, &owner.token, json!({"body": "live"})).await;
+    let live = cable.events(1).await;
+    assert_eq!(live[0]["event"]["data"]["body"], json!("live"), "then live, with nothing repeated");
+
+    // From the beginning of the log, a member sees the conversation's whole history.
+    let mut again = s.cable(Some(&owner.token)).await;
+    again.frame().await;
+    again.subscribe("conversation", Some(&conversation), Some("0")).await;
+    let all = again.events(2 + 102).await;
+    assert_eq!(all[0]["event"]["event_type"], json!("ConversationStarted"));
+    assert_eq!(all[103]["event"]["data"]["body"], json!("live"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_post_twice_with_an_idempotency_key_appends_once_and_replays_the_answer() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let key = [("idempotency-key", "post-1")];
+    let first = s.call(Method::POST, &path, Some(&owner.token), Some(json!({"body": "once"})), &key).await;
+    assert_eq!(first.status, 201);
+    let count = s.events().await;
+    let second = s.call(Method::POST, &path, Some(&owner.token), Some(json!({"body": "once"})), &key).await;
+    assert_eq!(second.status, 201);
+    assert_eq!(second.body, first.body, "the same body");
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(second.header("x-position"), first.header("x-position"));
+    assert_eq!(s.events().await, count, "nothing appended");
+    let other = s.call(Method::POST, &path, Some(&owner.token), Some(json!({"body": "twice"})), &key).await;
+    other.assert_error(422, "idempotency_key_reused");
+    let secret = s
+        .call(
+            Method::POST,
+            "/api/v1/invitations",
+            Some(&owner.token),
+            Some(json!({"email": "x@example.com", "role": "member"})),
+            &key,
+        )
+        .await;
+    secret.assert_error(400, "idempotency_not_supported");
+    assert_eq!(s.events().await, count);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
+    use clap::Parser;
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    let conversation = s.group(&owner, &[&bob]).await;
+    let mut last = String::new();
+    for i in 0..30 {
+        last = s
+            .post(
+                &format!("/api/v1/conversations/{conversation}/messages"),
+                &bob.token,
+                json!({"body": format!("m{i}")}),
+            )
+            .await
+            .position();
+    }
+    let reads = [
+        "/api/v1/users/me".to_owned(),
+        format!("/api/v1/conversations/{conversation}"),
+        format!("/api/v1/conversations/{conversation}/messages?limit=100"),
+        format!("/api/v1/conversations/{conversation}/messages?limit=7&before=20"),
+        format!("/api/v1/conversations/{conversation}/messages?after=10&limit=5"),
+        "/api/v1/audit/events?limit=1000".to_owned(),
+    ];
+    let mut before: Vec<Value> = Vec::new();
+    for r in &reads {
+        before.push(s.get_at(r, &owner.token, &last).await.body);
+    }
+    let cli = parley_api::cli::Cli::try_parse_from([
+        "parley",
+        "--database-url",
+        &s.t.db.url(),
+        "projections",
+        "rebuild",
+        "--all",
+        "--yes",
+    ])
+    .unwrap();
+    assert_eq!(parley_api::cli::run(cli).await.unwrap(), std::process::ExitCode::SUCCESS);
+    for (r, old) in reads.iter().zip(&before) {
+        let now = s.get_at(r, &owner.token, &last).await;
+        assert_eq!(&now.body, old, "{r} answers the same after the rebuild");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_accounts_conversation_messages_and_events_are_invisible_over_http_and_websocket() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let stranger = s.register("stranger@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let posted = s
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            &owner.token,
+            json!({"body": "secret"}),
+        )
+        .await;
+    let count = s.events().await;
+
+    s.get_at(&format!("/api/v1/conversations/{conversation}"), &stranger.token, &posted.position())
+        .await
+        .assert_error(404, "not_found");
+    s.get_at(&format!("/api/v1/conversations/{conversation}/messages"), &stranger.token, &posted.position())
+        .await
+        .assert_error(404, "not_found");
+    s.post(&format!("/api/v1/conversations/{conversation}/messages"), &stranger.token, json!({"body": "hi"}))
+        .await
+        .assert_error(404, "not_found");
+    s.post(
+        &format!("/api/v1/conversations/{conversation}/memberships"),
+        &stranger.token,
+        json!({"user_id": stranger.id}),
+    )
+    .await
+    .assert_error(404, "not_found");
+    s.post(
+        &format!("/api/v1/conversations/{conversation}/memberships"),
+        &owner.token,
+        json!({"user_id": stranger.id}),
+    )
+    .await
+    .assert_error(404, "not_found");
+    let audit = s.get_at("/api/v1/audit/events?limit=1000", &stranger.token, &posted.position()).await;
+    assert!(audit.data().as_array().unwrap().iter().all(|e| e["data"].to_string().find("secret").is_none()));
+    assert!(audit.data().as_array().unwrap().iter().all(|e| e["stream_id"] != json!(conversation)));
+    assert_eq!(s.events().await, count, "nothing written");
+
+    let mut cable = s.cable(Some(&stranger.token)).await;
+    cable.frame().await;
+    let rejected = cable.subscribe("conversation", Some(&conversation), Some("0")).await;
+    assert_eq!((rejected["type"].clone(), rejected["code"].clone()), (json!("rejected"), json!("not_found")));
+    assert_eq!(cable.subscribe("account", None, Some("0")).await["type"], json!("subscribed"));
+    s.post(
+        &format!("/api/v1/conversations/{conversation}/messages"),
+        &owner.token,
+        json!({"body": "still secret"}),
+    )
+    .await;
+    let own = s.group(&stranger, &[]).await;
+    // The stranger's account feed shows its own events only: history, then its new group.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|f: &Value| f["event"]["stream_id"] == json!(own)) {
+        seen.push(cable.events(1).await.remove(0));
+    }
+    assert!(seen.iter().all(|f| f["event"]["stream_id"] != json!(conversation)));
+    assert!(seen.iter().all(|f| f["event"]["data"].to_string().find("secret").is_none()));
+    s.stop().await;
+}
