@@ -3,6 +3,7 @@
 
 mod commands;
 mod concurrency;
+mod http_bad_input;
 mod http_flow;
 mod idempotency;
 mod projections;

@@ -1,0 +1,222 @@
+//! Bad input gets a clear answer in the envelope, and nothing is written.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use parley_tests::server::TestServer;
+use reqwest::Method;
+use serde_json::json;
+
+/// Signs claims with `secret` the way an attacker or a stale server would.
+fn token(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {
+    use hmac_sha256::sign;
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signature = URL_SAFE_NO_PAD.encode(sign(format!("{h}.{c}").as_bytes(), secret));
+    format!("{h}.{c}.{signature}")
+}
+
+mod hmac_sha256 {
+    use sha2::{Digest, Sha256};
+
+    /// HMAC-SHA256, written out so the test does not trust the code under test.
+    pub fn sign(message: &[u8], key: &[u8]) -> Vec<u8> {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+        let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+        let mut h = Sha256::new();
+        h.update(&inner);
+        h.update(message);
+        let inner_hash = h.finalize();
+        let mut h = Sha256::new();
+        h.update(&outer);
+        h.update(inner_hash);
+        h.finalize().to_vec()
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_the_envelope_with_the_right_code_and_write_nothing() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let messages = format!("/api/v1/conversations/{conversation}/messages");
+    let before = s.events().await;
+    let t = Some(owner.token.as_str());
+    let url = |p: &str| format!("{}{p}", s.base);
+
+    // Malformed JSON, wrong content type, too large.
+    let raw = |body: &'static str, content_type: &'static str| {
+        s.http
+            .post(url(&messages))
+            .bearer_auth(&owner.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let a = raw("{\"body\": ", "application/json").await.unwrap();
+    assert_eq!(a.status(), 400);
+    assert_eq!(a.json::<serde_json::Value>().await.unwrap()["code"], json!("bad_request"));
+    let a = raw("{\"body\": \"x\"}", "text/plain").await.unwrap();
+    assert_eq!(a.status(), 415);
+    assert_eq!(a.json::<serde_json::Value>().await.unwrap()["code"], json!("unsupported_media_type"));
+    let huge = json!({"body": "x".repeat(1024 * 1024 + 10)}).to_string();
+    let a = s
+        .http
+        .post(url(&messages))
+        .bearer_auth(&owner.token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 413);
+    assert_eq!(a.json::<serde_json::Value>().await.unwrap()["code"], json!("payload_too_large"));
+
+    // Missing fields, wrong types, bodies out of bounds.
+    let post = |body| s.call(Method::POST, &messages, t, Some(body), &[]);
+    let missing = post(json!({})).await;
+    missing.assert_error(422, "validation_failed");
+    assert_eq!(missing.body["details"]["body"], json!(["is required"]));
+    post(json!({"body": 42})).await.assert_error(422, "validation_failed");
+    post(json!({"body": ""})).await.assert_error(422, "validation_failed");
+    post(json!({"body": "   "})).await.assert_error(422, "validation_failed");
+    let long = post(json!({"body": "x".repeat(10_001)})).await;
+    long.assert_error(422, "validation_failed");
+    assert!(long.body["details"]["body"].is_array());
+    post(json!(["not", "an", "object"])).await.assert_error(422, "validation_failed");
+    s.post("/api/v1/conversations", &owner.token, json!({"kind": "group", "title": "x".repeat(201)}))
+        .await
+        .assert_error(422, "validation_failed");
+    s.post("/api/v1/conversations", &owner.token, json!({"kind": "party", "title": "x"}))
+        .await
+        .assert_error(422, "validation_failed");
+    s.post(
+        "/api/v1/conversations",
+        &owner.token,
+        json!({"kind": "group", "title": "x", "member_ids": ["nope"]}),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    s.post("/api/v1/invitations", &owner.token, json!({"email": "not-an-email", "role": "member"}))
+        .await
+        .assert_error(422, "validation_failed");
+    s.post("/api/v1/invitations", &owner.token, json!({"email": "a@example.com", "role": "emperor"}))
+        .await
+        .assert_error(422, "validation_failed");
+
+    // Unknown routes, wrong methods, bad ids and cursors.
+    s.get("/api/v1/nothing-here", &owner.token).await.assert_error(404, "not_found");
+    s.call(Method::GET, "/no/such/route", None, None, &[]).await.assert_error(404, "not_found");
+    s.call(Method::DELETE, "/api/v1/auth/login", None, None, &[])
+        .await
+        .assert_error(405, "method_not_allowed");
+    s.get("/api/v1/conversations/not-a-uuid", &owner.token).await.assert_error(404, "not_found");
+    s.post("/api/v1/conversations/not-a-uuid/messages", &owner.token, json!({"body": "x"}))
+        .await
+        .assert_error(404, "not_found");
+    s.get(&format!("/api/v1/conversations/{}", uuid::Uuid::now_v7()), &owner.token)
+        .await
+        .assert_error(404, "not_found");
+    s.get(&format!("{messages}?before=abc"), &owner.token).await.assert_error(400, "bad_request");
+    s.get(&format!("{messages}?limit=many"), &owner.token).await.assert_error(400, "bad_request");
+    s.get(&format!("{messages}?before=3&after=1"), &owner.token).await.assert_error(400, "bad_request");
+    s.get("/api/v1/audit/events?after=zzz", &owner.token).await.assert_error(400, "bad_request");
+    s.get("/api/v1/audit/events?since=yesterday", &owner.token).await.assert_error(400, "bad_request");
+    s.call(Method::GET, "/api/v1/users/me", t, None, &[("x-min-position", "garbage")])
+        .await
+        .assert_error(400, "bad_request");
+    s.call(Method::POST, &messages, t, Some(json!({"body": "x"})), &[("idempotency-key", "")])
+        .await
+        .assert_error(400, "bad_request");
+
+    // Registration and login.
+    let register = |body| s.call(Method::POST, "/api/v1/auth/register", None, Some(body), &[]);
+    register(json!({"name": "A", "email": "a@example.com", "password": "short"}))
+        .await
+        .assert_error(422, "validation_failed");
+    register(json!({"name": "A", "email": "bad", "password": "correct horse battery"}))
+        .await
+        .assert_error(422, "validation_failed");
+    register(json!({"name": "A", "email": "OWNER@example.com", "password": "correct horse battery"}))
+        .await
+        .assert_error(409, "email_taken");
+    register(json!({"name": "A", "email": "c@example.com", "password": "correct horse battery", "invitation_token": "forged"})).await.assert_error(422, "invitation_invalid");
+    let login = |body| s.call(Method::POST, "/api/v1/auth/login", None, Some(body), &[]);
+    let wrong = login(json!({"email": "owner@example.com", "password": "wrong password!"})).await;
+    wrong.assert_error(401, "unauthorized");
+    let unknown = login(json!({"email": "nobody@example.com", "password": "wrong password!"})).await;
+    unknown.assert_error(401, "unauthorized");
+    assert_eq!(wrong.body["error"], unknown.body["error"], "the same answer for an unknown email");
+
+    assert_eq!(s.events().await, before, "nothing was appended");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64, nbf: i64| {
+        json!({"sub": owner.id, "acc": owner.account_id, "sid": uuid::Uuid::nil(), "jti": uuid::Uuid::nil(),
+               "iat": now, "nbf": nbf, "exp": exp, "typ": "access", "roles": ["owner"], "pos": "0"})
+    };
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    let secret = b"test-secret-test-secret-test-secret";
+    let valid = token(hs256.clone(), claims(now + 600, now), secret);
+    assert_eq!(
+        s.get("/api/v1/users/me", &valid).await.status,
+        200,
+        "the forged-by-hand valid token is accepted"
+    );
+
+    let expired = token(hs256.clone(), claims(now - 600, now - 1200), secret);
+    let not_yet = token(hs256.clone(), claims(now + 1200, now + 600), secret);
+    let wrong_key = token(hs256.clone(), claims(now + 600, now), b"another secret entirely");
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims(now + 600, now).to_string())
+    );
+    let hs512 = token(json!({"alg": "HS512", "typ": "JWT"}), claims(now + 600, now), secret);
+    let mut tampered = valid.clone();
+    tampered.insert(tampered.len() / 2, 'A');
+    let refresh = token(
+        hs256.clone(),
+        {
+            let mut c = claims(now + 600, now);
+            c["typ"] = json!("refresh");
+            c
+        },
+        secret,
+    );
+    for (name, bad) in [
+        ("garbage", "garbage".to_owned()),
+        ("expired", expired),
+        ("not yet valid", not_yet),
+        ("wrong key", wrong_key),
+        ("alg none", none),
+        ("wrong algorithm", hs512),
+        ("tampered", tampered),
+        ("not an access token", refresh),
+    ] {
+        let a = s.get("/api/v1/users/me", &bad).await;
+        assert_eq!(a.status, 401, "{name}: {:?}", a.body);
+        a.assert_error(401, "unauthorized");
+        let mut cable = s.cable(Some(&bad)).await;
+        assert_eq!(cable.next().await, Err(Some(4401)), "{name} closes the socket");
+    }
+    s.call(Method::GET, "/api/v1/users/me", None, None, &[]).await.assert_error(401, "unauthorized");
+    let mut anonymous = s.cable(None).await;
+    assert_eq!(anonymous.next().await, Err(Some(4401)));
+    assert_eq!(s.call(Method::GET, "/health", None, None, &[]).await.body, json!({"status": "ok"}));
+    assert_eq!(s.call(Method::GET, "/ready", None, None, &[]).await.status, 200);
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("parley_http_requests_total"), "{metrics}");
+    s.stop().await;
+}
