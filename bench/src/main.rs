@@ -3,9 +3,12 @@
 //!
 //! - `store`: raw single-row INSERT transactions/s of an events-shaped row with N clients, next
 //!   to Parley's single-event appends/s to distinct streams with N writers.
+//! - `http`: `POST /conversations/{id}/messages` through the real server with 32 clients over
+//!   100 conversations: throughput and latency percentiles, next to the raw insert limit.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
+mod http;
 mod rebuild;
 mod store;
 
@@ -19,6 +22,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 enum Suite {
     Store,
     Rebuild,
+    Http,
     All,
 }
 
@@ -89,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Rebuild | Suite::All) {
         rebuild::run(&server, args.events).await?;
+    }
+    if matches!(args.suite, Suite::Http | Suite::All) {
+        http::run(&server, args.seconds).await?;
     }
     Ok(())
 }

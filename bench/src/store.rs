@@ -19,7 +19,7 @@ fn payload(i: u64) -> serde_json::Value {
 }
 
 /// Runs `op` on `clients` tasks for `seconds`; returns completed operations per second.
-async fn measure<F, Fut>(clients: usize, seconds: u64, op: F) -> anyhow::Result<f64>
+pub async fn measure<F, Fut>(clients: usize, seconds: u64, op: F) -> anyhow::Result<f64>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -50,7 +50,7 @@ where
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn raw_inserts(pool: PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+pub async fn raw_inserts(pool: PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
     // The same columns, indexes and defaults as `events`, without the append-only trigger.
     sqlx::query("CREATE TABLE bench_raw (LIKE events INCLUDING ALL)").execute(&pool).await?;
     let metadata = Metadata::system().to_json();

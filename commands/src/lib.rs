@@ -2,6 +2,7 @@
 //! stream, load snapshot + tail, decide, append with claims, index rows and idempotency record),
 //! authorization of commands against their actor, and the application services built on that.
 
+mod cache;
 mod context;
 mod error;
 pub mod password;

@@ -1,6 +1,7 @@
 //! The dispatcher: runs commands on aggregates inside one short write transaction each.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use cqrs_es::event_sink::EventSink;
@@ -14,6 +15,7 @@ use parley_eventstore::{
 };
 use sqlx::PgConnection;
 
+use crate::cache::AggregateCache;
 use crate::context::CommandContext;
 use crate::error::DispatchError;
 use crate::write_side::WriteSide;
@@ -25,11 +27,12 @@ const MAX_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct Dispatcher {
     store: EventStore,
+    cache: Arc<AggregateCache>,
 }
 
 impl Dispatcher {
     pub fn new(store: EventStore) -> Self {
-        Self { store }
+        Self { store, cache: Arc::default() }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -79,6 +82,8 @@ impl Dispatcher {
     pub async fn begin(&self, ctx: &CommandContext) -> Result<UnitOfWork, DispatchError> {
         Ok(UnitOfWork {
             tx: self.store.begin().await?,
+            cache: self.cache.clone(),
+            committed_states: Vec::new(),
             ctx: ctx.clone(),
             metadata: ctx.metadata(),
             last: None,
@@ -262,6 +267,9 @@ pub struct Executed<A: Aggregate> {
 /// One write transaction. Dropping it without [`UnitOfWork::commit`] rolls everything back.
 pub struct UnitOfWork {
     tx: StoreTransaction,
+    cache: Arc<AggregateCache>,
+    /// States to cache once (and only if) this unit commits.
+    committed_states: Vec<Box<dyn FnOnce(&AggregateCache) + Send>>,
     ctx: CommandContext,
     metadata: Metadata,
     last: Option<LogCursor>,
@@ -326,13 +334,14 @@ impl UnitOfWork {
         if head.account_id.is_some_and(|a| a != self.ctx.account_id) {
             return Err(DispatchError::NotFound(A::TYPE));
         }
+        if let Some(cached) = self.cache.get::<A>(&stream, head.version) {
+            return Ok((cached, head));
+        }
         let mut aggregate = A::default();
         let mut from = 0;
         if A::SNAPSHOT_EVERY > 0 && head.version > 0 {
             if let Some(snapshot) = snapshots::load(self.tx.conn(), &stream, A::STATE_VERSION).await? {
-                if let (true, Ok(state)) =
-                    (snapshot.version <= head.version, serde_json::from_value(snapshot.state))
-                {
+                if let (true, Ok(state)) = (snapshot.version <= head.version, serde_json::from_value(snapshot.state)) {
                     aggregate = state;
                     from = snapshot.version;
                 }
@@ -343,6 +352,8 @@ impl UnitOfWork {
                 aggregate.apply(from_payload(&event.event_type, &event.payload)?);
             }
         }
+        // Committed state, read under the lock: safe to cache now.
+        self.cache.put(stream, head.version, aggregate.clone());
         Ok((aggregate, head))
     }
 
@@ -397,6 +408,8 @@ impl UnitOfWork {
         if cursor.is_some() {
             self.last = cursor;
         }
+        let state = aggregate.clone();
+        self.committed_states.push(Box::new(move |cache: &AggregateCache| cache.put(stream, version, state)));
         Ok(Executed { aggregate, events, appended: appended.events, version, cursor })
     }
 
@@ -410,6 +423,9 @@ impl UnitOfWork {
     /// Commits; returns the cursor of the last event appended, if any.
     pub async fn commit(self) -> Result<Option<LogCursor>, DispatchError> {
         self.tx.commit().await?;
+        for remember in self.committed_states {
+            remember(&self.cache);
+        }
         metrics::histogram!("parley_command_duration_seconds", "aggregate" => self.label)
             .record(self.started.elapsed().as_secs_f64());
         Ok(self.last)

@@ -23,6 +23,7 @@ pub const EMAIL_CLAIM: &str = "user_email";
 /// An aggregate the dispatcher can run.
 pub trait WriteSide:
     Aggregate<Services = (), Error: Into<DomainError>, Command: Clone + Send + Sync + 'static, Event: 'static>
+    + Clone
     + Send
     + Sync
     + 'static

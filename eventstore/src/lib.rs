@@ -23,5 +23,5 @@ pub use error::StoreError;
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
 pub use read::EventFilter;
 pub use store::{EventStore, StoreTransaction};
-pub use tail::{Tail, WakeSubscription};
+pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 pub use upcast::{Upcaster, Upcasters};

@@ -1,6 +1,6 @@
 //! Tailing the log: wait for wake-ups, read in commit-safe order, never skip, never repeat.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -12,8 +12,11 @@ use crate::store::EventStore;
 /// How long a tailer waits without any wake-up before it polls anyway.
 const BACKSTOP: Duration = Duration::from_secs(1);
 /// Re-poll delays while committed events wait behind an open transaction.
-const HORIZON_POLL_MIN: Duration = Duration::from_millis(1);
-const HORIZON_POLL_MAX: Duration = Duration::from_millis(20);
+pub const HORIZON_POLL_MIN: Duration = Duration::from_millis(2);
+pub const HORIZON_POLL_MAX: Duration = Duration::from_millis(20);
+/// After a read that found less than a full batch, the next read waits at least this long: under
+/// load, events then arrive in larger batches instead of one query per commit per reader.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(3);
 
 /// Wake-ups of this node: one change per commit seen (local, or another node's `NOTIFY`).
 pub struct WakeSubscription {
@@ -43,12 +46,14 @@ pub struct Tail {
     cursor: LogCursor,
     batch_size: i64,
     wake: WakeSubscription,
+    /// When the last read returned less than a full batch.
+    last_short_read: Option<Instant>,
 }
 
 impl Tail {
     pub(crate) fn new(store: EventStore, cursor: LogCursor, batch_size: i64) -> Self {
         let wake = store.subscribe();
-        Self { store, cursor, batch_size, wake }
+        Self { store, cursor, batch_size, wake, last_short_read: None }
     }
 
     /// The cursor of the last event returned.
@@ -69,8 +74,15 @@ impl Tail {
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut horizon_delay = HORIZON_POLL_MIN;
         loop {
+            if let Some(last) = self.last_short_read {
+                let since = last.elapsed();
+                if since < MIN_POLL_INTERVAL {
+                    tokio::time::sleep(MIN_POLL_INTERVAL - since).await;
+                }
+            }
             self.wake.mark_seen();
             let events = self.poll().await?;
+            self.last_short_read = ((events.len() as i64) < self.batch_size).then(Instant::now);
             if !events.is_empty() {
                 return Ok(events);
             }

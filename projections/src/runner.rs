@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_eventstore::{EventStore, LogCursor};
+use parley_eventstore::{EventStore, LogCursor, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -278,6 +278,7 @@ impl Runner {
         tokio::pin!(shutdown);
         let mut wake = self.store.subscribe();
         let mut backoff = Duration::ZERO;
+        let mut horizon_delay = HORIZON_POLL_MIN;
         let name = self.projection.name();
         loop {
             if self.lease.is_none() {
@@ -298,14 +299,22 @@ impl Runner {
             wake.mark_seen();
             let outcome = self.step().await;
             let pause = match outcome {
-                Ok(StepOutcome::Applied(_) | StepOutcome::HandedOver(_)) => {
+                Ok(StepOutcome::Applied(n)) => {
                     backoff = Duration::ZERO;
-                    Duration::ZERO
+                    horizon_delay = HORIZON_POLL_MIN;
+                    // A short batch means we are at the head: let the next one fill up a little.
+                    if (n as i64) < self.options.batch_size { MIN_POLL_INTERVAL } else { Duration::ZERO }
                 }
+                Ok(StepOutcome::HandedOver(_)) => Duration::ZERO,
                 Ok(StepOutcome::NotLeader) => Duration::ZERO,
                 Ok(StepOutcome::Idle) => match self.store.events_behind_horizon().await {
-                    Ok(true) => Duration::from_millis(2),
+                    Ok(true) => {
+                        let pause = horizon_delay;
+                        horizon_delay = (horizon_delay * 2).min(HORIZON_POLL_MAX);
+                        pause
+                    }
                     _ => {
+                        horizon_delay = HORIZON_POLL_MIN;
                         tokio::select! {
                             _ = &mut shutdown => break,
                             _ = wake.wait(BACKSTOP) => {}

@@ -1,0 +1,122 @@
+//! Posting messages through the real HTTP server, next to the raw insert limit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use parley_api::http::{ServeOptions, Server};
+use parley_api::{App, Config};
+use parley_commands::password::PasswordHasher;
+use parley_eventstore::db;
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+
+use crate::store::raw_inserts;
+use crate::Scratch;
+
+const CLIENTS: usize = 32;
+const CONVERSATIONS: usize = 100;
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
+    let scratch = Scratch::new(server, "http").await?;
+    let raw_pool = db::pool(scratch.options.clone(), CLIENTS as u32 + 2).await?;
+    let raw = raw_inserts(raw_pool.clone(), CLIENTS, seconds).await?;
+    raw_pool.close().await;
+
+    let mut config = Config::new(scratch.options.to_url_lossy().to_string());
+    config.pool_size = CLIENTS as u32 + 8;
+    let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
+    let workers = std::env::var("BENCH_NO_WORKERS").is_err();
+    let options = ServeOptions { bind: "127.0.0.1:0".into(), workers, jwt_secret: Some("bench".into()) };
+    let srv = Server::start(app, options).await?;
+    let base = format!("http://{}", srv.addr);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    let registered: Value = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "correct horse battery"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = registered["data"]["access_token"].as_str().unwrap_or_default().to_owned();
+    let mut conversations = Vec::new();
+    for i in 0..CONVERSATIONS {
+        let c: Value = http
+            .post(format!("{base}/api/v1/conversations"))
+            .bearer_auth(&token)
+            .json(&json!({"kind": "group", "title": format!("room {i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let conversations = Arc::new(conversations);
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let failures = Arc::new(Mutex::new(0u64));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            let (conversations, stop, latencies, failures) =
+                (conversations.clone(), stop.clone(), latencies.clone(), failures.clone());
+            tokio::spawn(async move {
+                let mut i = client;
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let c = &conversations[i % CONVERSATIONS];
+                    let t = Instant::now();
+                    let ok = http
+                        .post(format!("{base}/api/v1/conversations/{c}/messages"))
+                        .bearer_auth(&token)
+                        .json(&json!({"body": format!("message {i} from client {client}")}))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 201);
+                    if ok {
+                        mine.push(t.elapsed());
+                    } else if let Ok(mut f) = failures.lock() {
+                        *f += 1;
+                    }
+                    i += CLIENTS;
+                }
+                if let Ok(mut all) = latencies.lock() {
+                    all.extend(mine);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    all.sort();
+    let rate = all.len() as f64 / elapsed;
+    let failed = failures.lock().map(|f| *f).unwrap_or(0);
+    println!();
+    println!("http: POST /conversations/{{id}}/messages, {CLIENTS} clients over {CONVERSATIONS} conversations, {seconds} s");
+    println!("  raw single-row INSERT transactions/s ({CLIENTS} clients)  {raw:>10.0}");
+    println!("  posts/s (201)                                   {rate:>10.0}   failures {failed}");
+    println!("  ratio                                           {:>10.2}  (target >= 0.30)", rate / raw);
+    println!(
+        "  latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms  (target p99 < 50 ms)",
+        percentile(&all, 0.50),
+        percentile(&all, 0.90),
+        percentile(&all, 0.99)
+    );
+    srv.stop().await;
+    scratch.drop_db().await
+}

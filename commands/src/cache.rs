@@ -1,0 +1,69 @@
+//! A node-local cache of aggregate states, so a command on a busy stream does not reload it.
+//!
+//! An entry is the state of a stream at a version. It is used only when the version equals the
+//! stream's head as read under the stream's lock, which makes it exact: events are immutable, so
+//! the state at a version never changes. Entries are stored only after their transaction commits
+//! (a rolled-back version could later be taken by other events). Other nodes' appends simply make
+//! the entry miss.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use parley_eventstore::StreamKey;
+
+/// Streams kept at most; beyond it, an arbitrary entry is dropped per insertion.
+const CAPACITY: usize = 10_000;
+
+#[derive(Default)]
+pub struct AggregateCache {
+    entries: Mutex<HashMap<StreamKey, (i64, Box<dyn Any + Send + Sync>)>>,
+}
+
+impl AggregateCache {
+    /// The state of `stream` at exactly `version`, if cached.
+    pub fn get<A: Clone + 'static>(&self, stream: &StreamKey, version: i64) -> Option<A> {
+        let entries = self.entries.lock().ok()?;
+        let (cached_version, state) = entries.get(stream)?;
+        if *cached_version != version {
+            return None;
+        }
+        let hit = state.downcast_ref::<A>().cloned();
+        metrics::counter!("parley_aggregate_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        hit
+    }
+
+    /// Remembers the committed state of `stream` at `version`.
+    pub fn put<A: Send + Sync + 'static>(&self, stream: StreamKey, version: i64, state: A) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= CAPACITY && !entries.contains_key(&stream) {
+            if let Some(evict) = entries.keys().next().cloned() {
+                entries.remove(&evict);
+            }
+        }
+        match entries.get(&stream) {
+            // Never replace a newer state with an older one.
+            Some((v, _)) if *v > version => {}
+            _ => {
+                entries.insert(stream, (version, Box::new(state)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_serves_only_its_exact_version_and_type() {
+        let cache = AggregateCache::default();
+        let s = StreamKey::new("T", "1");
+        cache.put(s.clone(), 3, String::from("state at 3"));
+        assert_eq!(cache.get::<String>(&s, 3).as_deref(), Some("state at 3"));
+        assert_eq!(cache.get::<String>(&s, 4), None);
+        assert_eq!(cache.get::<u32>(&s, 3), None);
+        cache.put(s.clone(), 2, String::from("older"));
+        assert_eq!(cache.get::<String>(&s, 3).as_deref(), Some("state at 3"), "an older state never replaces a newer one");
+    }
+}
