@@ -10,31 +10,71 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use parley_eventstore::StreamKey;
+use parley_eventstore::{LogCursor, StreamKey};
+use uuid::Uuid;
 
 /// Streams kept at most; beyond it, an arbitrary entry is dropped per insertion.
 const CAPACITY: usize = 10_000;
 
+/// A committed state: its version, the stream's account, the cursor of its last event.
+struct Entry {
+    version: i64,
+    account_id: Uuid,
+    cursor: Option<LogCursor>,
+    state: Box<dyn Any + Send + Sync>,
+}
+
+/// The latest cached state of a stream.
+pub struct Latest<A> {
+    pub version: i64,
+    pub account_id: Uuid,
+    pub cursor: Option<LogCursor>,
+    pub state: A,
+}
+
 #[derive(Default)]
 pub struct AggregateCache {
-    entries: Mutex<HashMap<StreamKey, (i64, Box<dyn Any + Send + Sync>)>>,
+    entries: Mutex<HashMap<StreamKey, Entry>>,
 }
 
 impl AggregateCache {
     /// The state of `stream` at exactly `version`, if cached.
     pub fn get<A: Clone + 'static>(&self, stream: &StreamKey, version: i64) -> Option<A> {
         let entries = self.entries.lock().ok()?;
-        let (cached_version, state) = entries.get(stream)?;
-        if *cached_version != version {
+        let entry = entries.get(stream)?;
+        if entry.version != version {
             return None;
         }
-        let hit = state.downcast_ref::<A>().cloned();
+        let hit = entry.state.downcast_ref::<A>().cloned();
         metrics::counter!("parley_aggregate_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
         hit
     }
 
+    /// The latest cached state of `stream`, to decide on optimistically (the append then checks
+    /// the version under the lock).
+    pub fn latest<A: Clone + 'static>(&self, stream: &StreamKey) -> Option<Latest<A>> {
+        let entries = self.entries.lock().ok()?;
+        let entry = entries.get(stream)?;
+        let state = entry.state.downcast_ref::<A>()?.clone();
+        Some(Latest { version: entry.version, account_id: entry.account_id, cursor: entry.cursor, state })
+    }
+
+    /// Drops what is known of `stream` (after a conflict showed it stale).
+    pub fn forget(&self, stream: &StreamKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(stream);
+        }
+    }
+
     /// Remembers the committed state of `stream` at `version`.
-    pub fn put<A: Send + Sync + 'static>(&self, stream: StreamKey, version: i64, state: A) {
+    pub fn put<A: Send + Sync + 'static>(
+        &self,
+        stream: StreamKey,
+        version: i64,
+        account_id: Uuid,
+        cursor: Option<LogCursor>,
+        state: A,
+    ) {
         let Ok(mut entries) = self.entries.lock() else { return };
         if entries.len() >= CAPACITY && !entries.contains_key(&stream) {
             if let Some(evict) = entries.keys().next().cloned() {
@@ -43,9 +83,9 @@ impl AggregateCache {
         }
         match entries.get(&stream) {
             // Never replace a newer state with an older one.
-            Some((v, _)) if *v > version => {}
+            Some(entry) if entry.version > version => {}
             _ => {
-                entries.insert(stream, (version, Box::new(state)));
+                entries.insert(stream, Entry { version, account_id, cursor, state: Box::new(state) });
             }
         }
     }
@@ -59,11 +99,18 @@ mod tests {
     fn an_entry_serves_only_its_exact_version_and_type() {
         let cache = AggregateCache::default();
         let s = StreamKey::new("T", "1");
-        cache.put(s.clone(), 3, String::from("state at 3"));
+        cache.put(s.clone(), 3, Uuid::nil(), None, String::from("state at 3"));
         assert_eq!(cache.get::<String>(&s, 3).as_deref(), Some("state at 3"));
         assert_eq!(cache.get::<String>(&s, 4), None);
         assert_eq!(cache.get::<u32>(&s, 3), None);
-        cache.put(s.clone(), 2, String::from("older"));
-        assert_eq!(cache.get::<String>(&s, 3).as_deref(), Some("state at 3"), "an older state never replaces a newer one");
+        cache.put(s.clone(), 2, Uuid::nil(), None, String::from("older"));
+        assert_eq!(
+            cache.get::<String>(&s, 3).as_deref(),
+            Some("state at 3"),
+            "an older state never replaces a newer one"
+        );
+        assert_eq!(cache.latest::<String>(&s).map(|l| l.version), Some(3));
+        cache.forget(&s);
+        assert!(cache.latest::<String>(&s).is_none());
     }
 }

@@ -83,6 +83,7 @@ impl Dispatcher {
         Ok(UnitOfWork {
             tx: self.store.begin().await?,
             cache: self.cache.clone(),
+            optimistic: true,
             committed_states: Vec::new(),
             ctx: ctx.clone(),
             metadata: ctx.metadata(),
@@ -156,6 +157,7 @@ impl Dispatcher {
         let mut tries = 1;
         loop {
             let mut uow = self.begin(ctx).await?;
+            uow.optimistic = tries == 1;
             let outcome: Result<Idempotent<T>, DispatchError> = async {
                 if let Some(stored) = uow.guard(key).await? {
                     return Ok(Idempotent::Replayed(stored));
@@ -268,6 +270,9 @@ pub struct Executed<A: Aggregate> {
 pub struct UnitOfWork {
     tx: StoreTransaction,
     cache: Arc<AggregateCache>,
+    /// Whether commands may decide on cached state without locking first (first attempts only:
+    /// a retry after a conflict always locks, so contended writers queue instead of spinning).
+    optimistic: bool,
     /// States to cache once (and only if) this unit commits.
     committed_states: Vec<Box<dyn FnOnce(&AggregateCache) + Send>>,
     ctx: CommandContext,
@@ -341,7 +346,9 @@ impl UnitOfWork {
         let mut from = 0;
         if A::SNAPSHOT_EVERY > 0 && head.version > 0 {
             if let Some(snapshot) = snapshots::load(self.tx.conn(), &stream, A::STATE_VERSION).await? {
-                if let (true, Ok(state)) = (snapshot.version <= head.version, serde_json::from_value(snapshot.state)) {
+                if let (true, Ok(state)) =
+                    (snapshot.version <= head.version, serde_json::from_value(snapshot.state))
+                {
                     aggregate = state;
                     from = snapshot.version;
                 }
@@ -353,7 +360,9 @@ impl UnitOfWork {
             }
         }
         // Committed state, read under the lock: safe to cache now.
-        self.cache.put(stream, head.version, aggregate.clone());
+        if let Some(account_id) = head.account_id {
+            self.cache.put(stream, head.version, account_id, head.cursor, aggregate.clone());
+        }
         Ok((aggregate, head))
     }
 
@@ -367,18 +376,27 @@ impl UnitOfWork {
         if self.label == "unknown" {
             self.label = A::TYPE;
         }
-        let (mut aggregate, head) = self.load::<A>(stream_id).await?;
+        let stream = StreamKey::new(A::TYPE, stream_id);
+        // Decide on the cached latest state when there is one (the append checks its version
+        // under the lock); else, and on every retry, lock the stream and load it.
+        let cached = if self.optimistic { self.cache.latest::<A>(&stream) } else { None };
+        let (mut aggregate, version, head_cursor) = match cached {
+            Some(latest) => {
+                if latest.account_id != self.ctx.account_id {
+                    return Err(DispatchError::NotFound(A::TYPE));
+                }
+                (latest.state, latest.version, latest.cursor)
+            }
+            None => {
+                let (aggregate, head) = self.load::<A>(stream_id).await?;
+                (aggregate, head.version, head.cursor)
+            }
+        };
         let sink = EventSink::default();
         aggregate.handle(command, &(), &sink).await.map_err(|e| DispatchError::Domain(e.into()))?;
         let events = sink.collect().await;
         if events.is_empty() {
-            return Ok(Executed {
-                aggregate,
-                events,
-                appended: Vec::new(),
-                version: head.version,
-                cursor: head.cursor,
-            });
+            return Ok(Executed { aggregate, events, appended: Vec::new(), version, cursor: head_cursor });
         }
         let mut new_events = Vec::with_capacity(events.len());
         for event in &events {
@@ -386,20 +404,25 @@ impl UnitOfWork {
             let schema_version = event.event_version().parse().unwrap_or(1);
             new_events.push(NewEvent::new(event_type, schema_version, payload));
         }
-        let stream = StreamKey::new(A::TYPE, stream_id);
         let appended = self
             .tx
             .append(&StreamAppend {
                 account_id: self.ctx.account_id,
                 stream: stream.clone(),
-                expected_version: head.version,
+                expected_version: version,
                 events: new_events,
                 metadata: self.metadata.clone(),
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, StoreError::WrongExpectedVersion { .. }) {
+                    self.cache.forget(&stream);
+                }
+            })?;
+        let head_version = version;
         A::write_side(self.tx.conn(), self.ctx.account_id, &stream, &events).await?;
-        let version = appended.version().unwrap_or(head.version);
-        if A::SNAPSHOT_EVERY > 0 && version / A::SNAPSHOT_EVERY > head.version / A::SNAPSHOT_EVERY {
+        let version = appended.version().unwrap_or(head_version);
+        if A::SNAPSHOT_EVERY > 0 && version / A::SNAPSHOT_EVERY > head_version / A::SNAPSHOT_EVERY {
             let state = serde_json::to_value(&aggregate)
                 .map_err(|e| parley_aggregates::PayloadError::Shape(e.to_string()))?;
             snapshots::save(self.tx.conn(), &stream, A::STATE_VERSION, &Snapshot { version, state }).await?;
@@ -408,8 +431,10 @@ impl UnitOfWork {
         if cursor.is_some() {
             self.last = cursor;
         }
-        let state = aggregate.clone();
-        self.committed_states.push(Box::new(move |cache: &AggregateCache| cache.put(stream, version, state)));
+        let (state, account_id) = (aggregate.clone(), self.ctx.account_id);
+        self.committed_states.push(Box::new(move |cache: &AggregateCache| {
+            cache.put(stream, version, account_id, cursor, state)
+        }));
         Ok(Executed { aggregate, events, appended: appended.events, version, cursor })
     }
 

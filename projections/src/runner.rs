@@ -303,7 +303,11 @@ impl Runner {
                     backoff = Duration::ZERO;
                     horizon_delay = HORIZON_POLL_MIN;
                     // A short batch means we are at the head: let the next one fill up a little.
-                    if (n as i64) < self.options.batch_size { MIN_POLL_INTERVAL } else { Duration::ZERO }
+                    if (n as i64) < self.options.batch_size {
+                        MIN_POLL_INTERVAL
+                    } else {
+                        Duration::ZERO
+                    }
                 }
                 Ok(StepOutcome::HandedOver(_)) => Duration::ZERO,
                 Ok(StepOutcome::NotLeader) => Duration::ZERO,
