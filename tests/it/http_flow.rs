@@ -325,3 +325,86 @@ async fn another_accounts_conversation_messages_and_events_are_invisible_over_ht
     assert!(seen.iter().all(|f| f["event"]["data"].to_string().find("secret").is_none()));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_of_messages_walk_both_ways_each_message_once_in_order() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let mut last = String::new();
+    for i in 0..25 {
+        last = s.post(&path, &owner.token, json!({"body": format!("m{i:02}")})).await.position();
+    }
+    let bodies = |a: &parley_tests::server::Answer| -> Vec<String> {
+        a.data().as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect()
+    };
+    // Older: newest first, page by page, until next_cursor is null.
+    let mut older = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("{path}?limit=10&before={c}"),
+            None => format!("{path}?limit=10"),
+        };
+        let page = s.get_at(&q, &owner.token, &last).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let b = bodies(&page);
+        assert!(b.windows(2).all(|w| w[0] > w[1]), "newest first within a page: {b:?}");
+        older.extend(b);
+        match page.body["meta"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("m{i:02}")).collect();
+    assert_eq!(older, expected);
+    // Newer: from the beginning, pages of 10, each newest first, walking forward.
+    let mut newer = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let page = s.get_at(&format!("{path}?limit=10&after={cursor}"), &owner.token, &last).await;
+        let mut b = bodies(&page);
+        b.reverse();
+        newer.extend(b);
+        match page.body["meta"]["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(newer, expected);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_configured_secret_every_server_on_the_database_accepts_the_same_tokens() {
+    use parley_api::http::{ServeOptions, Server};
+    let s = TestServer::start().await;
+    let options = ServeOptions { bind: "127.0.0.1:0".into(), workers: false, jwt_secret: None };
+    let a = Server::start(s.t.app.clone(), options.clone()).await.unwrap();
+    let b = Server::start(s.t.app.clone(), options).await.unwrap();
+    let http = reqwest::Client::new();
+    let registered: Value = http
+        .post(format!("http://{}/api/v1/auth/register", a.addr))
+        .json(&json!({"name": "N", "email": "n@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["data"]["access_token"].as_str().unwrap();
+    let position = registered["meta"]["position"].as_str().unwrap();
+    let me = http
+        .get(format!("http://{}/api/v1/users/me", b.addr))
+        .bearer_auth(token)
+        .header("x-min-position", position)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "a token from one server works on the other");
+    a.stop().await;
+    b.stop().await;
+    s.stop().await;
+}
