@@ -36,7 +36,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     config.pool_size = CLIENTS as u32 + 8;
     let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
     let workers = std::env::var("BENCH_NO_WORKERS").is_err();
-    let options = ServeOptions { bind: "127.0.0.1:0".into(), workers, jwt_secret: Some("bench".into()) };
+    let options = ServeOptions::new("127.0.0.1:0", workers, Some("bench".into()));
     let srv = Server::start(app, options).await?;
     let base = format!("http://{}", srv.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;

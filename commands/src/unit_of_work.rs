@@ -266,6 +266,9 @@ pub struct Executed<A: Aggregate> {
     pub cursor: Option<LogCursor>,
 }
 
+/// Puts a committed state into the cache.
+type Remember = Box<dyn FnOnce(&AggregateCache) + Send>;
+
 /// One write transaction. Dropping it without [`UnitOfWork::commit`] rolls everything back.
 pub struct UnitOfWork {
     tx: StoreTransaction,
@@ -274,7 +277,7 @@ pub struct UnitOfWork {
     /// a retry after a conflict always locks, so contended writers queue instead of spinning).
     optimistic: bool,
     /// States to cache once (and only if) this unit commits.
-    committed_states: Vec<Box<dyn FnOnce(&AggregateCache) + Send>>,
+    committed_states: Vec<Remember>,
     ctx: CommandContext,
     metadata: Metadata,
     last: Option<LogCursor>,

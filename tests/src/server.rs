@@ -63,12 +63,15 @@ pub struct User {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose options `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Self {
         let t = TestApp::with_pool(20).await;
-        let options = ServeOptions {
-            bind: "127.0.0.1:0".into(),
-            workers: true,
-            jwt_secret: Some("test-secret-test-secret-test-secret".into()),
-        };
+        let mut options =
+            ServeOptions::new("127.0.0.1:0", true, Some("test-secret-test-secret-test-secret".into()));
+        adjust(&mut options);
         let server = Server::start(t.app.clone(), options).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();

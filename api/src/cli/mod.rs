@@ -58,11 +58,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { no_workers, no_migrate } => {
             let app = App::connect(&cli.config, !no_migrate).await?;
-            let options = ServeOptions {
-                bind: cli.config.bind.clone(),
-                workers: !no_workers,
-                jwt_secret: cli.config.jwt_secret.clone(),
-            };
+            let options =
+                ServeOptions::new(cli.config.bind.clone(), !no_workers, cli.config.jwt_secret.clone());
             serve(app, options).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -163,6 +163,7 @@ impl Connection {
                     Ok(event) => self.deliver(socket, &event).await?,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "websocket fell behind the live feed; catching up from the store");
+                        metrics::counter!("parley_ws_catch_ups_total").increment(1);
                         self.catch_up_all(socket).await?;
                     }
                     Err(RecvError::Closed) => return Err(Closed),

@@ -9,7 +9,7 @@ use parley_eventstore::{EventStore, RecordedEvent};
 use tokio::sync::broadcast;
 
 /// Events kept for slow receivers before they lag.
-const CAPACITY: usize = 4096;
+pub const DEFAULT_CAPACITY: usize = 4096;
 
 #[derive(Clone)]
 pub struct LiveFeed {
@@ -17,9 +17,10 @@ pub struct LiveFeed {
 }
 
 impl LiveFeed {
-    /// Starts tailing the log from its current head.
-    pub async fn start(store: EventStore) -> Result<Self, parley_eventstore::StoreError> {
-        let (tx, _) = broadcast::channel(CAPACITY);
+    /// Starts tailing the log from its current head; receivers more than `capacity` events
+    /// behind lag (and catch up from the store).
+    pub async fn start(store: EventStore, capacity: usize) -> Result<Self, parley_eventstore::StoreError> {
+        let (tx, _) = broadcast::channel(capacity.max(1));
         let head = store.head().await?;
         let sender = tx.clone();
         tokio::spawn(async move {

@@ -99,6 +99,14 @@ pub struct ServeOptions {
     pub bind: String,
     pub workers: bool,
     pub jwt_secret: Option<String>,
+    /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
+    pub live_capacity: usize,
+}
+
+impl ServeOptions {
+    pub fn new(bind: impl Into<String>, workers: bool, jwt_secret: Option<String>) -> Self {
+        Self { bind: bind.into(), workers, jwt_secret, live_capacity: live::DEFAULT_CAPACITY }
+    }
 }
 
 /// A running server. [`Server::stop`] shuts it down gracefully.
@@ -114,7 +122,7 @@ impl Server {
     pub async fn start(app: App, options: ServeOptions) -> anyhow::Result<Self> {
         app.store.spawn_listener().await?;
         let secret = load_secret(app.store.pool(), options.jwt_secret.as_deref()).await?;
-        let live = LiveFeed::start(app.store.clone()).await?;
+        let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
             app: app.clone(),

@@ -125,16 +125,28 @@ impl Projection for ConversationsProjection {
                 }
             }
         }
-        for (conversation_id, a) in activity {
+        if !activity.is_empty() {
+            // One statement for every conversation the batch touched.
+            let mut ids = Vec::with_capacity(activity.len());
+            let mut counts = Vec::with_capacity(activity.len());
+            let mut lasts_at = Vec::with_capacity(activity.len());
+            let mut last_ids = Vec::with_capacity(activity.len());
+            for (id, a) in activity {
+                ids.push(id);
+                counts.push(a.count);
+                lasts_at.push(a.last_at);
+                last_ids.push(a.last_message_id);
+            }
             sqlx::query(
-                "UPDATE conversations SET message_count = message_count + $2, \
-                   last_activity_at = greatest(last_activity_at, $3), last_message_id = $4 \
-                 WHERE id = $1",
+                "UPDATE conversations c SET message_count = c.message_count + v.n, \
+                   last_activity_at = greatest(c.last_activity_at, v.at), last_message_id = v.last \
+                 FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::uuid[]) AS v(id, n, at, last) \
+                 WHERE c.id = v.id",
             )
-            .bind(conversation_id)
-            .bind(a.count)
-            .bind(a.last_at)
-            .bind(a.last_message_id)
+            .bind(ids)
+            .bind(counts)
+            .bind(lasts_at)
+            .bind(last_ids)
             .execute(&mut *conn)
             .await?;
         }
