@@ -135,6 +135,23 @@ pub(crate) async fn create(
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    if state == GenerationState::Live {
+        // Another process may have created the first live generation while we waited for the lock.
+        let existing: Option<(i32,)> = sqlx::query_as(
+            "SELECT generation FROM projection_generations WHERE name = $1 AND state = 'live'",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((generation,)) = existing {
+            tx.commit().await?;
+            return load(pool, name)
+                .await?
+                .into_iter()
+                .find(|g| g.generation == generation)
+                .ok_or_else(|| ProjectionError::Unknown(format!("{name} generation {generation}")));
+        }
+    }
     let (next,): (i32,) =
         sqlx::query_as("SELECT coalesce(max(generation), 0) + 1 FROM projection_generations WHERE name = $1")
             .bind(name)
@@ -213,17 +230,18 @@ pub(crate) async fn apply_batch(
 ) -> Result<(), ProjectionError> {
     let Some(last) = events.last() else { return Ok(()) };
     let started = Instant::now();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(format!("{}, public", generation.schema()))
-        .execute(&mut *tx)
-        .await?;
     let handled: Vec<&RecordedEvent> = events.iter().filter(|e| projection.handles(&e.event_type)).collect();
-    if !handled.is_empty() {
-        projection.apply(&mut tx, &handled).await?;
+    // A batch the projection ignores entirely only moves the checkpoint: one statement.
+    let mut tx = if handled.is_empty() { None } else { Some(pool.begin().await?) };
+    if let Some(tx) = tx.as_mut() {
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(format!("{}, public", generation.schema()))
+            .execute(&mut **tx)
+            .await?;
+        projection.apply(tx, &handled).await?;
     }
     let next = last.cursor();
-    let moved = sqlx::query(
+    let checkpoint = sqlx::query(
         "UPDATE projection_generations SET cursor_tx = $3::text::xid8, cursor_position = $4, \
            events_applied = events_applied + $5, last_error = NULL, last_error_position = NULL, \
            error_count = 0, updated_at = now() \
@@ -237,14 +255,18 @@ pub(crate) async fn apply_batch(
     .bind(events.len() as i64)
     .bind(generation.cursor.transaction_id_text())
     .bind(generation.cursor.position)
-    .bind(holder)
-    .execute(&mut *tx)
-    .await?
+    .bind(holder);
+    let moved = match tx.as_mut() {
+        Some(tx) => checkpoint.execute(&mut **tx).await?,
+        None => checkpoint.execute(pool).await?,
+    }
     .rows_affected();
     if moved != 1 {
         return Err(ProjectionError::Fenced(generation.name.clone()));
     }
-    tx.commit().await?;
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
     generation.cursor = next;
     generation.events_applied += events.len() as i64;
     let labels = [("projection", generation.name.clone())];
@@ -402,4 +424,16 @@ pub async fn rebuild(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Makes sure every projection has a live generation, so its tables exist before anything reads
+/// them (a node serves queries from its first request, before its runners take their leases).
+pub async fn ensure_live(pool: &PgPool, projections: &[Arc<dyn Projection>]) -> Result<(), ProjectionError> {
+    for projection in projections {
+        let live = load(pool, projection.name()).await?.into_iter().any(|g| g.state == GenerationState::Live);
+        if !live {
+            create(pool, projection.as_ref(), GenerationState::Live, None).await?;
+        }
+    }
+    Ok(())
 }

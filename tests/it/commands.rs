@@ -185,6 +185,8 @@ async fn commands_feed_the_read_models() {
     for i in 0..3 {
         last = t.app.commands.post_message(&owner, id, &format!("m{i}")).await.unwrap().cursor.unwrap();
     }
+    // Runners stop at what is readable: wait until every committed event is.
+    t.settle().await;
     let mut runners: Vec<Runner> = t
         .app
         .projections

@@ -170,7 +170,7 @@ async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
     let secret = b"test-secret-test-secret-test-secret";
     let valid = token(hs256.clone(), claims(now + 600, now), secret);
     assert_eq!(
-        s.get("/api/v1/users/me", &valid).await.status,
+        s.get_at("/api/v1/users/me", &valid, &owner.position).await.status,
         200,
         "the forged-by-hand valid token is accepted"
     );
