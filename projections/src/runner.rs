@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_eventstore::{EventStore, LogCursor, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
+use parley_eventstore::{EventStore, LogCursor, HORIZON_POLL_MAX, HORIZON_POLL_MIN};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -26,6 +26,10 @@ pub struct LeaseOptions {
     pub check_every: Duration,
     /// Events per batch (one transaction each).
     pub batch_size: i64,
+    /// After a batch shorter than `batch_size`, the next read waits this long: under load the
+    /// batches grow, and the statements per event shrink. It bounds the added read-your-writes
+    /// latency.
+    pub min_batch_interval: Duration,
 }
 
 impl LeaseOptions {
@@ -35,6 +39,7 @@ impl LeaseOptions {
             retry_every: Duration::from_secs(1),
             check_every: Duration::from_millis(500),
             batch_size: 1000,
+            min_batch_interval: Duration::from_millis(10),
         }
     }
 }
@@ -304,7 +309,7 @@ impl Runner {
                     horizon_delay = HORIZON_POLL_MIN;
                     // A short batch means we are at the head: let the next one fill up a little.
                     if (n as i64) < self.options.batch_size {
-                        MIN_POLL_INTERVAL
+                        self.options.min_batch_interval
                     } else {
                         Duration::ZERO
                     }
