@@ -38,6 +38,29 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for listings and tests.
+    pub const ALL: [Code; 19] = [
+        Code::BadRequest,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::Conflict,
+        Code::EmailTaken,
+        Code::PreconditionFailed,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::ValidationFailed,
+        Code::InvitationInvalid,
+        Code::RateLimited,
+        Code::InternalError,
+        Code::ServiceUnavailable,
+        Code::ProjectionLagging,
+        Code::IdempotencyKeyReused,
+        Code::IdempotencyInProgress,
+        Code::IdempotencyNotSupported,
+    ];
+
     /// The table: code, status.
     pub fn describe(self) -> (&'static str, StatusCode) {
         use Code::*;
@@ -222,28 +245,7 @@ mod tests {
 
     #[test]
     fn every_code_is_snake_case_and_unique() {
-        use Code::*;
-        let all = [
-            BadRequest,
-            Unauthorized,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            Conflict,
-            EmailTaken,
-            PreconditionFailed,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            ValidationFailed,
-            InvitationInvalid,
-            RateLimited,
-            InternalError,
-            ServiceUnavailable,
-            ProjectionLagging,
-            IdempotencyKeyReused,
-            IdempotencyInProgress,
-            IdempotencyNotSupported,
-        ];
+        let all = Code::ALL;
         let mut names: Vec<&str> = all.iter().map(|c| c.describe().0).collect();
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
         names.sort();

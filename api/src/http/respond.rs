@@ -85,17 +85,25 @@ fn clone_client_error(e: &DispatchError) -> Option<DispatchError> {
     })
 }
 
-/// The answer to an idempotent command: fresh, or the stored one marked as replayed.
-pub fn idempotent<T>(outcome: Idempotent<T>, fresh: impl FnOnce(T) -> Response) -> Response {
-    match outcome {
-        Idempotent::Fresh(t) => fresh(t),
-        Idempotent::Replayed(r) => {
-            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-            let mut response = respond(status, r.body, r.position);
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            response
-        }
+/// A 201 answer as it is stored under an idempotency key: the whole envelope, so a replay is
+/// byte-for-byte the original.
+pub fn created_stored(data: Value, position: Option<LogCursor>) -> StoredResponse {
+    stored(StatusCode::CREATED, envelope(data, json!({}), position), position)
+}
+
+/// The answer to an idempotent command: `render`ed when fresh, else the stored answer marked as
+/// replayed.
+pub fn idempotent<T>(outcome: Idempotent<T>, render: &dyn Fn(&T) -> StoredResponse) -> Response {
+    let (response, replayed) = match outcome {
+        Idempotent::Fresh(t) => (render(&t), false),
+        Idempotent::Replayed(r) => (r, true),
+    };
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut answer = respond(status, response.body, response.position);
+    if replayed {
+        answer.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    answer
 }
 
 /// Builds the optional idempotency of a request from its key and renderer.

@@ -17,7 +17,7 @@ use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, MinPosition};
-use crate::http::respond::{envelope, idempotent, respond, scoped_key, stored, with_key};
+use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -77,16 +77,11 @@ async fn create(
     }
     let title = body.title.unwrap_or_default();
     let key = key.map(|k| scoped_key(&principal, "POST", "/api/v1/conversations", &k, &raw));
-    let render = |done: &Executed<Conversation>| {
-        stored(StatusCode::CREATED, envelope(started(done), json!({}), done.cursor), done.cursor)
-    };
+    let render = |done: &Executed<Conversation>| created_stored(started(done), done.cursor);
     let idem = with_key(key.as_ref(), &render);
     let outcome =
         state.app.commands.start_group_with(&principal.ctx, &title, &body.member_ids, idem.as_ref()).await?;
-    Ok(idempotent(outcome, |done| {
-        let r = render(&done);
-        respond(StatusCode::CREATED, r.body, r.position)
-    }))
+    Ok(idempotent(outcome, &render))
 }
 
 type ConversationRow =
@@ -165,13 +160,10 @@ async fn add_member(
     let render = move |done: &Executed<Conversation>| {
         let joined_at = done.appended.last().map(|a| a.recorded_at);
         let data = json!({"conversation_id": id, "user_id": user_id, "role": role_name(role), "joined_at": joined_at});
-        stored(StatusCode::CREATED, envelope(data, json!({}), done.cursor), done.cursor)
+        created_stored(data, done.cursor)
     };
     let idem = with_key(key.as_ref(), &render);
     let outcome =
         state.app.commands.add_member_with(&principal.ctx, id, user_id, role, idem.as_ref()).await?;
-    Ok(idempotent(outcome, |done| {
-        let r = render(&done);
-        respond(StatusCode::CREATED, r.body, r.position)
-    }))
+    Ok(idempotent(outcome, &render))
 }

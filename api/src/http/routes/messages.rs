@@ -17,7 +17,7 @@ use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, MinPosition};
-use crate::http::respond::{envelope, idempotent, respond, scoped_key, stored, with_key};
+use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -56,15 +56,10 @@ async fn post(
 ) -> Result<Response, ApiError> {
     let path = format!("/api/v1/conversations/{id}/messages");
     let key = key.map(|k| scoped_key(&principal, "POST", &path, &k, &raw));
-    let render = |done: &Executed<Conversation>| {
-        stored(StatusCode::CREATED, envelope(posted(done), json!({}), done.cursor), done.cursor)
-    };
+    let render = |done: &Executed<Conversation>| created_stored(posted(done), done.cursor);
     let idem = with_key(key.as_ref(), &render);
     let outcome = state.app.commands.post_message_with(&principal.ctx, id, &body.body, idem.as_ref()).await?;
-    Ok(idempotent(outcome, |done| {
-        let r = render(&done);
-        respond(StatusCode::CREATED, r.body, r.position)
-    }))
+    Ok(idempotent(outcome, &render))
 }
 
 #[derive(Deserialize)]
