@@ -13,6 +13,9 @@ pub enum DispatchError {
     /// The credentials are wrong (the same answer for an unknown email and a wrong password).
     #[error("invalid email or password")]
     Unauthenticated,
+    /// A rotated refresh token was presented again: this session has just been ended.
+    #[error("the session has ended")]
+    SessionRevoked(uuid::Uuid),
     /// The target does not exist, or belongs to another account.
     #[error("{0} not found")]
     NotFound(&'static str),

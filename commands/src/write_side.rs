@@ -7,7 +7,7 @@ use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
 use parley_aggregates::invitation::{Invitation, InvitationEvent};
-use parley_aggregates::session::Session;
+use parley_aggregates::session::{Session, SessionEvent};
 use parley_aggregates::user::{User, UserEvent};
 use parley_aggregates::DomainError;
 use parley_eventstore::claims::{self, ClaimOutcome};
@@ -46,7 +46,32 @@ pub trait WriteSide:
 
 impl WriteSide for Account {}
 
-impl WriteSide for Session {}
+impl WriteSide for Session {
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        _stream: &StreamKey,
+        events: &[SessionEvent],
+    ) -> Result<(), DispatchError> {
+        for event in events {
+            let (session_id, user_id, hash) = match event {
+                SessionEvent::SessionStarted { session_id, user_id, refresh_token_hash, .. }
+                | SessionEvent::RefreshTokenRotated { session_id, user_id, refresh_token_hash, .. } => {
+                    (session_id, user_id, refresh_token_hash)
+                }
+                SessionEvent::SessionEnded { .. } => continue,
+            };
+            sqlx::query("INSERT INTO session_tokens (token_hash, session_id, account_id, user_id) VALUES ($1, $2, $3, $4)")
+                .bind(hash)
+                .bind(session_id)
+                .bind(account_id)
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl WriteSide for User {
     async fn write_side(

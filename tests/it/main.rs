@@ -5,6 +5,7 @@ mod commands;
 mod concurrency;
 mod http_bad_input;
 mod http_flow;
+mod http_sessions;
 mod idempotency;
 mod projections;
 mod replay;

@@ -14,6 +14,14 @@ pub enum SessionEvent {
         refresh_token_hash: String,
         expires_at: DateTime<Utc>,
     },
+    #[serde(rename = "RefreshTokenRotated")]
+    RefreshTokenRotated {
+        session_id: Uuid,
+        user_id: Uuid,
+        /// Secret: redacted wherever events are shown.
+        refresh_token_hash: String,
+        expires_at: DateTime<Utc>,
+    },
     #[serde(rename = "SessionEnded")]
     SessionEnded { session_id: Uuid, user_id: Uuid, reason: String },
 }
@@ -22,6 +30,7 @@ impl DomainEvent for SessionEvent {
     fn event_type(&self) -> String {
         match self {
             SessionEvent::SessionStarted { .. } => "SessionStarted".into(),
+            SessionEvent::RefreshTokenRotated { .. } => "RefreshTokenRotated".into(),
             SessionEvent::SessionEnded { .. } => "SessionEnded".into(),
         }
     }

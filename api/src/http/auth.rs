@@ -169,6 +169,9 @@ impl FromRequestParts<AppState> for Principal {
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         let claims = state.jwt.verify(token)?;
+        if state.revocations.is_revoked(claims.sid) {
+            return Err(ApiError::new(super::error::Code::Unauthorized, "the session has ended"));
+        }
         let (request_id, client_ip) = origin(parts);
         Ok(Principal::from_claims(claims, request_id, client_ip))
     }

@@ -56,6 +56,7 @@ pub async fn cable(
         .token
         .as_deref()
         .and_then(|t| state.jwt.verify(t).ok())
+        .filter(|claims| !state.revocations.is_revoked(claims.sid))
         .map(|claims| Principal::from_claims(claims, request_id, client_ip));
     ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
         match principal {
@@ -66,6 +67,10 @@ pub async fn cable(
 }
 
 async fn close_unauthorized(mut socket: WebSocket) {
+    close_unauthorized_ref(&mut socket).await;
+}
+
+async fn close_unauthorized_ref(socket: &mut WebSocket) {
     let frame = CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
@@ -160,7 +165,15 @@ impl Connection {
                     Some(Ok(_)) => {}
                 },
                 event = live.recv() => match event {
+                    Ok(event) if self.ends_my_session(&event) => {
+                        close_unauthorized_ref(socket).await;
+                        return Err(Closed);
+                    }
                     Ok(event) => self.deliver(socket, &event).await?,
+                    Err(RecvError::Lagged(_)) if self.state.revocations.is_revoked(self.principal.claims.sid) => {
+                        close_unauthorized_ref(socket).await;
+                        return Err(Closed);
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "websocket fell behind the live feed; catching up from the store");
                         metrics::counter!("parley_ws_catch_ups_total").increment(1);
@@ -170,6 +183,13 @@ impl Connection {
                 },
             }
         }
+    }
+
+    /// Whether `event` ends the session this connection authenticated with (logout, revocation).
+    fn ends_my_session(&self, event: &RecordedEvent) -> bool {
+        event.event_type == super::revocations::SESSION_ENDED
+            && event.payload.get("session_id").and_then(|v| v.as_str())
+                == Some(&self.principal.claims.sid.to_string())
     }
 
     async fn deliver(&mut self, socket: &mut WebSocket, event: &RecordedEvent) -> Result<(), Closed> {

@@ -162,7 +162,7 @@ impl From<DomainError> for ApiError {
             DomainError::User(UserError::AlreadyRegistered) => Code::Conflict,
             DomainError::User(UserError::NoRole) => return ApiError::invalid("roles", message),
             DomainError::Session(SessionError::AlreadyStarted) => Code::Conflict,
-            DomainError::Session(SessionError::NotActive) => Code::Unauthorized,
+            DomainError::Session(SessionError::NotActive | SessionError::Expired) => Code::Unauthorized,
             DomainError::Invitation(_) => Code::InvitationInvalid,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
@@ -183,7 +183,8 @@ impl From<DispatchError> for ApiError {
         match e {
             DispatchError::Domain(d) => d.into(),
             DispatchError::Forbidden(m) => ApiError::new(Code::Forbidden, m),
-            DispatchError::Unauthenticated => ApiError::new(Code::Unauthorized, "invalid email or password"),
+            DispatchError::Unauthenticated => ApiError::new(Code::Unauthorized, "invalid credentials"),
+            DispatchError::SessionRevoked(_) => ApiError::new(Code::Unauthorized, "the session has ended"),
             DispatchError::NotFound(what) => {
                 ApiError::new(Code::NotFound, format!("{} not found", what.to_lowercase()))
             }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod respond;
+pub mod revocations;
 pub mod routes;
 pub mod state;
 
@@ -124,11 +125,13 @@ impl Server {
         parley_projections::ensure_live(app.store.pool(), app.projections.all()).await?;
         let secret = load_secret(app.store.pool(), options.jwt_secret.as_deref()).await?;
         let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
+        let revocations = revocations::Revocations::start(&app.store, &live).await?;
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),
             live,
+            revocations,
             metrics: prometheus(),
             shutdown: stopped.clone(),
         };

@@ -77,6 +77,7 @@ fn clone_client_error(e: &DispatchError) -> Option<DispatchError> {
         DispatchError::Forbidden(m) => DispatchError::Forbidden(m.clone()),
         DispatchError::NotFound(w) => DispatchError::NotFound(w),
         DispatchError::Unauthenticated => DispatchError::Unauthenticated,
+        DispatchError::SessionRevoked(s) => DispatchError::SessionRevoked(*s),
         DispatchError::Claimed { kind, holder } => DispatchError::Claimed { kind, holder: holder.clone() },
         DispatchError::Invalid { field, message } => {
             DispatchError::Invalid { field, message: message.clone() }

@@ -13,6 +13,8 @@ pub struct AppState {
     pub app: App,
     pub jwt: Arc<JwtKeys>,
     pub live: LiveFeed,
+    /// Ended sessions: their tokens are refused without a database round trip.
+    pub revocations: super::revocations::Revocations,
     pub metrics: Option<PrometheusHandle>,
     /// Becomes `true` when the server shuts down: long-lived connections close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use parley_aggregates::account::Account;
-use parley_aggregates::session::{Session, SessionCommand};
+use parley_aggregates::session::{Session, SessionCommand, SessionError, SessionEvent};
 use parley_aggregates::user::User;
 use parley_aggregates::values::Email;
+use parley_aggregates::DomainError;
 use parley_eventstore::claims;
 use parley_eventstore::LogCursor;
 use uuid::Uuid;
@@ -134,5 +135,72 @@ impl Commands {
             .await
             .cloned()
             .map_err(|e| DispatchError::Invalid { field: "password", message: e.to_string() })
+    }
+}
+
+impl Commands {
+    /// Rotates a refresh token: a new pair for the current one; the session ends (and every
+    /// token of it stops working) when an already-rotated one is presented again.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        request_id: Option<String>,
+        client_ip: Option<String>,
+    ) -> Result<LoggedIn, DispatchError> {
+        let presented_hash = tokens::hash(refresh_token);
+        let found: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+            "SELECT session_id, account_id, user_id FROM session_tokens WHERE token_hash = $1",
+        )
+        .bind(&presented_hash)
+        .fetch_optional(self.dispatcher.store().pool())
+        .await?;
+        let (session_id, account_id, user_id) = found.ok_or(DispatchError::Unauthenticated)?;
+        let user = self.dispatcher.load::<User>(&user_id.to_string()).await?.map(|l| l.aggregate);
+        let user = user.filter(|u| u.active).ok_or(DispatchError::Unauthenticated)?;
+        let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
+        ctx.request_id = request_id;
+        ctx.client_ip = client_ip;
+        let refresh_token = tokens::generate();
+        let now = Utc::now();
+        let expires_at = now + Duration::days(REFRESH_TTL_DAYS);
+        let refresh = SessionCommand::Refresh {
+            presented_hash,
+            new_hash: tokens::hash(&refresh_token),
+            now,
+            expires_at,
+        };
+        let done = match self.dispatcher.execute::<Session>(&ctx, &session_id.to_string(), refresh).await {
+            Ok(done) => done,
+            Err(DispatchError::Domain(DomainError::Session(
+                SessionError::NotActive | SessionError::Expired,
+            ))) => return Err(DispatchError::Unauthenticated),
+            Err(e) => return Err(e),
+        };
+        // Reuse ended the session (committed): the caller gets nothing.
+        if done.events.iter().any(|e| matches!(e, SessionEvent::SessionEnded { .. })) {
+            tracing::warn!(%session_id, "a rotated refresh token was presented again; the session is revoked");
+            return Err(DispatchError::SessionRevoked(session_id));
+        }
+        let account = self
+            .dispatcher
+            .load::<Account>(&account_id.to_string())
+            .await?
+            .map(|l| l.aggregate)
+            .unwrap_or_default();
+        Ok(LoggedIn {
+            user_id,
+            account_id,
+            account_name: account.name,
+            name: user.name,
+            email: user.email,
+            roles: user.roles,
+            session: SessionStarted {
+                session_id,
+                refresh_token,
+                expires_at,
+                cursor: done.cursor.unwrap_or_default(),
+            },
+        })
     }
 }

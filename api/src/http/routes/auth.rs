@@ -3,22 +3,28 @@
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::Router;
 use parley_commands::services::{Registration, SessionStarted};
-use parley_commands::{Actor, CommandContext};
+use parley_commands::{Actor, CommandContext, DispatchError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::http::auth::origin;
+use axum::response::IntoResponse;
+
+use crate::http::auth::{origin, Principal};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, NoIdempotencyKey};
 use crate::http::respond::{created, ok};
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/auth/register", post(register)).route("/auth/login", post(login))
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", delete(logout))
 }
 
 #[derive(Deserialize)]
@@ -122,4 +128,51 @@ async fn login(
         roles: &logged_in.roles,
     };
     Ok(ok(tokens(&state, &who, &logged_in.session)?, Some(logged_in.session.cursor)))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// A new pair for the current refresh token; an already-rotated one revokes the whole session.
+#[tracing::instrument(skip_all)]
+async fn refresh(
+    State(state): State<AppState>,
+    _: NoIdempotencyKey,
+    Origin(request_id, client_ip): Origin,
+    ApiJson { value: body, .. }: ApiJson<RefreshBody>,
+) -> Result<Response, ApiError> {
+    let refreshed = match state.app.commands.refresh(&body.refresh_token, request_id, client_ip).await {
+        Ok(r) => r,
+        Err(DispatchError::SessionRevoked(session)) => {
+            // Refuse the session's access tokens here at once, not only when the tail brings the event.
+            state.revocations.revoke(session);
+            return Err(DispatchError::SessionRevoked(session).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let who = Identity {
+        user_id: refreshed.user_id,
+        account_id: refreshed.account_id,
+        account_name: &refreshed.account_name,
+        name: &refreshed.name,
+        email: &refreshed.email,
+        roles: &refreshed.roles,
+    };
+    Ok(ok(tokens(&state, &who, &refreshed.session)?, Some(refreshed.session.cursor)))
+}
+
+/// Ends the caller's session: its tokens are refused on this node before the answer, and on
+/// every other node as soon as the log brings them the event.
+#[tracing::instrument(skip_all)]
+async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    let session = principal.claims.sid;
+    let position = state.app.commands.end_session(&principal.ctx, session, "logout").await?;
+    state.revocations.revoke(session);
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Ok(p) = axum::http::HeaderValue::from_str(&position.to_string()) {
+        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
+    }
+    Ok(response)
 }

@@ -1,0 +1,104 @@
+//! Sessions: rotating refresh tokens with reuse detection, logout honoured on every node.
+
+use std::time::{Duration, Instant};
+
+use parley_api::http::{ServeOptions, Server};
+use parley_api::{App, Config};
+use parley_commands::password::PasswordHasher;
+use parley_tests::server::TestServer;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn login(s: &TestServer, email: &str) -> Value {
+    let a = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body["data"].clone()
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session() {
+    let s = TestServer::start().await;
+    s.register("owner@example.com").await;
+    let first = login(&s, "owner@example.com").await;
+    let refresh = |token: &str| {
+        s.call(Method::POST, "/api/v1/auth/refresh", None, Some(json!({"refresh_token": token})), &[])
+    };
+    let rotated = refresh(first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let owner = rotated.data().clone();
+    assert_ne!(owner["refresh_token"], first["refresh_token"]);
+    assert_eq!(s.get("/api/v1/users/me", owner["access_token"].as_str().unwrap()).await.status, 200);
+
+    // A thief replays the first refresh token: the session ends for everyone.
+    let stolen = refresh(first["refresh_token"].as_str().unwrap()).await;
+    stolen.assert_error(401, "unauthorized");
+    for token in [&owner["access_token"], &first["access_token"]] {
+        s.get("/api/v1/users/me", token.as_str().unwrap()).await.assert_error(401, "unauthorized");
+    }
+    refresh(owner["refresh_token"].as_str().unwrap()).await.assert_error(401, "unauthorized");
+    refresh("never-issued").await.assert_error(401, "unauthorized");
+    let ended: Vec<(String,)> =
+        sqlx::query_as("SELECT payload->>'reason' FROM events WHERE event_type = 'SessionEnded'")
+            .fetch_all(s.t.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(ended, vec![("refresh_token_reused".to_owned(),)]);
+    // Another session of the same user is not affected.
+    let other = login(&s, "owner@example.com").await;
+    assert_eq!(s.get("/api/v1/users/me", other["access_token"].as_str().unwrap()).await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_on_one_server_is_refused_by_another_within_a_second_and_closes_websockets() {
+    let s = TestServer::start().await;
+    // Server B: its own process state (pool, store, wake-ups, denylist), the same database.
+    let mut config = Config::new(s.t.db.url());
+    config.pool_size = 5;
+    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
+    let b = Server::start(
+        other,
+        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into())),
+    )
+    .await
+    .unwrap();
+    let owner = s.register("owner@example.com").await;
+    let on_b = |path: &str| format!("http://{}{path}", b.addr);
+    let me_on_b = || {
+        s.http
+            .get(on_b("/api/v1/users/me"))
+            .bearer_auth(&owner.token)
+            .header("x-min-position", &owner.position)
+            .send()
+    };
+    assert_eq!(me_on_b().await.unwrap().status(), 200, "the token works on B");
+    let mut cable = s.cable(Some(&owner.token)).await;
+    assert_eq!(cable.frame().await["type"], json!("welcome"));
+
+    let logout = s.call(Method::DELETE, "/api/v1/auth/logout", Some(&owner.token), None, &[]).await;
+    assert_eq!(logout.status, 204);
+    assert!(logout.header("x-position").is_some());
+    let logged_out = Instant::now();
+    s.get("/api/v1/users/me", &owner.token).await.assert_error(401, "unauthorized");
+    loop {
+        let status = me_on_b().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert!(logged_out.elapsed() < Duration::from_secs(1), "B still accepts the token after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cable.next().await, Err(Some(4401)), "the open WebSocket is closed");
+    let mut again = s.cable(Some(&owner.token)).await;
+    assert_eq!(again.next().await, Err(Some(4401)), "and cannot reconnect");
+    b.stop().await;
+    s.stop().await;
+}
