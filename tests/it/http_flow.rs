@@ -439,3 +439,40 @@ async fn a_websocket_that_falls_behind_the_live_feed_catches_up_from_the_store_w
     assert_eq!(bodies.len(), 200, "every message arrived");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_aggregate_is_shown_as_it_was_and_other_accounts_streams_are_not_found() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let stranger = s.register("stranger@example.com").await;
+    let conversation = s.group(&owner, &[]).await;
+    let posted = s
+        .post(&format!("/api/v1/conversations/{conversation}/messages"), &owner.token, json!({"body": "hi"}))
+        .await;
+    let path = format!("/api/v1/audit/streams/Conversation/{conversation}");
+    let first = s.get_at(&format!("{path}?version=1"), &owner.token, &posted.position()).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.data()["version"], json!(1));
+    assert_eq!(first.data()["state"]["members"], json!({}));
+    assert_eq!(first.data()["events"].as_array().unwrap().len(), 1);
+    let now = s.get_at(&path, &owner.token, &posted.position()).await;
+    assert_eq!(
+        (now.data()["version"].clone(), now.data()["state"]["messages_posted"].clone()),
+        (json!(3), json!(1))
+    );
+    let user = s.get(&format!("/api/v1/audit/streams/User/{}", owner.id), &owner.token).await;
+    assert_eq!(user.data()["state"]["password_hash"], json!("[redacted]"));
+    s.get_at(&path, &stranger.token, &posted.position()).await.assert_error(404, "not_found");
+    s.get(&format!("/api/v1/audit/streams/Nothing/{conversation}"), &owner.token)
+        .await
+        .assert_error(404, "not_found");
+    s.get(&format!("{path}?version=0"), &owner.token).await.assert_error(400, "bad_request");
+    s.get(&format!("{path}?as_of=yesterday"), &owner.token).await.assert_error(400, "bad_request");
+    let permissions = s.get("/api/v1/permissions", &owner.token).await;
+    assert_eq!(permissions.data().as_array().unwrap().len(), 14);
+    assert_eq!(
+        permissions.data()[0],
+        json!({"name": "account.manage", "description": "Manage the account itself"})
+    );
+    s.stop().await;
+}

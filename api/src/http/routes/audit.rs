@@ -8,7 +8,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::Permission;
 use parley_eventstore::{EventFilter, LogCursor};
-use parley_replay::redacted;
+use parley_replay::{redacted, AsOf, ReplayError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -16,12 +16,14 @@ use uuid::Uuid;
 use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
-use crate::http::extract::{ApiQuery, MinPosition};
+use crate::http::extract::{ApiPath, ApiQuery, MinPosition};
 use crate::http::respond::{envelope, respond};
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/audit/events", get(events))
+    Router::new()
+        .route("/audit/events", get(events))
+        .route("/audit/streams/{stream_type}/{stream_id}", get(stream))
 }
 
 const MAX_LIMIT: i64 = 1000;
@@ -82,4 +84,57 @@ async fn events(
         envelope(json!(events), json!({"next_cursor": next_cursor, "limit": limit}), None),
         None,
     ))
+}
+
+#[derive(Deserialize)]
+struct AsOfQuery {
+    as_of: Option<DateTime<Utc>>,
+    version: Option<i64>,
+}
+
+/// An aggregate of the caller's account as it was (at a time or a version), with the events
+/// that made it. Another account's stream is not found.
+#[tracing::instrument(skip_all)]
+async fn stream(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+    ApiPath((stream_type, stream_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<AsOfQuery>,
+) -> Result<Response, ApiError> {
+    principal.ctx.require(Permission::AuditView)?;
+    let as_of = match (q.as_of, q.version) {
+        (Some(_), Some(_)) => return Err(ApiError::new(Code::BadRequest, "give as_of or version, not both")),
+        (Some(t), None) => AsOf::Time(t),
+        (None, Some(v)) if v >= 1 => AsOf::Version(v),
+        (None, Some(_)) => return Err(ApiError::new(Code::BadRequest, "version starts at 1")),
+        (None, None) => AsOf::Latest,
+    };
+    consistency::log(&state, min).await?;
+    let found = match parley_replay::state(&state.app.store, &stream_type, &stream_id, as_of).await {
+        Ok(found) => found,
+        Err(ReplayError::UnknownStreamType(_) | ReplayError::EmptyStream(_)) => {
+            return Err(ApiError::not_found())
+        }
+        Err(e) => return Err(ApiError::internal(&e)),
+    };
+    if found.events.first().is_some_and(|e| e.account_id != principal.account_id()) {
+        return Err(ApiError::not_found());
+    }
+    let events: Vec<Value> = found
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "position": e.cursor().to_string(), "event_id": e.event_id, "event_type": e.event_type,
+                "stream_type": e.stream_type, "stream_id": e.stream_id, "version": e.version,
+                "data": e.payload, "metadata": e.metadata, "recorded_at": e.recorded_at,
+            })
+        })
+        .collect();
+    let data = json!({
+        "stream_type": found.stream_type, "stream_id": found.stream_id, "version": found.version,
+        "state": found.state, "events": events,
+    });
+    Ok(respond(StatusCode::OK, envelope(data, json!({}), None), None))
 }

@@ -18,7 +18,7 @@ use crate::http::respond::ok;
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/users/me", get(me))
+    Router::new().route("/users/me", get(me)).route("/permissions", get(permissions))
 }
 
 type UserRow = (
@@ -80,4 +80,13 @@ async fn me(
         response.headers_mut().insert(header::ETAG, etag);
     }
     Ok(response)
+}
+
+/// The permission registry.
+async fn permissions(_: Principal) -> Response {
+    let registry: Vec<_> = parley_aggregates::permissions::REGISTRY
+        .iter()
+        .map(|(_, name, description)| json!({"name": name, "description": description}))
+        .collect();
+    ok(json!(registry), None)
 }
