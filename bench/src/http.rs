@@ -18,7 +18,7 @@ use crate::Scratch;
 const CLIENTS: usize = 32;
 const CONVERSATIONS: usize = 100;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -5,9 +5,12 @@
 //!   to Parley's single-event appends/s to distinct streams with N writers.
 //! - `http`: `POST /conversations/{id}/messages` through the real server with 32 clients over
 //!   100 conversations: throughput and latency percentiles, next to the raw insert limit.
+//! - `auth`: authenticated `GET /users/me` and `GET /api/v1/permissions` next to `GET /health`,
+//!   64 clients: what token checking (signature and revocation) costs.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
+mod auth;
 mod http;
 mod rebuild;
 mod store;
@@ -23,6 +26,7 @@ enum Suite {
     Store,
     Rebuild,
     Http,
+    Auth,
     All,
 }
 
@@ -96,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Http | Suite::All) {
         http::run(&server, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Auth | Suite::All) {
+        auth::run(&server, args.seconds).await?;
     }
     Ok(())
 }

@@ -1,0 +1,129 @@
+//! What checking a token costs: authenticated endpoints next to `/health`, same clients, same run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use parley_api::http::{ServeOptions, Server};
+use parley_api::{App, Config};
+use parley_commands::password::PasswordHasher;
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+
+use crate::http::percentile;
+use crate::Scratch;
+
+const CLIENTS: usize = 64;
+
+/// Requests/s and (p50, p99) ms of `GET url` with `token`, for `seconds`.
+async fn load(http: &reqwest::Client, url: &str, token: Option<&str>, seconds: u64) -> (f64, f64, f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let failures = Arc::new(Mutex::new(0u64));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (http, url, token) = (http.clone(), url.to_owned(), token.map(str::to_owned));
+            let (stop, latencies, failures) = (stop.clone(), latencies.clone(), failures.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let mut req = http.get(&url);
+                    if let Some(token) = &token {
+                        req = req.bearer_auth(token);
+                    }
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            mine.push(t.elapsed());
+                        }
+                        _ => {
+                            if let Ok(mut f) = failures.lock() {
+                                *f += 1;
+                            }
+                        }
+                    }
+                }
+                if let Ok(mut all) = latencies.lock() {
+                    all.extend(mine);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    all.sort();
+    let failed = failures.lock().map(|f| *f).unwrap_or(0);
+    (all.len() as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99), failed)
+}
+
+pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
+    let scratch = Scratch::new(server, "auth").await?;
+    let mut config = Config::new(scratch.options.to_url_lossy().to_string());
+    config.pool_size = 32;
+    let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
+    let srv = Server::start(app, ServeOptions::new("127.0.0.1:0", true, Some("bench".into()))).await?;
+    let base = format!("http://{}", srv.addr);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    let registered: Value = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "correct horse battery"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = registered["data"]["access_token"].as_str().unwrap_or_default().to_owned();
+    let position = registered["meta"]["position"].as_str().unwrap_or("0").to_owned();
+    // Wait once for the read model, so every measured request finds it current.
+    http.get(format!("{base}/api/v1/users/me"))
+        .bearer_auth(&token)
+        .header("x-min-position", position)
+        .send()
+        .await?;
+    let health = load(&http, &format!("{base}/health"), None, seconds).await;
+    let permissions = load(&http, &format!("{base}/api/v1/permissions"), Some(&token), seconds).await;
+    let me = load(&http, &format!("{base}/api/v1/users/me"), Some(&token), seconds).await;
+    println!();
+    println!("auth: {CLIENTS} clients, {seconds} s each");
+    for (name, (rate, p50, p99, failed)) in [
+        ("GET /health (no token)", health),
+        ("GET /api/v1/permissions (token only)", permissions),
+        ("GET /api/v1/users/me (token + read model)", me),
+    ] {
+        println!("  {name:<44} {rate:>8.0}/s  p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  failures {failed}");
+    }
+    // The check itself, in isolation: signature, claims, revocation lookup, context.
+    let keys = parley_api::http::auth::JwtKeys::new(b"bench");
+    let revocations = parley_api::http::revocations::Revocations::default();
+    let n = 200_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        let claims = keys.verify(&token).map_err(|e| anyhow::anyhow!(e.message))?;
+        if revocations.is_revoked(claims.sid) {
+            anyhow::bail!("revoked");
+        }
+        std::hint::black_box(parley_api::http::auth::Principal::from_claims(claims, None, None));
+    }
+    let check_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // CPU a /health request costs on this machine: all cores over its throughput.
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) as f64;
+    let health_us = cores * 1e6 / health.0;
+    println!("  one token check (signature, claims, revocation, context): {check_us:.2} us of CPU");
+    println!(
+        "  = {:.1}% of the CPU a /health request costs here ({health_us:.1} us) (target < 10%)",
+        check_us / health_us * 100.0
+    );
+    println!(
+        "  end to end, /permissions (token + a 1 KiB registry) vs /health: {:.1}% fewer requests/s",
+        (1.0 - permissions.0 / health.0) * 100.0
+    );
+    srv.stop().await;
+    scratch.drop_db().await
+}
