@@ -290,6 +290,11 @@ impl UnitOfWork {
         &self.ctx
     }
 
+    /// The cursor of the last event this unit appended so far.
+    pub fn last_cursor(&self) -> Option<LogCursor> {
+        self.last
+    }
+
     /// Locks every stream this unit will write, before anything else: needed when it writes
     /// more than one, so that none of their heads can be younger than this transaction.
     pub async fn lock(&mut self, streams: &[StreamKey]) -> Result<(), DispatchError> {

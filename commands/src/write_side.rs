@@ -94,6 +94,12 @@ impl WriteSide for User {
                         .execute(&mut *conn)
                         .await?;
                 }
+                UserEvent::UserDeactivated { user_id, .. } => {
+                    sqlx::query("UPDATE user_facts SET active = false WHERE user_id = $1")
+                        .bind(user_id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
             }
         }
         Ok(())

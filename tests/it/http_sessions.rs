@@ -102,3 +102,63 @@ async fn logout_on_one_server_is_refused_by_another_within_a_second_and_closes_w
     b.stop().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_deactivated_user_cannot_log_in_and_their_tokens_and_websocket_die() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    let bob_again = login(&s, "bob@example.com").await;
+    let mut cable = s.cable(Some(&bob.token)).await;
+    assert_eq!(cable.frame().await["type"], json!("welcome"));
+    let count = s.events().await;
+
+    let path = format!("/api/v1/users/{}", bob.id);
+    s.call(Method::DELETE, &format!("/api/v1/users/{}", owner.id), Some(&bob.token), None, &[])
+        .await
+        .assert_error(403, "forbidden");
+    s.call(Method::DELETE, &format!("/api/v1/users/{}", owner.id), Some(&owner.token), None, &[])
+        .await
+        .assert_error(403, "forbidden");
+    s.call(Method::DELETE, "/api/v1/users/not-a-uuid", Some(&owner.token), None, &[])
+        .await
+        .assert_error(404, "not_found");
+    let stranger = s.register("stranger@example.com").await;
+    s.call(Method::DELETE, &path, Some(&stranger.token), None, &[]).await.assert_error(404, "not_found");
+    assert_eq!(s.events().await, count + 3, "only the stranger's registration was written");
+
+    let deactivated = s.call(Method::DELETE, &path, Some(&owner.token), None, &[]).await;
+    assert_eq!(deactivated.status, 204, "{:?}", deactivated.body);
+    let position = deactivated.header("x-position").unwrap().to_owned();
+    s.get("/api/v1/users/me", &bob.token).await.assert_error(401, "unauthorized");
+    s.get("/api/v1/users/me", bob_again["access_token"].as_str().unwrap())
+        .await
+        .assert_error(401, "unauthorized");
+    assert_eq!(cable.next().await, Err(Some(4401)), "the open WebSocket is closed");
+    let login_again = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "bob@example.com", "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    login_again.assert_error(401, "unauthorized");
+    s.call(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": bob_again["refresh_token"]})),
+        &[],
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    s.call(Method::DELETE, &path, Some(&owner.token), None, &[]).await.assert_error(409, "conflict");
+
+    let audit = s.get_at("/api/v1/audit/events?event_type=UserDeactivated", &owner.token, &position).await;
+    assert_eq!(audit.data()[0]["metadata"]["actor_id"], json!(owner.id), "the audit log names who did it");
+    let ended = s.get_at("/api/v1/audit/events?event_type=SessionEnded", &owner.token, &position).await;
+    assert_eq!(ended.data().as_array().unwrap().len(), 2, "both of bob's sessions ended");
+    s.stop().await;
+}

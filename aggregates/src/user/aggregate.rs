@@ -22,6 +22,12 @@ pub enum UserError {
     AlreadyRegistered,
     #[error("a user needs at least one role")]
     NoRole,
+    #[error("the user does not exist")]
+    NotFound,
+    #[error("the user is not active")]
+    NotActive,
+    #[error("you cannot deactivate yourself")]
+    CannotDeactivateSelf,
 }
 
 impl Aggregate for User {
@@ -64,6 +70,16 @@ impl Aggregate for User {
                 };
                 sink.write(event, self).await;
             }
+            UserCommand::Deactivate { by } => {
+                let user_id = self.id.ok_or(UserError::NotFound)?;
+                if !self.active {
+                    return Err(UserError::NotActive);
+                }
+                if by == user_id {
+                    return Err(UserError::CannotDeactivateSelf);
+                }
+                sink.write(UserEvent::UserDeactivated { user_id, by }, self).await;
+            }
         }
         Ok(())
     }
@@ -79,6 +95,7 @@ impl Aggregate for User {
                 self.roles = roles;
                 self.active = true;
             }
+            UserEvent::UserDeactivated { .. } => self.active = false,
         }
     }
 }
@@ -141,8 +158,33 @@ mod tests {
     }
 
     #[test]
+    fn an_active_user_is_deactivated_once_and_not_by_themself() {
+        let id = Uuid::now_v7();
+        let admin = Uuid::now_v7();
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(UserCommand::Deactivate { by: admin })
+            .then_expect_events(vec![UserEvent::UserDeactivated { user_id: id, by: admin }]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(id), UserEvent::UserDeactivated { user_id: id, by: admin }])
+            .when(UserCommand::Deactivate { by: admin })
+            .then_expect_error(UserError::NotActive);
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(UserCommand::Deactivate { by: id })
+            .then_expect_error(UserError::CannotDeactivateSelf);
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(UserCommand::Deactivate { by: admin })
+            .then_expect_error(UserError::NotFound);
+    }
+
+    #[test]
     fn stored_names_are_stable() {
-        crate::payload::assert_stored_names(&[registered(Uuid::nil())]);
+        crate::payload::assert_stored_names(&[
+            registered(Uuid::nil()),
+            UserEvent::UserDeactivated { user_id: Uuid::nil(), by: Uuid::nil() },
+        ]);
         assert_eq!(User::TYPE, "User");
     }
 }

@@ -15,4 +15,7 @@ pub enum UserCommand {
         roles: Vec<String>,
         invitation_id: Option<Uuid>,
     },
+    /// Deactivates the user (by an account manager, never by themself): login is refused and
+    /// their sessions end.
+    Deactivate { by: Uuid },
 }

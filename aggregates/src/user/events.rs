@@ -16,12 +16,15 @@ pub enum UserEvent {
         #[serde(default)]
         invitation_id: Option<Uuid>,
     },
+    #[serde(rename = "UserDeactivated")]
+    UserDeactivated { user_id: Uuid, by: Uuid },
 }
 
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
             UserEvent::UserRegistered { .. } => "UserRegistered".into(),
+            UserEvent::UserDeactivated { .. } => "UserDeactivated".into(),
         }
     }
 

@@ -4,12 +4,14 @@ mod conversations;
 mod invitations;
 mod registration;
 mod sessions;
+mod users;
 
 pub use crate::write_side::EMAIL_CLAIM;
 pub use conversations::ConversationIdempotency;
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use registration::{Registered, Registration};
 pub use sessions::{LoggedIn, SessionStarted};
+pub use users::{Deactivated, USER_DEACTIVATED};
 
 use parley_aggregates::values::ValueError;
 

@@ -56,7 +56,7 @@ impl Projection for UsersProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "AccountOpened" | "UserRegistered")
+        matches!(event_type, "AccountOpened" | "UserRegistered" | "UserDeactivated")
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
@@ -78,7 +78,10 @@ impl Projection for UsersProjection {
                 }
                 "UserRegistered" => {
                     let UserEvent::UserRegistered { user_id, account_id, name, email, roles, .. } =
-                        decode(e)?;
+                        decode(e)?
+                    else {
+                        continue;
+                    };
                     sqlx::query(
                         "INSERT INTO users (id, account_id, name, email, roles, created_at, updated_at, version) \
                          VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (id) DO NOTHING",
@@ -92,6 +95,14 @@ impl Projection for UsersProjection {
                     .bind(e.version)
                     .execute(&mut *conn)
                     .await?;
+                }
+                "UserDeactivated" => {
+                    let UserEvent::UserDeactivated { user_id, .. } = decode(e)? else { continue };
+                    sqlx::query("UPDATE users SET active = false, updated_at = $2, version = version + 1 WHERE id = $1")
+                        .bind(user_id)
+                        .bind(e.recorded_at)
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 _ => {}
             }

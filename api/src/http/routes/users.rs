@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::permissions_of;
@@ -18,7 +18,10 @@ use crate::http::respond::ok;
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/users/me", get(me)).route("/permissions", get(permissions))
+    Router::new()
+        .route("/users/me", get(me))
+        .route("/users/{id}", delete(deactivate))
+        .route("/permissions", get(permissions))
 }
 
 type UserRow = (
@@ -89,4 +92,23 @@ async fn permissions(_: Principal) -> Response {
         .map(|(_, name, description)| json!({"name": name, "description": description}))
         .collect();
     ok(json!(registry), None)
+}
+
+/// Deactivates a user: their sessions end (tokens refused here before the answer, on other
+/// nodes as the log reaches them), login is refused.
+#[tracing::instrument(skip_all)]
+async fn deactivate(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let done = state.app.commands.deactivate_user(&principal.ctx, id).await?;
+    for session in &done.ended_sessions {
+        state.revocations.revoke(*session);
+    }
+    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
+    if let Ok(p) = HeaderValue::from_str(&done.cursor.to_string()) {
+        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
+    }
+    Ok(response)
 }
