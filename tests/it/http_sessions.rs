@@ -9,6 +9,17 @@ use parley_tests::server::TestServer;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+async fn put_roles(s: &TestServer, token: &str, user: &str, roles: Value) -> parley_tests::server::Answer {
+    s.call(
+        Method::PUT,
+        &format!("/api/v1/users/{user}/roles"),
+        Some(token),
+        Some(json!({"roles": roles})),
+        &[],
+    )
+    .await
+}
+
 async fn login(s: &TestServer, email: &str) -> Value {
     let a = s
         .call(
@@ -160,5 +171,62 @@ async fn a_deactivated_user_cannot_log_in_and_their_tokens_and_websocket_die() {
     assert_eq!(audit.data()[0]["metadata"]["actor_id"], json!(owner.id), "the audit log names who did it");
     let ended = s.get_at("/api/v1/audit/events?event_type=SessionEnded", &owner.token, &position).await;
     assert_eq!(ended.data().as_array().unwrap().len(), 2, "both of bob's sessions ended");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn roles_change_by_managers_only_the_last_owner_stays_and_older_tokens_must_refresh() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    let bob_session = login(&s, "bob@example.com").await;
+    let count = s.events().await;
+    put_roles(&s, &bob.token, &owner.id, json!(["member"])).await.assert_error(403, "forbidden");
+    put_roles(&s, &owner.token, &owner.id, json!(["admin"])).await.assert_error(409, "conflict");
+    put_roles(&s, &owner.token, &bob.id, json!(["emperor"])).await.assert_error(422, "validation_failed");
+    put_roles(&s, &owner.token, &bob.id, json!([])).await.assert_error(422, "validation_failed");
+    assert_eq!(s.events().await, count, "refusals write nothing");
+
+    let promoted = put_roles(&s, &owner.token, &bob.id, json!(["admin"])).await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+    assert_eq!(promoted.data()["roles"], json!(["admin"]));
+    // Bob's tokens carry his old roles: refused until he refreshes.
+    s.get("/api/v1/audit/events", &bob.token).await.assert_error(401, "unauthorized");
+    let refreshed = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": bob_session["refresh_token"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{:?}", refreshed.body);
+    let admin_token = refreshed.data()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(s.get("/api/v1/audit/events", &admin_token).await.status, 200, "an admin reads the audit log");
+    // An admin manages users but not owners.
+    put_roles(&s, &admin_token, &owner.id, json!(["member"])).await.assert_error(403, "forbidden");
+    put_roles(&s, &admin_token, &bob.id, json!(["owner"])).await.assert_error(403, "forbidden");
+    // With a second owner, the first may step down.
+    assert_eq!(put_roles(&s, &owner.token, &bob.id, json!(["owner"])).await.status, 200);
+    let stepped_down = put_roles(&s, &owner.token, &owner.id, json!(["admin"])).await;
+    assert_eq!(stepped_down.status, 200, "{:?}", stepped_down.body);
+    // Everyone's roles changed since their tokens were issued: both must sign in again.
+    s.get("/api/v1/users/me", &admin_token).await.assert_error(401, "unauthorized");
+    s.get("/api/v1/users/me", &owner.token).await.assert_error(401, "unauthorized");
+    let reader = login(&s, "owner@example.com").await["access_token"].as_str().unwrap().to_owned();
+    let audit =
+        s.get_at("/api/v1/audit/events?event_type=UserRolesChanged", &reader, &stepped_down.position()).await;
+    let actors: Vec<&Value> =
+        audit.data().as_array().unwrap().iter().map(|e| &e["metadata"]["actor_id"]).collect();
+    assert_eq!(
+        actors,
+        vec![&json!(owner.id), &json!(owner.id), &json!(owner.id)],
+        "the audit log names who did it"
+    );
+    let owners =
+        s.get_at("/api/v1/audit/events?stream_type=Account", &reader, &stepped_down.position()).await;
+    let kinds: Vec<&Value> = owners.data().as_array().unwrap().iter().map(|e| &e["event_type"]).collect();
+    assert_eq!(kinds, vec!["AccountOpened", "OwnerAdded", "OwnerRemoved"]);
     s.stop().await;
 }

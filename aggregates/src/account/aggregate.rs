@@ -10,12 +10,19 @@ pub struct Account {
     pub id: Option<Uuid>,
     pub name: String,
     pub owner_id: Option<Uuid>,
+    /// Every owner: bounded by the account's owners, not its history.
+    #[serde(default)]
+    pub owners: std::collections::BTreeSet<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
     #[error("the account is already open")]
     AlreadyOpen,
+    #[error("the account does not exist")]
+    NotFound,
+    #[error("the last owner of an account cannot stop being one")]
+    LastOwner,
 }
 
 impl Aggregate for Account {
@@ -40,6 +47,17 @@ impl Aggregate for Account {
                     AccountEvent::AccountOpened { account_id, name: name.as_str().to_owned(), owner_id };
                 sink.write(event, self).await;
             }
+            AccountCommand::SetOwner { user_id, owner } => {
+                let account_id = self.id.ok_or(AccountError::NotFound)?;
+                match (owner, self.owners.contains(&user_id)) {
+                    (true, false) => sink.write(AccountEvent::OwnerAdded { account_id, user_id }, self).await,
+                    (false, true) if self.owners.len() == 1 => return Err(AccountError::LastOwner),
+                    (false, true) => {
+                        sink.write(AccountEvent::OwnerRemoved { account_id, user_id }, self).await
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(())
     }
@@ -50,6 +68,13 @@ impl Aggregate for Account {
                 self.id = Some(account_id);
                 self.name = name;
                 self.owner_id = Some(owner_id);
+                self.owners.insert(owner_id);
+            }
+            AccountEvent::OwnerAdded { user_id, .. } => {
+                self.owners.insert(user_id);
+            }
+            AccountEvent::OwnerRemoved { user_id, .. } => {
+                self.owners.remove(&user_id);
             }
         }
     }
@@ -93,8 +118,43 @@ mod tests {
     }
 
     #[test]
+    fn owners_are_added_and_removed_but_never_the_last_one() {
+        let (id, owner, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        TestFramework::<Account>::with(())
+            .given(vec![opened(id, owner)])
+            .when(AccountCommand::SetOwner { user_id: other, owner: true })
+            .then_expect_events(vec![AccountEvent::OwnerAdded { account_id: id, user_id: other }]);
+        TestFramework::<Account>::with(())
+            .given(vec![opened(id, owner)])
+            .when(AccountCommand::SetOwner { user_id: owner, owner: false })
+            .then_expect_error(AccountError::LastOwner);
+        TestFramework::<Account>::with(())
+            .given(vec![opened(id, owner), AccountEvent::OwnerAdded { account_id: id, user_id: other }])
+            .when(AccountCommand::SetOwner { user_id: owner, owner: false })
+            .then_expect_events(vec![AccountEvent::OwnerRemoved { account_id: id, user_id: owner }]);
+    }
+
+    #[test]
+    fn setting_what_already_holds_changes_nothing() {
+        let (id, owner, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        TestFramework::<Account>::with(())
+            .given(vec![opened(id, owner)])
+            .when(AccountCommand::SetOwner { user_id: owner, owner: true })
+            .then_expect_events(vec![]);
+        TestFramework::<Account>::with(())
+            .given(vec![opened(id, owner)])
+            .when(AccountCommand::SetOwner { user_id: other, owner: false })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
     fn stored_names_are_stable() {
-        crate::payload::assert_stored_names(&[opened(Uuid::nil(), Uuid::nil())]);
+        let n = Uuid::nil();
+        crate::payload::assert_stored_names(&[
+            opened(n, n),
+            AccountEvent::OwnerAdded { account_id: n, user_id: n },
+            AccountEvent::OwnerRemoved { account_id: n, user_id: n },
+        ]);
         assert_eq!(Account::TYPE, "Account");
     }
 }

@@ -6,12 +6,18 @@ use uuid::Uuid;
 pub enum AccountEvent {
     #[serde(rename = "AccountOpened")]
     AccountOpened { account_id: Uuid, name: String, owner_id: Uuid },
+    #[serde(rename = "OwnerAdded")]
+    OwnerAdded { account_id: Uuid, user_id: Uuid },
+    #[serde(rename = "OwnerRemoved")]
+    OwnerRemoved { account_id: Uuid, user_id: Uuid },
 }
 
 impl DomainEvent for AccountEvent {
     fn event_type(&self) -> String {
         match self {
             AccountEvent::AccountOpened { .. } => "AccountOpened".into(),
+            AccountEvent::OwnerAdded { .. } => "OwnerAdded".into(),
+            AccountEvent::OwnerRemoved { .. } => "OwnerRemoved".into(),
         }
     }
 

@@ -80,6 +80,22 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::UserDeactivated { user_id, by }, self).await;
             }
+            UserCommand::AssignRoles { mut roles, by } => {
+                let user_id = self.id.ok_or(UserError::NotFound)?;
+                if !self.active {
+                    return Err(UserError::NotActive);
+                }
+                roles.sort();
+                roles.dedup();
+                if roles.is_empty() {
+                    return Err(UserError::NoRole);
+                }
+                let mut current = self.roles.clone();
+                current.sort();
+                if roles != current {
+                    sink.write(UserEvent::UserRolesChanged { user_id, roles, by }, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -96,6 +112,7 @@ impl Aggregate for User {
                 self.active = true;
             }
             UserEvent::UserDeactivated { .. } => self.active = false,
+            UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
         }
     }
 }
@@ -180,10 +197,37 @@ mod tests {
     }
 
     #[test]
+    fn roles_change_to_a_non_empty_set_of_known_roles() {
+        let id = Uuid::now_v7();
+        let by = Uuid::now_v7();
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(UserCommand::AssignRoles { roles: vec!["admin".into(), "member".into()], by })
+            .then_expect_events(vec![UserEvent::UserRolesChanged {
+                user_id: id,
+                roles: vec!["admin".into(), "member".into()],
+                by,
+            }]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(UserCommand::AssignRoles { roles: vec![], by })
+            .then_expect_error(UserError::NoRole);
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(UserCommand::AssignRoles { roles: vec!["owner".into()], by })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
     fn stored_names_are_stable() {
         crate::payload::assert_stored_names(&[
             registered(Uuid::nil()),
             UserEvent::UserDeactivated { user_id: Uuid::nil(), by: Uuid::nil() },
+            UserEvent::UserRolesChanged {
+                user_id: Uuid::nil(),
+                roles: vec!["member".into()],
+                by: Uuid::nil(),
+            },
         ]);
         assert_eq!(User::TYPE, "User");
     }

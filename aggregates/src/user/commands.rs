@@ -18,4 +18,6 @@ pub enum UserCommand {
     /// Deactivates the user (by an account manager, never by themself): login is refused and
     /// their sessions end.
     Deactivate { by: Uuid },
+    /// Replaces the user's roles (known roles only, at least one).
+    AssignRoles { roles: Vec<String>, by: Uuid },
 }

@@ -18,6 +18,8 @@ pub enum UserEvent {
     },
     #[serde(rename = "UserDeactivated")]
     UserDeactivated { user_id: Uuid, by: Uuid },
+    #[serde(rename = "UserRolesChanged")]
+    UserRolesChanged { user_id: Uuid, roles: Vec<String>, by: Uuid },
 }
 
 impl DomainEvent for UserEvent {
@@ -25,6 +27,7 @@ impl DomainEvent for UserEvent {
         match self {
             UserEvent::UserRegistered { .. } => "UserRegistered".into(),
             UserEvent::UserDeactivated { .. } => "UserDeactivated".into(),
+            UserEvent::UserRolesChanged { .. } => "UserRolesChanged".into(),
         }
     }
 

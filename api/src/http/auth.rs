@@ -42,6 +42,9 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// The log position the session started at: reads of one's own profile wait for it.
     pub pos: String,
+    /// The user's stream version when issued: a later role change makes the token stale.
+    #[serde(default)]
+    pub rv: i64,
 }
 
 pub struct JwtKeys {
@@ -70,6 +73,7 @@ impl JwtKeys {
         account: Uuid,
         session: Uuid,
         roles: &[String],
+        roles_version: i64,
         pos: LogCursor,
     ) -> Result<(String, i64), ApiError> {
         let now = Utc::now().timestamp();
@@ -84,6 +88,7 @@ impl JwtKeys {
             typ: ACCESS.into(),
             roles: roles.to_vec(),
             pos: pos.to_string(),
+            rv: roles_version,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::internal(&e))?;
@@ -171,6 +176,12 @@ impl FromRequestParts<AppState> for Principal {
         let claims = state.jwt.verify(token)?;
         if state.revocations.is_revoked(claims.sid) {
             return Err(ApiError::new(super::error::Code::Unauthorized, "the session has ended"));
+        }
+        if state.revocations.roles_changed_since(claims.sub, claims.rv) {
+            return Err(ApiError::new(
+                super::error::Code::Unauthorized,
+                "your roles changed: refresh your token",
+            ));
         }
         let (request_id, client_ip) = origin(parts);
         Ok(Principal::from_claims(claims, request_id, client_ip))

@@ -158,7 +158,8 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let message = e.to_string();
         let code = match &e {
-            DomainError::Account(AccountError::AlreadyOpen) => Code::Conflict,
+            DomainError::Account(AccountError::AlreadyOpen | AccountError::LastOwner) => Code::Conflict,
+            DomainError::Account(AccountError::NotFound) => Code::NotFound,
             DomainError::User(UserError::AlreadyRegistered) => Code::Conflict,
             DomainError::User(UserError::NoRole) => return ApiError::invalid("roles", message),
             DomainError::User(UserError::NotFound) => Code::NotFound,

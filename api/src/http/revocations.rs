@@ -14,6 +14,7 @@ use super::auth::ACCESS_TTL;
 use super::live::LiveFeed;
 
 pub const SESSION_ENDED: &str = "SessionEnded";
+pub const USER_ROLES_CHANGED: &str = "UserRolesChanged";
 
 /// How long a revocation is remembered: past it, every access token of the session has expired.
 fn retention() -> Duration {
@@ -23,6 +24,9 @@ fn retention() -> Duration {
 #[derive(Clone, Default)]
 pub struct Revocations {
     ended: Arc<RwLock<HashMap<Uuid, Instant>>>,
+    /// Users whose roles changed, with the user stream version of the change: tokens issued
+    /// before it carry stale roles and are refused (the client refreshes).
+    roles_changed: Arc<RwLock<HashMap<Uuid, (i64, Instant)>>>,
 }
 
 impl Revocations {
@@ -61,11 +65,49 @@ impl Revocations {
         for id in rows.into_iter().filter_map(|(s,)| s?.parse().ok()) {
             self.revoke(id);
         }
+        let changed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stream_id, max(version) FROM events \
+             WHERE event_type = $1 AND recorded_at > now() - make_interval(secs => $2) GROUP BY stream_id",
+        )
+        .bind(USER_ROLES_CHANGED)
+        .bind(retention().as_secs_f64())
+        .fetch_all(store.pool())
+        .await?;
+        for (user, version) in changed {
+            if let Ok(user) = user.parse() {
+                self.change_roles(user, version);
+            }
+        }
         Ok(())
+    }
+
+    /// Remembers that `user`'s roles changed at `version` of their stream.
+    pub fn change_roles(&self, user: Uuid, version: i64) {
+        if let Ok(mut changed) = self.roles_changed.write() {
+            let now = Instant::now();
+            changed.retain(|_, (_, at)| now.duration_since(*at) < retention());
+            let entry = changed.entry(user).or_insert((version, now));
+            if entry.0 <= version {
+                *entry = (version, now);
+            }
+        }
+    }
+
+    /// Whether a token of `user` issued at their stream version `token_version` predates a role change.
+    pub fn roles_changed_since(&self, user: Uuid, token_version: i64) -> bool {
+        self.roles_changed
+            .read()
+            .map(|c| c.get(&user).is_some_and(|(v, _)| *v > token_version))
+            .unwrap_or(true)
     }
 
     /// Takes note of a `SessionEnded` event.
     pub fn observe(&self, event: &RecordedEvent) {
+        if event.event_type == USER_ROLES_CHANGED {
+            if let Ok(user) = event.stream_id.parse() {
+                self.change_roles(user, event.version);
+            }
+        }
         if event.event_type == SESSION_ENDED {
             if let Some(id) =
                 event.payload.get("session_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok())

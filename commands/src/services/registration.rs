@@ -126,8 +126,13 @@ impl Commands {
         let (invitation_key, user_key) = (invitation_id.to_string(), user_id.to_string());
         let (role, cursor, account_name) = with_retry(|| async {
             let mut uow = self.dispatcher.begin(&ctx).await?;
-            uow.lock(&[StreamKey::new("Invitation", &invitation_key), StreamKey::new("User", &user_key)])
-                .await?;
+            let account_key = account_id.to_string();
+            uow.lock(&[
+                StreamKey::new("Invitation", &invitation_key),
+                StreamKey::new("User", &user_key),
+                StreamKey::new("Account", &account_key),
+            ])
+            .await?;
             let accept = InvitationCommand::Accept { user_id, email: email.clone(), now: Utc::now() };
             let accepted = uow.execute::<Invitation>(&invitation_key, accept).await?;
             let role = accepted.aggregate.role.clone();
@@ -141,7 +146,11 @@ impl Commands {
                 invitation_id: Some(invitation_id),
             };
             uow.execute::<User>(&user_key, register).await?;
-            let (account, _) = uow.load::<Account>(&account_id.to_string()).await?;
+            if role == OWNER {
+                uow.execute::<Account>(&account_key, AccountCommand::SetOwner { user_id, owner: true })
+                    .await?;
+            }
+            let (account, _) = uow.load::<Account>(&account_key).await?;
             let cursor = uow.commit().await?;
             Ok((role, cursor, account.name))
         })

@@ -68,6 +68,8 @@ pub struct LoggedIn {
     pub name: String,
     pub email: String,
     pub roles: Vec<String>,
+    /// The user's stream version: tokens carry it, so a later role change makes them stale.
+    pub user_version: i64,
     pub session: SessionStarted,
 }
 
@@ -86,21 +88,19 @@ impl Commands {
             Ok(email) => {
                 let mut conn = self.dispatcher.store().pool().acquire().await?;
                 match claims::holder(&mut conn, EMAIL_CLAIM, email.as_str()).await? {
-                    Some(holder) => {
-                        self.dispatcher.load::<User>(&holder.stream_id).await?.map(|l| l.aggregate)
-                    }
+                    Some(holder) => self.dispatcher.load::<User>(&holder.stream_id).await?,
                     None => None,
                 }
             }
             Err(_) => None,
         };
         let hash = match &user {
-            Some(u) => u.password_hash.clone(),
+            Some(u) => u.aggregate.password_hash.clone(),
             None => self.dummy_hash().await?,
         };
         let verified = self.passwords.verify(password, &hash).await;
-        let user = match user {
-            Some(u) if verified && u.active => u,
+        let (user, user_version) = match user {
+            Some(u) if verified && u.aggregate.active => (u.aggregate, u.version),
             _ => return Err(DispatchError::Unauthenticated),
         };
         let (Some(user_id), Some(account_id)) = (user.id, user.account_id) else {
@@ -123,6 +123,7 @@ impl Commands {
             name: user.name,
             email: user.email,
             roles: user.roles,
+            user_version,
             session,
         })
     }
@@ -156,8 +157,11 @@ impl Commands {
         .fetch_optional(self.dispatcher.store().pool())
         .await?;
         let (session_id, account_id, user_id) = found.ok_or(DispatchError::Unauthenticated)?;
-        let user = self.dispatcher.load::<User>(&user_id.to_string()).await?.map(|l| l.aggregate);
-        let user = user.filter(|u| u.active).ok_or(DispatchError::Unauthenticated)?;
+        let loaded = self.dispatcher.load::<User>(&user_id.to_string()).await?;
+        let (user, user_version) = loaded
+            .filter(|l| l.aggregate.active)
+            .map(|l| (l.aggregate, l.version))
+            .ok_or(DispatchError::Unauthenticated)?;
         let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
         ctx.request_id = request_id;
         ctx.client_ip = client_ip;
@@ -195,6 +199,7 @@ impl Commands {
             name: user.name,
             email: user.email,
             roles: user.roles,
+            user_version,
             session: SessionStarted {
                 session_id,
                 refresh_token,

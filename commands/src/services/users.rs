@@ -1,6 +1,7 @@
 //! Managing the users of an account.
 
-use parley_aggregates::permissions::Permission;
+use parley_aggregates::account::{Account, AccountCommand};
+use parley_aggregates::permissions::{system_role, Permission, OWNER};
 use parley_aggregates::session::{Session, SessionCommand, SessionError};
 use parley_aggregates::user::{User, UserCommand};
 use parley_aggregates::DomainError;
@@ -46,8 +47,13 @@ impl Commands {
                     .await?;
                     let mut streams = vec![StreamKey::new("User", user_id.to_string())];
                     streams.extend(sessions.iter().map(|(s,)| StreamKey::new("Session", s.to_string())));
+                    streams.push(StreamKey::new("Account", account_id.to_string()));
                     uow.lock(&streams).await?;
-                    uow.execute::<User>(&user_id.to_string(), UserCommand::Deactivate { by }).await?;
+                    let done = uow.execute::<User>(&user_id.to_string(), UserCommand::Deactivate { by }).await?;
+                    if done.aggregate.roles.iter().any(|r| r == OWNER) {
+                        let leave = AccountCommand::SetOwner { user_id, owner: false };
+                        uow.execute::<Account>(&account_id.to_string(), leave).await?;
+                    }
                     let mut ended = Vec::new();
                     for (session,) in sessions {
                         let end = SessionCommand::End { reason: USER_DEACTIVATED.into() };
@@ -64,5 +70,68 @@ impl Commands {
             .await?;
         let (ended_sessions, cursor) = done.fresh()?;
         Ok(Deactivated { cursor: cursor.unwrap_or_default(), ended_sessions })
+    }
+}
+
+/// A role change: where it landed and the user's stream version from which tokens are current.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolesAssigned {
+    pub roles: Vec<String>,
+    pub cursor: Option<LogCursor>,
+    pub user_version: i64,
+}
+
+impl Commands {
+    /// Replaces a user's roles. Only holders of `account.manage` make or unmake owners, and the
+    /// last owner of an account stays one.
+    #[tracing::instrument(skip_all)]
+    pub async fn assign_roles(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+        roles: Vec<String>,
+    ) -> Result<RolesAssigned, DispatchError> {
+        ctx.require(Permission::UsersManage)?;
+        let by = ctx.user_id()?;
+        if let Some(unknown) = roles.iter().find(|r| system_role(r).is_none()) {
+            return Err(DispatchError::Invalid {
+                field: "roles",
+                message: format!("{unknown:?} is not a known role"),
+            });
+        }
+        let account_id = ctx.account_id;
+        let can_manage_account = ctx.actor.can(Permission::AccountManage);
+        let done = self
+            .dispatcher
+            .transact(ctx, None, move |uow| {
+                let roles = roles.clone();
+                Box::pin(async move {
+                    let streams = [
+                        StreamKey::new("Account", account_id.to_string()),
+                        StreamKey::new("User", user_id.to_string()),
+                    ];
+                    uow.lock(&streams).await?;
+                    let (user, _) = uow.load::<User>(&user_id.to_string()).await?;
+                    let was_owner = user.roles.iter().any(|r| r == OWNER);
+                    let is_owner = roles.iter().any(|r| r == OWNER);
+                    if was_owner != is_owner && !can_manage_account {
+                        return Err(DispatchError::Forbidden("missing permission account.manage".into()));
+                    }
+                    let done = uow
+                        .execute::<User>(&user_id.to_string(), UserCommand::AssignRoles { roles, by })
+                        .await?;
+                    if was_owner != is_owner {
+                        let set = AccountCommand::SetOwner { user_id, owner: is_owner };
+                        uow.execute::<Account>(&account_id.to_string(), set).await?;
+                    }
+                    Ok(RolesAssigned {
+                        roles: done.aggregate.roles,
+                        cursor: uow.last_cursor(),
+                        user_version: done.version,
+                    })
+                })
+            })
+            .await?;
+        done.fresh()
     }
 }

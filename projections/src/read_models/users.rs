@@ -56,14 +56,16 @@ impl Projection for UsersProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "AccountOpened" | "UserRegistered" | "UserDeactivated")
+        matches!(event_type, "AccountOpened" | "UserRegistered" | "UserDeactivated" | "UserRolesChanged")
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
         for e in events {
             match e.event_type.as_str() {
                 "AccountOpened" => {
-                    let AccountEvent::AccountOpened { account_id, name, owner_id } = decode(e)?;
+                    let AccountEvent::AccountOpened { account_id, name, owner_id } = decode(e)? else {
+                        continue;
+                    };
                     sqlx::query(
                         "INSERT INTO accounts (id, name, owner_id, created_at, version) VALUES ($1, $2, $3, $4, $5) \
                          ON CONFLICT (id) DO NOTHING",
@@ -93,6 +95,17 @@ impl Projection for UsersProjection {
                     .bind(roles)
                     .bind(e.recorded_at)
                     .bind(e.version)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                "UserRolesChanged" => {
+                    let UserEvent::UserRolesChanged { user_id, roles, .. } = decode(e)? else { continue };
+                    sqlx::query(
+                        "UPDATE users SET roles = $2, updated_at = $3, version = version + 1 WHERE id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(roles)
+                    .bind(e.recorded_at)
                     .execute(&mut *conn)
                     .await?;
                 }

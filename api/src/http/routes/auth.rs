@@ -62,11 +62,19 @@ struct Identity<'a> {
     name: &'a str,
     email: &'a str,
     roles: &'a [String],
+    /// The user's stream version (see the `rv` claim).
+    user_version: i64,
 }
 
 fn tokens(state: &AppState, who: &Identity<'_>, session: &SessionStarted) -> Result<Value, ApiError> {
-    let (access_token, expires_in) =
-        state.jwt.issue(who.user_id, who.account_id, session.session_id, who.roles, session.cursor)?;
+    let (access_token, expires_in) = state.jwt.issue(
+        who.user_id,
+        who.account_id,
+        session.session_id,
+        who.roles,
+        who.user_version,
+        session.cursor,
+    )?;
     Ok(json!({
         "access_token": access_token,
         "refresh_token": session.refresh_token,
@@ -107,6 +115,8 @@ async fn register(
         name: &registered.name,
         email: &registered.email,
         roles: &registered.roles,
+        // UserRegistered is the first event of the user's stream.
+        user_version: 1,
     };
     Ok(created(tokens(&state, &who, &session)?, Some(session.cursor)))
 }
@@ -126,6 +136,7 @@ async fn login(
         name: &logged_in.name,
         email: &logged_in.email,
         roles: &logged_in.roles,
+        user_version: logged_in.user_version,
     };
     Ok(ok(tokens(&state, &who, &logged_in.session)?, Some(logged_in.session.cursor)))
 }
@@ -159,6 +170,7 @@ async fn refresh(
         name: &refreshed.name,
         email: &refreshed.email,
         roles: &refreshed.roles,
+        user_version: refreshed.user_version,
     };
     Ok(ok(tokens(&state, &who, &refreshed.session)?, Some(refreshed.session.cursor)))
 }

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::permissions_of;
@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users/me", get(me))
         .route("/users/{id}", delete(deactivate))
+        .route("/users/{id}/roles", put(assign_roles))
         .route("/permissions", get(permissions))
 }
 
@@ -111,4 +112,22 @@ async fn deactivate(
         response.headers_mut().insert(crate::http::respond::X_POSITION, p);
     }
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
+/// Replaces a user's roles; their older tokens are refused from now on (they refresh).
+#[tracing::instrument(skip_all)]
+async fn assign_roles(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<Uuid>,
+    crate::http::extract::ApiJson { value: body, .. }: crate::http::extract::ApiJson<RolesBody>,
+) -> Result<Response, ApiError> {
+    let assigned = state.app.commands.assign_roles(&principal.ctx, id, body.roles).await?;
+    state.revocations.change_roles(id, assigned.user_version);
+    Ok(ok(json!({"id": id, "roles": assigned.roles}), assigned.cursor))
 }
