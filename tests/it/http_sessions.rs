@@ -230,3 +230,41 @@ async fn roles_change_by_managers_only_the_last_owner_stays_and_older_tokens_mus
     assert_eq!(kinds, vec!["AccountOpened", "OwnerAdded", "OwnerRemoved"]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn users_are_listed_by_page_searched_by_prefix_and_shown_without_email() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let mut last = String::new();
+    for name in ["alice", "alina", "bob", "al_x"] {
+        let u = s.invite_member(&owner, &format!("{name}@example.com")).await;
+        last = u.position;
+    }
+    let stranger = s.register("alfred@elsewhere.com").await;
+    let page = s.get_at("/api/v1/users?per_page=2&page=1", &owner.token, &last).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert_eq!(
+        page.body["meta"]["pagination"],
+        json!({"page": 1, "per_page": 2, "total": 5, "total_pages": 3})
+    );
+    assert_eq!(page.data().as_array().unwrap().len(), 2);
+    let found = s.get_at("/api/v1/users?search=AL", &owner.token, &last).await;
+    let emails: Vec<&str> =
+        found.data().as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert_eq!(emails.len(), 3, "{emails:?}: alice, alina, al_x; not the other account's alfred");
+    let literal = s.get_at("/api/v1/users?search=al_", &owner.token, &last).await;
+    assert_eq!(literal.data().as_array().unwrap().len(), 1, "`_` is taken literally");
+    let by_email = s.get_at("/api/v1/users?search=bob@", &owner.token, &last).await;
+    assert_eq!(by_email.data().as_array().unwrap().len(), 1);
+    s.get("/api/v1/users?page=0", &owner.token).await.assert_error(400, "bad_request");
+    s.get("/api/v1/users?per_page=lots", &owner.token).await.assert_error(400, "bad_request");
+
+    let bob_id = by_email.data()[0]["id"].as_str().unwrap().to_owned();
+    let profile = s.get_at(&format!("/api/v1/users/{bob_id}"), &owner.token, &last).await;
+    assert_eq!(profile.status, 200);
+    assert!(profile.data().get("email").is_none(), "a public profile has no email");
+    assert_eq!(profile.header("etag"), Some("\"1\""));
+    s.get(&format!("/api/v1/users/{bob_id}"), &stranger.token).await.assert_error(404, "not_found");
+    s.get("/api/v1/users/not-a-uuid", &owner.token).await.assert_error(404, "not_found");
+    s.stop().await;
+}

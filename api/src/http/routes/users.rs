@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use axum::routing::{delete, get, put};
+use axum::routing::{get, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::permissions_of;
@@ -19,8 +19,9 @@ use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/users", get(list))
         .route("/users/me", get(me))
-        .route("/users/{id}", delete(deactivate))
+        .route("/users/{id}", get(profile).delete(deactivate))
         .route("/users/{id}/roles", put(assign_roles))
         .route("/permissions", get(permissions))
 }
@@ -130,4 +131,100 @@ async fn assign_roles(
     let assigned = state.app.commands.assign_roles(&principal.ctx, id, body.roles).await?;
     state.revocations.change_roles(id, assigned.user_version);
     Ok(ok(json!({"id": id, "roles": assigned.roles}), assigned.cursor))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    search: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// `search` as a LIKE prefix, its wildcards taken literally.
+fn prefix_pattern(search: &str) -> String {
+    let escaped = search.trim().to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("{escaped}%")
+}
+
+/// The account's users, by name, with page pagination; `search` matches a name or email prefix.
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+    crate::http::extract::ApiQuery(q): crate::http::extract::ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    principal.ctx.require(parley_aggregates::permissions::Permission::UsersView)?;
+    let page = q.page.unwrap_or(1);
+    if page < 1 {
+        return Err(ApiError::new(crate::http::error::Code::BadRequest, "page starts at 1"));
+    }
+    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
+    consistency::projections(&state, &["users"], min).await?;
+    let pattern = q.search.as_deref().filter(|s| !s.trim().is_empty()).map(prefix_pattern);
+    let pool = state.app.store.pool();
+    let (total,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM users WHERE account_id = $1 \
+           AND ($2::text IS NULL OR lower(name) LIKE $2 OR email LIKE $2)",
+    )
+    .bind(principal.account_id())
+    .bind(&pattern)
+    .fetch_one(pool)
+    .await?;
+    type Row = (Uuid, String, String, Option<String>, Option<String>, Vec<String>, bool, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, name, email, display_name, avatar_url, roles, active, created_at FROM users \
+         WHERE account_id = $1 AND ($2::text IS NULL OR lower(name) LIKE $2 OR email LIKE $2) \
+         ORDER BY lower(name), id LIMIT $3 OFFSET $4",
+    )
+    .bind(principal.account_id())
+    .bind(&pattern)
+    .bind(per_page)
+    .bind((page - 1).saturating_mul(per_page))
+    .fetch_all(pool)
+    .await?;
+    let users: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(id, name, email, display_name, avatar_url, roles, active, created_at)| {
+            json!({"id": id, "name": name, "email": email, "display_name": display_name, "avatar_url": avatar_url,
+                   "roles": roles, "active": active, "created_at": created_at})
+        })
+        .collect();
+    let total_pages = (total + per_page - 1) / per_page;
+    let meta = json!({"pagination": {"page": page, "per_page": per_page, "total": total, "total_pages": total_pages}});
+    Ok(crate::http::respond::respond(
+        axum::http::StatusCode::OK,
+        crate::http::respond::envelope(json!(users), meta, None),
+        None,
+    ))
+}
+
+/// A user's public profile (no email), in the caller's account only.
+#[tracing::instrument(skip_all)]
+async fn profile(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    principal.ctx.require(parley_aggregates::permissions::Permission::UsersView)?;
+    consistency::projections(&state, &["users"], min).await?;
+    type Row = (Uuid, String, Option<String>, Option<String>, Option<String>, bool, i64);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, name, display_name, avatar_url, bio, active, version FROM users WHERE id = $1 AND account_id = $2",
+    )
+    .bind(id)
+    .bind(principal.account_id())
+    .fetch_optional(state.app.store.pool())
+    .await?;
+    let (id, name, display_name, avatar_url, bio, active, version) = row.ok_or_else(ApiError::not_found)?;
+    let mut response = ok(
+        json!({"id": id, "name": name, "display_name": display_name, "avatar_url": avatar_url, "bio": bio,
+               "active": active, "version": version}),
+        None,
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
