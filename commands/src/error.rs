@@ -16,6 +16,9 @@ pub enum DispatchError {
     /// A rotated refresh token was presented again: this session has just been ended.
     #[error("the session has ended")]
     SessionRevoked(uuid::Uuid),
+    /// The resource is not at the version the client expected (`If-Match`).
+    #[error("the resource is at version {current}")]
+    PreconditionFailed { current: i64 },
     /// The target does not exist, or belongs to another account.
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -268,3 +268,58 @@ async fn users_are_listed_by_page_searched_by_prefix_and_shown_without_email() {
     s.get("/api/v1/users/not-a-uuid", &owner.token).await.assert_error(404, "not_found");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn profiles_change_with_if_match_and_a_stale_version_is_refused() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    let stranger = s.register("stranger@example.com").await;
+    let patch = |token: &str, user: &str, body: Value, if_match: Option<&str>| {
+        let mut req = s.http.patch(format!("{}/api/v1/users/{user}", s.base)).bearer_auth(token).json(&body);
+        if let Some(m) = if_match {
+            req = req.header("if-match", m);
+        }
+        req.send()
+    };
+    let updated = patch(&bob.token, &bob.id, json!({"bio": "hello", "display_name": "Bobby"}), Some("\"1\""))
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    assert_eq!(updated.headers()["etag"], "\"2\"");
+    let position = updated.headers()["x-position"].to_str().unwrap().to_owned();
+    let body: Value = updated.json().await.unwrap();
+    assert_eq!((body["data"]["bio"].clone(), body["data"]["version"].clone()), (json!("hello"), json!(2)));
+
+    let count = s.events().await;
+    let stale = patch(&bob.token, &bob.id, json!({"bio": "lost update"}), Some("\"1\"")).await.unwrap();
+    assert_eq!(stale.status(), 412);
+    let stale: Value = stale.json().await.unwrap();
+    assert_eq!(
+        (stale["code"].clone(), stale["details"]["version"].clone()),
+        (json!("precondition_failed"), json!(2))
+    );
+    for (token, user, body, if_match, status) in [
+        (&bob.token, &owner.id, json!({"bio": "x"}), None, 403),
+        (&bob.token, &bob.id, json!({"name": null}), None, 422),
+        (&bob.token, &bob.id, json!({"avatar_url": "javascript:alert(1)"}), None, 422),
+        (&bob.token, &bob.id, json!({"bio": 42}), None, 422),
+        (&bob.token, &bob.id, json!({"bio": "x"}), Some("version one"), 400),
+        (&stranger.token, &bob.id, json!({"bio": "x"}), None, 404),
+    ] {
+        let a = patch(token, user, body.clone(), if_match).await.unwrap();
+        assert_eq!(a.status(), status, "{body} {if_match:?}");
+    }
+    assert_eq!(s.events().await, count, "refusals write nothing");
+
+    let cleared = patch(&owner.token, &bob.id, json!({"bio": null}), Some("*")).await.unwrap();
+    assert_eq!(cleared.status(), 200, "a manager may change another's profile");
+    let position2 = cleared.headers()["x-position"].to_str().unwrap().to_owned();
+    let profile = s.get_at(&format!("/api/v1/users/{}", bob.id), &owner.token, &position2).await;
+    assert_eq!(profile.data()["bio"], json!(null));
+    assert_eq!(profile.data()["display_name"], json!("Bobby"));
+    assert_eq!(profile.header("etag"), Some("\"3\""), "the read model's version is the resource's");
+    let me = s.get_at("/api/v1/users/me", &bob.token, &position).await;
+    assert_eq!(me.data()["display_name"], json!("Bobby"));
+    s.stop().await;
+}

@@ -10,6 +10,12 @@ pub struct User {
     pub id: Option<Uuid>,
     pub account_id: Option<Uuid>,
     pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub avatar_url: Option<String>,
+    #[serde(default)]
+    pub bio: Option<String>,
     pub email: String,
     pub password_hash: String,
     pub roles: Vec<String>,
@@ -80,6 +86,21 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::UserDeactivated { user_id, by }, self).await;
             }
+            UserCommand::UpdateProfile { by, name, display_name, avatar_url, bio } => {
+                let user_id = self.id.ok_or(UserError::NotFound)?;
+                if !self.active {
+                    return Err(UserError::NotActive);
+                }
+                let name = name.map(|n| n.as_str().to_owned()).filter(|n| *n != self.name);
+                let display_name = display_name.filter(|d| *d != self.display_name);
+                let avatar_url = avatar_url.filter(|a| *a != self.avatar_url);
+                let bio = bio.filter(|b| *b != self.bio);
+                if name.is_some() || display_name.is_some() || avatar_url.is_some() || bio.is_some() {
+                    let event =
+                        UserEvent::UserProfileUpdated { user_id, name, display_name, avatar_url, bio, by };
+                    sink.write(event, self).await;
+                }
+            }
             UserCommand::AssignRoles { mut roles, by } => {
                 let user_id = self.id.ok_or(UserError::NotFound)?;
                 if !self.active {
@@ -113,6 +134,20 @@ impl Aggregate for User {
             }
             UserEvent::UserDeactivated { .. } => self.active = false,
             UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
+            UserEvent::UserProfileUpdated { name, display_name, avatar_url, bio, .. } => {
+                if let Some(name) = name {
+                    self.name = name;
+                }
+                if let Some(display_name) = display_name {
+                    self.display_name = display_name;
+                }
+                if let Some(avatar_url) = avatar_url {
+                    self.avatar_url = avatar_url;
+                }
+                if let Some(bio) = bio {
+                    self.bio = bio;
+                }
+            }
         }
     }
 }
@@ -215,6 +250,33 @@ mod tests {
         TestFramework::<User>::with(())
             .given(vec![registered(id)])
             .when(UserCommand::AssignRoles { roles: vec!["owner".into()], by })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_profile_update_records_only_what_changes() {
+        let id = Uuid::now_v7();
+        let update = |name: Option<&str>, bio: Option<Option<&str>>| UserCommand::UpdateProfile {
+            by: id,
+            name: name.map(|n| crate::values::Name::parse(n).unwrap()),
+            display_name: None,
+            avatar_url: None,
+            bio: bio.map(|b| b.map(str::to_owned)),
+        };
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(update(Some("Alicia"), Some(Some("hi"))))
+            .then_expect_events(vec![UserEvent::UserProfileUpdated {
+                user_id: id,
+                name: Some("Alicia".into()),
+                display_name: None,
+                avatar_url: None,
+                bio: Some(Some("hi".into())),
+                by: id,
+            }]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(id)])
+            .when(update(Some("Alice"), None))
             .then_expect_events(vec![]);
     }
 

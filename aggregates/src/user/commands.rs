@@ -20,4 +20,12 @@ pub enum UserCommand {
     Deactivate { by: Uuid },
     /// Replaces the user's roles (known roles only, at least one).
     AssignRoles { roles: Vec<String>, by: Uuid },
+    /// Changes profile fields: `None` leaves a field alone, `Some(None)` clears an optional one.
+    UpdateProfile {
+        by: Uuid,
+        name: Option<Name>,
+        display_name: Option<Option<String>>,
+        avatar_url: Option<Option<String>>,
+        bio: Option<Option<String>>,
+    },
 }

@@ -189,6 +189,10 @@ impl From<DispatchError> for ApiError {
             DispatchError::Forbidden(m) => ApiError::new(Code::Forbidden, m),
             DispatchError::Unauthenticated => ApiError::new(Code::Unauthorized, "invalid credentials"),
             DispatchError::SessionRevoked(_) => ApiError::new(Code::Unauthorized, "the session has ended"),
+            DispatchError::PreconditionFailed { current } => {
+                ApiError::new(Code::PreconditionFailed, format!("the resource is at version {current}"))
+                    .with_details(json!({"version": current}))
+            }
             DispatchError::NotFound(what) => {
                 ApiError::new(Code::NotFound, format!("{} not found", what.to_lowercase()))
             }

@@ -134,3 +134,21 @@ impl<S: Send + Sync> FromRequestParts<S> for NoIdempotencyKey {
         Ok(Self)
     }
 }
+
+/// `If-Match`: absent (no check), `*` (any version), or a version as its ETag (`"3"`).
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("if-match") else { return Ok(Self(None)) };
+        let text = v.to_str().unwrap_or_default().trim();
+        if text == "*" {
+            return Ok(Self(None));
+        }
+        text.trim_start_matches("W/").trim_matches('"').parse::<i64>().map(|n| Self(Some(n))).map_err(|_| {
+            ApiError::new(Code::BadRequest, "If-Match must be \"*\" or a version ETag like \"3\"")
+        })
+    }
+}

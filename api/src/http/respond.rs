@@ -78,6 +78,9 @@ fn clone_client_error(e: &DispatchError) -> Option<DispatchError> {
         DispatchError::NotFound(w) => DispatchError::NotFound(w),
         DispatchError::Unauthenticated => DispatchError::Unauthenticated,
         DispatchError::SessionRevoked(s) => DispatchError::SessionRevoked(*s),
+        DispatchError::PreconditionFailed { current } => {
+            DispatchError::PreconditionFailed { current: *current }
+        }
         DispatchError::Claimed { kind, holder } => DispatchError::Claimed { kind, holder: holder.clone() },
         DispatchError::Invalid { field, message } => {
             DispatchError::Invalid { field, message: message.clone() }

@@ -11,7 +11,7 @@ pub use conversations::ConversationIdempotency;
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use registration::{Registered, Registration};
 pub use sessions::{LoggedIn, SessionStarted};
-pub use users::{Deactivated, RolesAssigned, USER_DEACTIVATED};
+pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER_DEACTIVATED};
 
 use parley_aggregates::values::ValueError;
 

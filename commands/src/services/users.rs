@@ -4,6 +4,7 @@ use parley_aggregates::account::{Account, AccountCommand};
 use parley_aggregates::permissions::{system_role, Permission, OWNER};
 use parley_aggregates::session::{Session, SessionCommand, SessionError};
 use parley_aggregates::user::{User, UserCommand};
+use parley_aggregates::values::Name;
 use parley_aggregates::DomainError;
 use parley_eventstore::{LogCursor, StreamKey};
 use uuid::Uuid;
@@ -129,6 +130,92 @@ impl Commands {
                         cursor: uow.last_cursor(),
                         user_version: done.version,
                     })
+                })
+            })
+            .await?;
+        done.fresh()
+    }
+}
+
+/// Profile fields to change: `None` leaves a field alone, `Some(None)` clears an optional one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileChanges {
+    pub name: Option<String>,
+    pub display_name: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+    pub bio: Option<Option<String>>,
+}
+
+/// A profile after an update, and its version (the resource's ETag).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileUpdated {
+    pub user: User,
+    pub version: i64,
+    pub cursor: Option<LogCursor>,
+}
+
+fn bounded(field: &'static str, value: &Option<Option<String>>, max: usize) -> Result<(), DispatchError> {
+    match value {
+        Some(Some(v)) if v.chars().count() > max => {
+            Err(DispatchError::Invalid { field, message: format!("must be at most {max} characters") })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Commands {
+    /// Changes a profile: one's own, or anyone's in the account with `users.manage`. With
+    /// `expected_version` (from `If-Match`), a profile changed meanwhile is refused.
+    #[tracing::instrument(skip_all)]
+    pub async fn update_profile(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+        changes: ProfileChanges,
+        expected_version: Option<i64>,
+    ) -> Result<ProfileUpdated, DispatchError> {
+        let by = ctx.user_id()?;
+        if by != user_id {
+            ctx.require(Permission::UsersManage)?;
+        }
+        let name = match changes.name.as_deref() {
+            Some(n) => Some(
+                Name::parse(n)
+                    .map_err(|e| DispatchError::Invalid { field: "name", message: e.to_string() })?,
+            ),
+            None => None,
+        };
+        bounded("display_name", &changes.display_name, Name::MAX)?;
+        bounded("bio", &changes.bio, 2000)?;
+        bounded("avatar_url", &changes.avatar_url, 2048)?;
+        if let Some(Some(url)) = &changes.avatar_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(DispatchError::Invalid {
+                    field: "avatar_url",
+                    message: "must be an http(s) URL".into(),
+                });
+            }
+        }
+        let update = UserCommand::UpdateProfile {
+            by,
+            name,
+            display_name: changes.display_name,
+            avatar_url: changes.avatar_url,
+            bio: changes.bio,
+        };
+        let done = self
+            .dispatcher
+            .transact(ctx, None, move |uow| {
+                let update = update.clone();
+                Box::pin(async move {
+                    if let Some(expected) = expected_version {
+                        let (_, head) = uow.load::<User>(&user_id.to_string()).await?;
+                        if head.version != expected {
+                            return Err(DispatchError::PreconditionFailed { current: head.version });
+                        }
+                    }
+                    let done = uow.execute::<User>(&user_id.to_string(), update).await?;
+                    Ok(ProfileUpdated { user: done.aggregate, version: done.version, cursor: done.cursor })
                 })
             })
             .await?;

@@ -56,7 +56,14 @@ impl Projection for UsersProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "AccountOpened" | "UserRegistered" | "UserDeactivated" | "UserRolesChanged")
+        matches!(
+            event_type,
+            "AccountOpened"
+                | "UserRegistered"
+                | "UserDeactivated"
+                | "UserRolesChanged"
+                | "UserProfileUpdated"
+        )
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
@@ -105,6 +112,33 @@ impl Projection for UsersProjection {
                     )
                     .bind(user_id)
                     .bind(roles)
+                    .bind(e.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                "UserProfileUpdated" => {
+                    let UserEvent::UserProfileUpdated {
+                        user_id, name, display_name, avatar_url, bio, ..
+                    } = decode(e)?
+                    else {
+                        continue;
+                    };
+                    sqlx::query(
+                        "UPDATE users SET name = coalesce($2, name), \
+                           display_name = CASE WHEN $3 THEN $4 ELSE display_name END, \
+                           avatar_url = CASE WHEN $5 THEN $6 ELSE avatar_url END, \
+                           bio = CASE WHEN $7 THEN $8 ELSE bio END, \
+                           updated_at = $9, version = version + 1 \
+                         WHERE id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(name)
+                    .bind(display_name.is_some())
+                    .bind(display_name.flatten())
+                    .bind(avatar_url.is_some())
+                    .bind(avatar_url.flatten())
+                    .bind(bio.is_some())
+                    .bind(bio.flatten())
                     .bind(e.recorded_at)
                     .execute(&mut *conn)
                     .await?;

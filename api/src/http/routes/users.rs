@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", get(list))
         .route("/users/me", get(me))
-        .route("/users/{id}", get(profile).delete(deactivate))
+        .route("/users/{id}", get(profile).patch(update).delete(deactivate))
         .route("/users/{id}/roles", put(assign_roles))
         .route("/permissions", get(permissions))
 }
@@ -224,6 +224,51 @@ async fn profile(
         None,
     );
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// Reads an optional profile field of a PATCH body: absent, `null` (clear) or a string.
+fn field(raw: &serde_json::Value, name: &str) -> Result<Option<Option<String>>, ApiError> {
+    match raw.get(name) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(ApiError::invalid(name, "must be a string or null")),
+    }
+}
+
+/// Changes a profile (one's own, or with `users.manage`); `If-Match` guards against lost updates.
+#[tracing::instrument(skip_all)]
+async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<Uuid>,
+    crate::http::extract::IfMatch(expected): crate::http::extract::IfMatch,
+    crate::http::extract::ApiJson { raw, .. }: crate::http::extract::ApiJson<
+        serde_json::Map<String, serde_json::Value>,
+    >,
+) -> Result<Response, ApiError> {
+    let name = match field(&raw, "name")? {
+        Some(Some(n)) => Some(n),
+        Some(None) => return Err(ApiError::invalid("name", "cannot be cleared")),
+        None => None,
+    };
+    let changes = parley_commands::services::ProfileChanges {
+        name,
+        display_name: field(&raw, "display_name")?,
+        avatar_url: field(&raw, "avatar_url")?,
+        bio: field(&raw, "bio")?,
+    };
+    let updated = state.app.commands.update_profile(&principal.ctx, id, changes, expected).await?;
+    let u = &updated.user;
+    let mut response = ok(
+        json!({"id": id, "name": u.name, "display_name": u.display_name, "avatar_url": u.avatar_url, "bio": u.bio,
+               "version": updated.version}),
+        updated.cursor,
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", updated.version)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     Ok(response)
