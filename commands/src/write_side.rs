@@ -94,7 +94,9 @@ impl WriteSide for User {
                         .execute(&mut *conn)
                         .await?;
                 }
-                UserEvent::UserRolesChanged { .. } | UserEvent::UserProfileUpdated { .. } => {}
+                UserEvent::UserRolesChanged { .. }
+                | UserEvent::UserProfileUpdated { .. }
+                | UserEvent::PasswordChanged { .. } => {}
                 UserEvent::UserDeactivated { user_id, .. } => {
                     sqlx::query("UPDATE user_facts SET active = false WHERE user_id = $1")
                         .bind(user_id)

@@ -323,3 +323,64 @@ async fn profiles_change_with_if_match_and_a_stale_version_is_refused() {
     assert_eq!(me.data()["display_name"], json!("Bobby"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_changes_to_one_not_among_the_last_five() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let bob = s.invite_member(&owner, "bob@example.com").await;
+    let put_password = |token: &str, user: &str, current: &str, new: &str| {
+        s.http
+            .put(format!("{}/api/v1/users/{user}/password", s.base))
+            .bearer_auth(token)
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    let original = "correct horse battery";
+    let count = s.events().await;
+    assert_eq!(
+        put_password(&owner.token, &bob.id, original, "a brand new password").await.unwrap().status(),
+        403
+    );
+    let wrong =
+        put_password(&owner.token, &owner.id, "not my password", "a brand new password").await.unwrap();
+    assert_eq!(wrong.status(), 422);
+    assert_eq!(wrong.json::<Value>().await.unwrap()["details"]["current_password"], json!(["is incorrect"]));
+    let same = put_password(&owner.token, &owner.id, original, original).await.unwrap();
+    assert_eq!(same.json::<Value>().await.unwrap()["details"]["new_password"], json!(["was used recently"]));
+    assert_eq!(put_password(&owner.token, &owner.id, original, "short").await.unwrap().status(), 422);
+    assert_eq!(s.events().await, count, "refusals write nothing");
+
+    // Five changes: the original then falls out of the history and may be used again.
+    let mut current = original.to_owned();
+    for i in 1..=5 {
+        let next = format!("password number {i}");
+        let a = put_password(&owner.token, &owner.id, &current, &next).await.unwrap();
+        assert_eq!(a.status(), 204);
+        current = next;
+    }
+    let recent = put_password(&owner.token, &owner.id, &current, "password number 2").await.unwrap();
+    assert_eq!(recent.status(), 422, "one of the last five");
+    let back = put_password(&owner.token, &owner.id, &current, original).await.unwrap();
+    assert_eq!(back.status(), 204, "six changes ago is allowed again");
+
+    let login = |password: &str| {
+        s.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "owner@example.com", "password": password})),
+            &[],
+        )
+    };
+    assert_eq!(login(original).await.status, 200);
+    login("password number 5").await.assert_error(401, "unauthorized");
+    let changed = s.get("/api/v1/audit/events?event_type=PasswordChanged", &owner.token).await;
+    assert!(changed
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["data"]["password_hash"] == json!("[redacted]")));
+    s.stop().await;
+}

@@ -18,9 +18,15 @@ pub struct User {
     pub bio: Option<String>,
     pub email: String,
     pub password_hash: String,
+    /// The last [`PASSWORD_HISTORY`] hashes, the current one last: none may be chosen again.
+    #[serde(default)]
+    pub password_history: Vec<String>,
     pub roles: Vec<String>,
     pub active: bool,
 }
+
+/// How many recent passwords may not be reused.
+pub const PASSWORD_HISTORY: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
@@ -86,6 +92,13 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::UserDeactivated { user_id, by }, self).await;
             }
+            UserCommand::ChangePassword { password_hash } => {
+                let user_id = self.id.ok_or(UserError::NotFound)?;
+                if !self.active {
+                    return Err(UserError::NotActive);
+                }
+                sink.write(UserEvent::PasswordChanged { user_id, password_hash }, self).await;
+            }
             UserCommand::UpdateProfile { by, name, display_name, avatar_url, bio } => {
                 let user_id = self.id.ok_or(UserError::NotFound)?;
                 if !self.active {
@@ -128,12 +141,19 @@ impl Aggregate for User {
                 self.account_id = Some(account_id);
                 self.name = name;
                 self.email = email;
+                self.password_history = vec![password_hash.clone()];
                 self.password_hash = password_hash;
                 self.roles = roles;
                 self.active = true;
             }
             UserEvent::UserDeactivated { .. } => self.active = false,
             UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
+            UserEvent::PasswordChanged { password_hash, .. } => {
+                self.password_history.push(password_hash.clone());
+                let excess = self.password_history.len().saturating_sub(PASSWORD_HISTORY);
+                self.password_history.drain(..excess);
+                self.password_hash = password_hash;
+            }
             UserEvent::UserProfileUpdated { name, display_name, avatar_url, bio, .. } => {
                 if let Some(name) = name {
                     self.name = name;
@@ -278,6 +298,29 @@ mod tests {
             .given(vec![registered(id)])
             .when(update(Some("Alice"), None))
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_password_change_keeps_the_last_five_hashes() {
+        let id = Uuid::now_v7();
+        let mut given = vec![registered(id)];
+        for i in 0..6 {
+            given.push(UserEvent::PasswordChanged { user_id: id, password_hash: format!("h{i}") });
+        }
+        let mut user = User::default();
+        for e in given.clone() {
+            user.apply(e);
+        }
+        assert_eq!(
+            user.password_history,
+            vec!["h1", "h2", "h3", "h4", "h5"],
+            "the current hash and four before it"
+        );
+        assert_eq!(user.password_hash, "h5");
+        TestFramework::<User>::with(())
+            .given(given)
+            .when(UserCommand::ChangePassword { password_hash: "h6".into() })
+            .then_expect_events(vec![UserEvent::PasswordChanged { user_id: id, password_hash: "h6".into() }]);
     }
 
     #[test]

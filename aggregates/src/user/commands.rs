@@ -28,4 +28,7 @@ pub enum UserCommand {
         avatar_url: Option<Option<String>>,
         bio: Option<Option<String>>,
     },
+    /// Sets a new password, already hashed and checked against the recent ones by the caller
+    /// (argon2 verification is slow and not pure: it stays out of `handle`).
+    ChangePassword { password_hash: String },
 }

@@ -20,6 +20,12 @@ pub enum UserEvent {
     UserDeactivated { user_id: Uuid, by: Uuid },
     #[serde(rename = "UserRolesChanged")]
     UserRolesChanged { user_id: Uuid, roles: Vec<String>, by: Uuid },
+    #[serde(rename = "PasswordChanged")]
+    PasswordChanged {
+        user_id: Uuid,
+        /// Secret: redacted wherever events are shown.
+        password_hash: String,
+    },
     /// Only the fields that changed are present; an inner `null` clears the field.
     #[serde(rename = "UserProfileUpdated")]
     UserProfileUpdated {
@@ -64,6 +70,7 @@ impl DomainEvent for UserEvent {
             UserEvent::UserDeactivated { .. } => "UserDeactivated".into(),
             UserEvent::UserRolesChanged { .. } => "UserRolesChanged".into(),
             UserEvent::UserProfileUpdated { .. } => "UserProfileUpdated".into(),
+            UserEvent::PasswordChanged { .. } => "PasswordChanged".into(),
         }
     }
 

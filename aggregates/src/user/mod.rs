@@ -4,6 +4,6 @@ mod aggregate;
 mod commands;
 mod events;
 
-pub use aggregate::{User, UserError};
+pub use aggregate::{User, UserError, PASSWORD_HISTORY};
 pub use commands::UserCommand;
 pub use events::UserEvent;

@@ -222,3 +222,44 @@ impl Commands {
         done.fresh()
     }
 }
+
+impl Commands {
+    /// Changes one's own password: the current one must be given, and the new one may not be
+    /// any of the last five. All hashing happens before the write transaction.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+        current_password: &str,
+        new_password: &str,
+    ) -> Result<LogCursor, DispatchError> {
+        if ctx.user_id()? != user_id {
+            return Err(DispatchError::Forbidden("you can only change your own password".into()));
+        }
+        let user = self.dispatcher.load::<User>(&user_id.to_string()).await?;
+        let user =
+            user.filter(|l| l.account_id == ctx.account_id).ok_or(DispatchError::NotFound("user"))?.aggregate;
+        if !self.passwords.verify(current_password, &user.password_hash).await {
+            return Err(DispatchError::Invalid { field: "current_password", message: "is incorrect".into() });
+        }
+        for previous in &user.password_history {
+            if self.passwords.verify(new_password, previous).await {
+                return Err(DispatchError::Invalid {
+                    field: "new_password",
+                    message: "was used recently".into(),
+                });
+            }
+        }
+        let password_hash = self
+            .passwords
+            .hash(new_password)
+            .await
+            .map_err(|e| DispatchError::Invalid { field: "new_password", message: e.to_string() })?;
+        let done = self
+            .dispatcher
+            .execute::<User>(ctx, &user_id.to_string(), UserCommand::ChangePassword { password_hash })
+            .await?;
+        Ok(done.cursor.unwrap_or_default())
+    }
+}

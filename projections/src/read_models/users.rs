@@ -143,6 +143,18 @@ impl Projection for UsersProjection {
                     .execute(&mut *conn)
                     .await?;
                 }
+                // Nothing shown changes, but the user's version (their ETag) does.
+                "PasswordChanged" => {
+                    sqlx::query("UPDATE users SET updated_at = $2, version = version + 1 WHERE id = $1")
+                        .bind(
+                            e.stream_id
+                                .parse::<uuid::Uuid>()
+                                .map_err(|err| ProjectionError::apply(e, err))?,
+                        )
+                        .bind(e.recorded_at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 "UserDeactivated" => {
                     let UserEvent::UserDeactivated { user_id, .. } = decode(e)? else { continue };
                     sqlx::query("UPDATE users SET active = false, updated_at = $2, version = version + 1 WHERE id = $1")

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/users/me", get(me))
         .route("/users/{id}", get(profile).patch(update).delete(deactivate))
         .route("/users/{id}/roles", put(assign_roles))
+        .route("/users/{id}/password", put(change_password))
         .route("/permissions", get(permissions))
 }
 
@@ -270,6 +271,32 @@ async fn update(
     );
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", updated.version)) {
         response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes one's own password.
+#[tracing::instrument(skip_all)]
+async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<Uuid>,
+    crate::http::extract::ApiJson { value: body, .. }: crate::http::extract::ApiJson<PasswordBody>,
+) -> Result<Response, ApiError> {
+    let cursor = state
+        .app
+        .commands
+        .change_password(&principal.ctx, id, &body.current_password, &body.new_password)
+        .await?;
+    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
+    if let Ok(p) = HeaderValue::from_str(&cursor.to_string()) {
+        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
     }
     Ok(response)
 }
