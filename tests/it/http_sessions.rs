@@ -384,3 +384,55 @@ async fn a_password_changes_to_one_not_among_the_last_five() {
         .all(|e| e["data"]["password_hash"] == json!("[redacted]")));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn invitations_are_listed_without_tokens_and_a_revoked_one_registers_nobody() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let stranger = s.register("stranger@example.com").await;
+    let invite =
+        |email: &str| s.post("/api/v1/invitations", &owner.token, json!({"email": email, "role": "member"}));
+    let first = invite("a@example.com").await;
+    let second = invite("b@example.com").await;
+    let id = second.data()["id"].as_str().unwrap().to_owned();
+    let token = second.data()["token"].as_str().unwrap().to_owned();
+
+    let count = s.events().await;
+    s.call(Method::DELETE, &format!("/api/v1/invitations/{id}"), Some(&stranger.token), None, &[])
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(s.events().await, count);
+    let revoked =
+        s.call(Method::DELETE, &format!("/api/v1/invitations/{id}"), Some(&owner.token), None, &[]).await;
+    assert_eq!(revoked.status, 204);
+    let position = revoked.header("x-position").unwrap().to_owned();
+    s.call(Method::DELETE, &format!("/api/v1/invitations/{id}"), Some(&owner.token), None, &[])
+        .await
+        .assert_error(422, "invitation_invalid");
+    let register = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"name": "B", "email": "b@example.com", "password": "correct horse battery", "invitation_token": token})),
+            &[],
+        )
+        .await;
+    register.assert_error(422, "invitation_invalid");
+
+    let list = s.get_at("/api/v1/invitations", &owner.token, &position).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let items = list.data().as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        (items[0]["id"].as_str().unwrap(), items[0]["status"].as_str().unwrap()),
+        (id.as_str(), "revoked")
+    );
+    assert_eq!(items[1]["id"], first.data()["id"]);
+    assert_eq!(items[1]["status"], json!("pending"));
+    assert!(items.iter().all(|i| i.get("token").is_none()), "tokens are shown only once");
+    assert_eq!(list.body["meta"]["pagination"]["total"], json!(2));
+    let theirs = s.get_at("/api/v1/invitations", &stranger.token, &position).await;
+    assert_eq!(theirs.data().as_array().unwrap().len(), 0);
+    s.stop().await;
+}

@@ -67,3 +67,19 @@ impl Commands {
         })
     }
 }
+
+impl Commands {
+    /// Revokes a pending invitation of the caller's account.
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_invitation(
+        &self,
+        ctx: &CommandContext,
+        invitation_id: Uuid,
+    ) -> Result<LogCursor, DispatchError> {
+        ctx.require(Permission::UsersInvite)?;
+        let revoked_by = ctx.user_id()?;
+        let revoke = InvitationCommand::Revoke { revoked_by };
+        let done = self.dispatcher.execute::<Invitation>(ctx, &invitation_id.to_string(), revoke).await?;
+        Ok(done.cursor.unwrap_or_default())
+    }
+}

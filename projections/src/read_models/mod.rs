@@ -1,19 +1,26 @@
 //! Every read model: real relational tables with the indexes their queries need.
 
 mod conversations;
+mod invitations;
 mod messages;
 mod users;
 
 use std::sync::Arc;
 
 pub use conversations::ConversationsProjection;
+pub use invitations::InvitationsProjection;
 pub use messages::MessagesProjection;
 pub use users::UsersProjection;
 
 use crate::projection::Projection;
 
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(UsersProjection), Arc::new(ConversationsProjection), Arc::new(MessagesProjection)]
+    vec![
+        Arc::new(UsersProjection),
+        Arc::new(ConversationsProjection),
+        Arc::new(MessagesProjection),
+        Arc::new(InvitationsProjection),
+    ]
 }
 
 /// Decodes a domain event from a recorded one, naming the event on failure.

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,7 +14,7 @@ use crate::http::respond::created;
 use crate::http::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/invitations", post(create))
+    Router::new().route("/invitations", post(create).get(list)).route("/invitations/{id}", delete(revoke))
 }
 
 #[derive(Deserialize)]
@@ -40,4 +40,81 @@ async fn create(
         }),
         Some(issued.cursor),
     ))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// The account's invitations, newest first (never their tokens).
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::MinPosition(min): crate::http::extract::MinPosition,
+    crate::http::extract::ApiQuery(q): crate::http::extract::ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    principal.ctx.require(parley_aggregates::permissions::Permission::UsersInvite)?;
+    let page = q.page.unwrap_or(1);
+    if page < 1 {
+        return Err(ApiError::new(crate::http::error::Code::BadRequest, "page starts at 1"));
+    }
+    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
+    crate::http::consistency::projections(&state, &["invitations"], min).await?;
+    let pool = state.app.store.pool();
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM invitations WHERE account_id = $1")
+        .bind(principal.account_id())
+        .fetch_one(pool)
+        .await?;
+    type Row = (
+        uuid::Uuid,
+        String,
+        String,
+        uuid::Uuid,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, email, role, invited_by, status, expires_at, created_at FROM invitations \
+         WHERE account_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+    )
+    .bind(principal.account_id())
+    .bind(per_page)
+    .bind((page - 1).saturating_mul(per_page))
+    .fetch_all(pool)
+    .await?;
+    let now = chrono::Utc::now();
+    let items: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(id, email, role, invited_by, status, expires_at, created_at)| {
+            let status = if status == "pending" && expires_at <= now { "expired".to_owned() } else { status };
+            json!({"id": id, "email": email, "role": role, "invited_by": invited_by, "status": status,
+                   "expires_at": expires_at, "created_at": created_at})
+        })
+        .collect();
+    let meta = json!({"pagination": {"page": page, "per_page": per_page, "total": total,
+                                     "total_pages": (total + per_page - 1) / per_page}});
+    Ok(crate::http::respond::respond(
+        axum::http::StatusCode::OK,
+        crate::http::respond::envelope(json!(items), meta, None),
+        None,
+    ))
+}
+
+/// Revokes a pending invitation: its token no longer registers anyone.
+#[tracing::instrument(skip_all)]
+async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<uuid::Uuid>,
+) -> Result<Response, ApiError> {
+    let cursor = state.app.commands.revoke_invitation(&principal.ctx, id).await?;
+    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
+    if let Ok(p) = axum::http::HeaderValue::from_str(&cursor.to_string()) {
+        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
+    }
+    Ok(response)
 }
