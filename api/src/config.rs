@@ -18,6 +18,12 @@ pub struct Config {
     /// HS256 secret for access tokens; generated once and kept in the database when unset.
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// Requests to `/auth/*` allowed per client IP per minute.
+    #[arg(long, env = "PARLEY_AUTH_RATE_PER_MINUTE", default_value_t = 60, global = true)]
+    pub auth_per_minute: u32,
+    /// Failed logins allowed per email per 15 minutes.
+    #[arg(long, env = "PARLEY_FAILED_LOGINS_PER_EMAIL", default_value_t = 10, global = true)]
+    pub failed_logins: u32,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -30,6 +36,8 @@ impl Config {
             pool_size: 20,
             bind: "127.0.0.1:3001".into(),
             jwt_secret: None,
+            auth_per_minute: 60,
+            failed_logins: 10,
             log_format: "text".into(),
         }
     }

@@ -436,3 +436,58 @@ async fn invitations_are_listed_without_tokens_and_a_revoked_one_registers_nobod
     assert_eq!(theirs.data().as_array().unwrap().len(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn failed_logins_per_email_and_auth_requests_per_ip_are_limited_with_retry_after() {
+    let s = TestServer::start_with(|o| {
+        o.failed_logins = 3;
+        o.auth_per_minute = 1000;
+    })
+    .await;
+    s.register("owner@example.com").await;
+    s.register("other@example.com").await;
+    let login = |email: &str, password: &str| {
+        s.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+            &[],
+        )
+    };
+    for _ in 0..3 {
+        login("owner@example.com", "wrong password!!").await.assert_error(401, "unauthorized");
+    }
+    let limited = login("Owner@Example.com", "correct horse battery").await;
+    limited.assert_error(429, "rate_limited");
+    assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(
+        login("other@example.com", "correct horse battery").await.status,
+        200,
+        "other emails are not affected"
+    );
+    s.stop().await;
+
+    let s = TestServer::start_with(|o| o.auth_per_minute = 5).await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let a = login_any(&s, i).await;
+        statuses.push(a.status.as_u16());
+        if a.status == 429 {
+            a.assert_error(429, "rate_limited");
+            assert!(a.header("retry-after").is_some());
+        }
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429, 429], "the sixth request in a minute is refused");
+    assert_eq!(
+        s.call(Method::GET, "/health", None, None, &[]).await.status,
+        200,
+        "other routes are not limited"
+    );
+    s.stop().await;
+}
+
+async fn login_any(s: &TestServer, i: usize) -> parley_tests::server::Answer {
+    let body = json!({"email": format!("nobody{i}@example.com"), "password": "wrong password!!"});
+    s.call(Method::POST, "/api/v1/auth/login", None, Some(body), &[]).await
+}

@@ -6,6 +6,7 @@ pub mod cable;
 pub mod consistency;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod live;
 pub mod respond;
 pub mod revocations;
@@ -40,8 +41,9 @@ use crate::workers::Workers;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    let auth = routes::auth::router().layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
     let api = Router::new()
-        .merge(routes::auth::router())
+        .merge(auth)
         .merge(routes::users::router())
         .merge(routes::invitations::router())
         .merge(routes::conversations::router())
@@ -102,11 +104,22 @@ pub struct ServeOptions {
     pub jwt_secret: Option<String>,
     /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
     pub live_capacity: usize,
+    /// Requests to `/auth/*` per client IP per minute.
+    pub auth_per_minute: u32,
+    /// Failed logins per email per 15 minutes.
+    pub failed_logins: u32,
 }
 
 impl ServeOptions {
     pub fn new(bind: impl Into<String>, workers: bool, jwt_secret: Option<String>) -> Self {
-        Self { bind: bind.into(), workers, jwt_secret, live_capacity: live::DEFAULT_CAPACITY }
+        Self {
+            bind: bind.into(),
+            workers,
+            jwt_secret,
+            live_capacity: live::DEFAULT_CAPACITY,
+            auth_per_minute: 60,
+            failed_logins: 10,
+        }
     }
 }
 
@@ -132,6 +145,7 @@ impl Server {
             jwt: Arc::new(JwtKeys::new(&secret)),
             live,
             revocations,
+            limits: limits::Limits::new(options.auth_per_minute, options.failed_logins),
             metrics: prometheus(),
             shutdown: stopped.clone(),
         };

@@ -15,6 +15,8 @@ pub struct AppState {
     pub live: LiveFeed,
     /// Ended sessions: their tokens are refused without a database round trip.
     pub revocations: super::revocations::Revocations,
+    /// Login protection.
+    pub limits: super::limits::Limits,
     pub metrics: Option<PrometheusHandle>,
     /// Becomes `true` when the server shuts down: long-lived connections close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

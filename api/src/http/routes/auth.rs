@@ -128,7 +128,17 @@ async fn login(
     Origin(request_id, client_ip): Origin,
     ApiJson { value: body, .. }: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let logged_in = state.app.commands.login(&body.email, &body.password, request_id, client_ip).await?;
+    let email = body.email.trim().to_lowercase();
+    state.limits.failed_logins.peek(&email).map_err(crate::http::limits::too_many)?;
+    let logged_in = match state.app.commands.login(&body.email, &body.password, request_id, client_ip).await {
+        Ok(logged_in) => logged_in,
+        Err(e) => {
+            if matches!(e, DispatchError::Unauthenticated) {
+                let _ = state.limits.failed_logins.hit(&email);
+            }
+            return Err(e.into());
+        }
+    };
     let who = Identity {
         user_id: logged_in.user_id,
         account_id: logged_in.account_id,
