@@ -85,6 +85,7 @@ async fn a_projection_killed_mid_batch_and_restarted_equals_a_rebuild_from_zero(
     let status = list(&t.app.store).await.unwrap();
     assert_eq!(status[0].events_applied, 0, "the checkpoint did not move");
 
+    t.settle().await;
     let mut restarted = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), options.clone());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !restarted.acquire().await.unwrap() {
@@ -291,6 +292,8 @@ async fn a_failing_event_stalls_only_its_projection_with_the_error_recorded() {
     let t = TestApp::new().await;
     let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
     t.append_messages(account, conversation, 20, 20).await;
+    // Runners stop at what is readable: make sure all 20 events are.
+    t.settle().await;
     let failing = Arc::new(FailsOn { bad_body: "message 8".into(), healed: AtomicBool::new(false) });
     let mut bad = Runner::new(t.app.store.clone(), failing.clone(), t.app.lease_options());
     let mut good = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), t.app.lease_options());
