@@ -220,3 +220,75 @@ async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
     assert!(metrics.contains("parley_http_requests_total"), "{metrics}");
     s.stop().await;
 }
+
+/// Every endpoint that takes an id, given an id from another account: 404, nothing written.
+/// The table is kept beside the router's; a new id-taking route belongs here.
+#[tokio::test]
+async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
+    let s = TestServer::start().await;
+    // Theirs: a whole account with a member, a conversation with a message, an invitation.
+    let theirs = s.register("theirs@example.com").await;
+    let their_member = s.invite_member(&theirs, "member@theirs.com").await;
+    let conversation = s.group(&theirs, &[&their_member]).await;
+    let message = s
+        .post(&format!("/api/v1/conversations/{conversation}/messages"), &theirs.token, json!({"body": "x"}))
+        .await;
+    let message_id = message.data()["id"].as_str().unwrap().to_owned();
+    let invitation = s
+        .post("/api/v1/invitations", &theirs.token, json!({"email": "new@theirs.com", "role": "member"}))
+        .await;
+    let invitation_id = invitation.data()["id"].as_str().unwrap().to_owned();
+    let settled = invitation.position();
+    // Mine: an owner with every permission.
+    let me = s.register("me@example.com").await;
+    let user = their_member.id.clone();
+    let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, format!("/api/v1/conversations/{conversation}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{conversation}/memberships"),
+            Some(json!({"user_id": me.id})),
+        ),
+        (Method::GET, format!("/api/v1/conversations/{conversation}/messages"), None),
+        (Method::POST, format!("/api/v1/conversations/{conversation}/messages"), Some(json!({"body": "hi"}))),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{conversation}/memberships"),
+            Some(json!({"user_id": user})),
+        ),
+        (Method::GET, format!("/api/v1/users/{user}"), None),
+        (Method::PATCH, format!("/api/v1/users/{user}"), Some(json!({"bio": "mine now"}))),
+        (Method::PUT, format!("/api/v1/users/{user}/roles"), Some(json!({"roles": ["admin"]}))),
+        (
+            Method::PUT,
+            format!("/api/v1/users/{user}/password"),
+            Some(json!({"current_password": "correct horse battery", "new_password": "another password"})),
+        ),
+        (Method::DELETE, format!("/api/v1/users/{user}"), None),
+        (Method::DELETE, format!("/api/v1/invitations/{invitation_id}"), None),
+        (Method::GET, format!("/api/v1/audit/streams/Conversation/{conversation}"), None),
+        (Method::GET, format!("/api/v1/audit/streams/User/{user}"), None),
+        (Method::GET, format!("/api/v1/audit/streams/Invitation/{invitation_id}"), None),
+    ];
+    let count = s.events().await;
+    for (method, path, body) in cases {
+        let a = s
+            .call(method.clone(), &path, Some(&me.token), body, &[("x-min-position", settled.as_str())])
+            .await;
+        assert_eq!(a.status.as_u16(), 404, "{method} {path}: {:?}", a.body);
+        a.assert_error(404, "not_found");
+    }
+    assert_eq!(s.events().await, count, "nothing was written");
+    // Nor do their resources show up in my lists or my audit log.
+    let audit = s.get_at("/api/v1/audit/events?limit=1000", &me.token, &settled).await;
+    let mine = audit.data().as_array().unwrap();
+    assert!(mine.iter().all(|e| e["stream_id"] != json!(conversation) && e["stream_id"] != json!(user)));
+    assert!(mine.iter().all(|e| !e["data"].to_string().contains(&message_id)));
+    let users = s.get_at("/api/v1/users", &me.token, &settled).await;
+    assert_eq!(users.data().as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.get_at("/api/v1/invitations", &me.token, &settled).await.data().as_array().unwrap().len(),
+        0
+    );
+    s.stop().await;
+}

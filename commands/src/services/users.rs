@@ -234,12 +234,14 @@ impl Commands {
         current_password: &str,
         new_password: &str,
     ) -> Result<LogCursor, DispatchError> {
-        if ctx.user_id()? != user_id {
-            return Err(DispatchError::Forbidden("you can only change your own password".into()));
-        }
+        let me = ctx.user_id()?;
+        // Another account's user does not exist for the caller: 404 before any 403.
         let user = self.dispatcher.load::<User>(&user_id.to_string()).await?;
         let user =
             user.filter(|l| l.account_id == ctx.account_id).ok_or(DispatchError::NotFound("user"))?.aggregate;
+        if me != user_id {
+            return Err(DispatchError::Forbidden("you can only change your own password".into()));
+        }
         if !self.passwords.verify(current_password, &user.password_hash).await {
             return Err(DispatchError::Invalid { field: "current_password", message: "is incorrect".into() });
         }
