@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use parley_api::http::{ServeOptions, Server};
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
-use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
-use crate::http::percentile;
+use crate::http::{percentile, register};
 use crate::Scratch;
 
 const CLIENTS: usize = 64;
@@ -72,15 +71,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let srv = Server::start(app, ServeOptions::new("127.0.0.1:0", true, Some("bench".into()))).await?;
     let base = format!("http://{}", srv.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
-    let registered: Value = http
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "correct horse battery"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = registered["data"]["access_token"].as_str().unwrap_or_default().to_owned();
-    let position = registered["meta"]["position"].as_str().unwrap_or("0").to_owned();
+    let (token, position) = register(&http, &base).await?;
     // Wait once for the read model, so every measured request finds it current.
     http.get(format!("{base}/api/v1/users/me"))
         .bearer_auth(&token)

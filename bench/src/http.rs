@@ -18,6 +18,20 @@ use crate::Scratch;
 const CLIENTS: usize = 32;
 const CONVERSATIONS: usize = 100;
 
+/// Registers the benchmark's user: its access token and the registration's position.
+pub async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
+    let registered: Value = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "correct horse battery"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = registered["data"]["access_token"].as_str().unwrap_or_default().to_owned();
+    let position = registered["meta"]["position"].as_str().unwrap_or("0").to_owned();
+    Ok((token, position))
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -40,14 +54,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let srv = Server::start(app, options).await?;
     let base = format!("http://{}", srv.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
-    let registered: Value = http
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"name": "Bench", "email": "bench@example.com", "password": "correct horse battery"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = registered["data"]["access_token"].as_str().unwrap_or_default().to_owned();
+    let (token, _) = register(&http, &base).await?;
     let mut conversations = Vec::new();
     for i in 0..CONVERSATIONS {
         let c: Value = http

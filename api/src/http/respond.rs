@@ -30,6 +30,15 @@ pub fn respond(status: StatusCode, body: Value, position: Option<LogCursor>) -> 
     response
 }
 
+/// 204 for a command with nothing to show: the position in `X-Position` only.
+pub fn no_content(position: LogCursor) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(p) = HeaderValue::from_str(&position.to_string()) {
+        response.headers_mut().insert(X_POSITION, p);
+    }
+    response
+}
+
 pub fn ok(data: Value, position: Option<LogCursor>) -> Response {
     respond(StatusCode::OK, envelope(data, json!({}), position), position)
 }

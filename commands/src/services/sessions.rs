@@ -106,18 +106,29 @@ impl Commands {
         let (Some(user_id), Some(account_id)) = (user.id, user.account_id) else {
             return Err(DispatchError::Unauthenticated);
         };
+        let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
+        ctx.request_id = request_id;
+        ctx.client_ip = client_ip;
+        let session = self.start_session(&ctx).await?;
+        self.logged_in(user, user_version, account_id, session).await
+    }
+
+    /// Who signed in, with their account's name and the session.
+    async fn logged_in(
+        &self,
+        user: User,
+        user_version: i64,
+        account_id: Uuid,
+        session: SessionStarted,
+    ) -> Result<LoggedIn, DispatchError> {
         let account = self
             .dispatcher
             .load::<Account>(&account_id.to_string())
             .await?
             .map(|l| l.aggregate)
             .unwrap_or_default();
-        let mut ctx = CommandContext::new(account_id, Actor::user(user_id, Vec::new()));
-        ctx.request_id = request_id;
-        ctx.client_ip = client_ip;
-        let session = self.start_session(&ctx).await?;
         Ok(LoggedIn {
-            user_id,
+            user_id: user.id.unwrap_or_default(),
             account_id,
             account_name: account.name,
             name: user.name,
@@ -186,26 +197,8 @@ impl Commands {
             tracing::warn!(%session_id, "a rotated refresh token was presented again; the session is revoked");
             return Err(DispatchError::SessionRevoked(session_id));
         }
-        let account = self
-            .dispatcher
-            .load::<Account>(&account_id.to_string())
-            .await?
-            .map(|l| l.aggregate)
-            .unwrap_or_default();
-        Ok(LoggedIn {
-            user_id,
-            account_id,
-            account_name: account.name,
-            name: user.name,
-            email: user.email,
-            roles: user.roles,
-            user_version,
-            session: SessionStarted {
-                session_id,
-                refresh_token,
-                expires_at,
-                cursor: done.cursor.unwrap_or_default(),
-            },
-        })
+        let session =
+            SessionStarted { session_id, refresh_token, expires_at, cursor: done.cursor.unwrap_or_default() };
+        self.logged_in(user, user_version, account_id, session).await
     }
 }

@@ -11,8 +11,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use axum::response::IntoResponse;
-
 use crate::http::auth::{origin, Principal};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, NoIdempotencyKey};
@@ -192,9 +190,5 @@ async fn logout(State(state): State<AppState>, principal: Principal) -> Result<R
     let session = principal.claims.sid;
     let position = state.app.commands.end_session(&principal.ctx, session, "logout").await?;
     state.revocations.revoke(session);
-    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
-    if let Ok(p) = axum::http::HeaderValue::from_str(&position.to_string()) {
-        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
-    }
-    Ok(response)
+    Ok(crate::http::respond::no_content(position))
 }

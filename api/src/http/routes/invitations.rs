@@ -112,9 +112,5 @@ async fn revoke(
     crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<uuid::Uuid>,
 ) -> Result<Response, ApiError> {
     let cursor = state.app.commands.revoke_invitation(&principal.ctx, id).await?;
-    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
-    if let Ok(p) = axum::http::HeaderValue::from_str(&cursor.to_string()) {
-        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
-    }
-    Ok(response)
+    Ok(crate::http::respond::no_content(cursor))
 }

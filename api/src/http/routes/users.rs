@@ -109,11 +109,7 @@ async fn deactivate(
     for session in &done.ended_sessions {
         state.revocations.revoke(*session);
     }
-    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
-    if let Ok(p) = HeaderValue::from_str(&done.cursor.to_string()) {
-        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
-    }
-    Ok(response)
+    Ok(crate::http::respond::no_content(done.cursor))
 }
 
 #[derive(serde::Deserialize)]
@@ -294,9 +290,5 @@ async fn change_password(
         .commands
         .change_password(&principal.ctx, id, &body.current_password, &body.new_password)
         .await?;
-    let mut response = axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT);
-    if let Ok(p) = HeaderValue::from_str(&cursor.to_string()) {
-        response.headers_mut().insert(crate::http::respond::X_POSITION, p);
-    }
-    Ok(response)
+    Ok(crate::http::respond::no_content(cursor))
 }
