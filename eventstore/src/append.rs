@@ -144,6 +144,37 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
         versions.push(e.schema_version);
         payloads.push(&e.payload);
     }
+    if n == 1 {
+        // The common case, through the scalar single-event function.
+        let e = &append.events[0];
+        let row: Result<(i64, String, i64), sqlx::Error> = sqlx::query_as(
+            "SELECT out_position, out_transaction_id::text, out_version \
+             FROM parley_append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(append.account_id)
+        .bind(&append.stream.stream_type)
+        .bind(&append.stream.stream_id)
+        .bind(append.expected_version)
+        .bind(e.event_id)
+        .bind(&e.event_type)
+        .bind(e.schema_version)
+        .bind(&e.payload)
+        .bind(&metadata)
+        .bind(recorded_at)
+        .bind(&canonical[0])
+        .fetch_one(&mut *conn)
+        .await;
+        let (position, tx, version) = row.map_err(|e| classify(e, append))?;
+        metrics::counter!("parley_events_appended_total").increment(1);
+        let event = AppendedEvent {
+            position,
+            transaction_id: parse_xid(&tx)?,
+            version,
+            event_id: e.event_id,
+            recorded_at,
+        };
+        return Ok(Appended { events: vec![event] });
+    }
     let metadatas = vec![&metadata; n];
     let rows: Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
         "SELECT out_position, out_transaction_id::text, out_version \
