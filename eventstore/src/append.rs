@@ -112,8 +112,9 @@ pub(crate) async fn lock_streams(conn: &mut PgConnection, streams: &[StreamKey])
 
 /// Appends in the connection's current transaction (or as its own, in autocommit).
 ///
-/// `parley_append` takes the stream lock, then the transaction id, checks the expected version
-/// and that the head was not written by a younger transaction, and chains the hashes.
+/// `parley_append_one` (one event; `parley_append` calls it for each of several) takes the stream
+/// lock, then the transaction id, checks the expected version and that the head was not written by
+/// a younger transaction, and chains the hashes.
 pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Result<Appended, StoreError> {
     if append.events.is_empty() {
         return Ok(Appended { events: Vec::new() });

@@ -76,35 +76,37 @@ BEGIN
 END
 $$;
 
--- Appends events to one stream with an expected version, chaining their hashes.
--- p_canonical[i] holds the canonical bytes of event i (defined once, in eventstore::hash);
--- hash = sha256(prev_hash || canonical).
+-- Appends one event to a stream with an expected version, chaining its hash; the rules of the
+-- log live here and only here. It takes the stream's lock, *then* the transaction id (so that
+-- commit-safe order follows each stream's version order), checks the expected version and that the
+-- head was not written by a younger transaction, and inserts with
+-- hash = sha256(prev_hash || canonical), where the canonical bytes are defined once, in
+-- eventstore::hash.
 -- Errors: PL409 (expected version mismatch, DETAIL = actual version),
 --         PL40R (the stream's head was written by a younger transaction: retry).
-CREATE FUNCTION parley_append(
+CREATE FUNCTION parley_append_one(
     p_account_id uuid,
     p_stream_type text,
     p_stream_id text,
     p_expected_version bigint,
-    p_event_ids uuid[],
-    p_event_types text[],
-    p_schema_versions int[],
-    p_payloads jsonb[],
-    p_metadata jsonb[],
+    p_event_id uuid,
+    p_event_type text,
+    p_schema_version int,
+    p_payload jsonb,
+    p_metadata jsonb,
     p_recorded_at timestamptz,
-    p_canonical bytea[])
-RETURNS TABLE (out_position bigint, out_transaction_id xid8, out_version bigint)
+    p_canonical bytea,
+    OUT out_position bigint,
+    OUT out_transaction_id xid8,
+    OUT out_version bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_xid xid8;
     v_head_tx xid8;
     v_prev bytea;
-    v_hash bytea;
     v_version bigint;
 BEGIN
-    -- The steps of parley_lock_stream, inlined: this is the hot path.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_type || '/' || p_stream_id, 0));
-    v_xid := pg_current_xact_id();
+    out_transaction_id := pg_current_xact_id();
     SELECT e.version, e.transaction_id, e.hash INTO v_version, v_head_tx, v_prev
       FROM events e
      WHERE e.stream_type = p_stream_type AND e.stream_id = p_stream_id
@@ -119,21 +121,42 @@ BEGIN
             p_stream_type, p_stream_id, v_version, p_expected_version
             USING ERRCODE = 'PL409', DETAIL = v_version::text;
     END IF;
-    IF v_head_tx IS NOT NULL AND v_head_tx > v_xid THEN
+    IF v_head_tx IS NOT NULL AND v_head_tx > out_transaction_id THEN
         RAISE EXCEPTION 'stream %/% was last written by a younger transaction', p_stream_type, p_stream_id
             USING ERRCODE = 'PL40R';
     END IF;
-    out_transaction_id := v_xid;
+    out_version := v_version + 1;
+    INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type,
+                        schema_version, payload, metadata, recorded_at, prev_hash, hash)
+    VALUES (p_event_id, p_account_id, p_stream_type, p_stream_id, out_version, p_event_type,
+            p_schema_version, p_payload, p_metadata, p_recorded_at, v_prev, sha256(v_prev || p_canonical))
+    RETURNING position INTO out_position;
+END
+$$;
+
+-- Appends several events to one stream: each through parley_append_one, which sees the previous
+-- one (same transaction) as the head, so versions, hash links and checks are the same rules.
+CREATE FUNCTION parley_append(
+    p_account_id uuid,
+    p_stream_type text,
+    p_stream_id text,
+    p_expected_version bigint,
+    p_event_ids uuid[],
+    p_event_types text[],
+    p_schema_versions int[],
+    p_payloads jsonb[],
+    p_metadata jsonb[],
+    p_recorded_at timestamptz,
+    p_canonical bytea[])
+RETURNS TABLE (out_position bigint, out_transaction_id xid8, out_version bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
     FOR i IN 1 .. coalesce(array_length(p_event_ids, 1), 0) LOOP
-        v_version := v_version + 1;
-        v_hash := sha256(v_prev || p_canonical[i]);
-        INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type,
-                            schema_version, payload, metadata, recorded_at, prev_hash, hash)
-        VALUES (p_event_ids[i], p_account_id, p_stream_type, p_stream_id, v_version, p_event_types[i],
-                p_schema_versions[i], p_payloads[i], p_metadata[i], p_recorded_at, v_prev, v_hash)
-        RETURNING position INTO out_position;
-        out_version := v_version;
-        v_prev := v_hash;
+        SELECT a.out_position, a.out_transaction_id, a.out_version
+          INTO out_position, out_transaction_id, out_version
+          FROM parley_append_one(p_account_id, p_stream_type, p_stream_id, p_expected_version + i - 1,
+                                 p_event_ids[i], p_event_types[i], p_schema_versions[i], p_payloads[i],
+                                 p_metadata[i], p_recorded_at, p_canonical[i]) AS a;
         RETURN NEXT;
     END LOOP;
 END
