@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::Permission;
-use parley_eventstore::{EventFilter, LogCursor};
+use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
 use parley_replay::{redacted, AsOf, ReplayError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,6 +41,15 @@ struct Query {
     limit: Option<i64>,
 }
 
+/// An event as the audit API shows it (API.md): callers redact it first.
+fn audit_event(e: &RecordedEvent) -> Value {
+    json!({
+        "position": e.cursor().to_string(), "event_id": e.event_id, "event_type": e.event_type,
+        "stream_type": e.stream_type, "stream_id": e.stream_id, "version": e.version,
+        "data": e.payload, "metadata": e.metadata, "recorded_at": e.recorded_at,
+    })
+}
+
 #[tracing::instrument(skip_all)]
 async fn events(
     State(state): State<AppState>,
@@ -68,17 +77,7 @@ async fn events(
     let page = state.app.store.query(&filter, limit).await?;
     let next_cursor =
         (page.len() as i64 == limit).then(|| page.last().map(|e| e.cursor().to_string())).flatten();
-    let events: Vec<Value> = page
-        .into_iter()
-        .map(redacted)
-        .map(|e| {
-            json!({
-                "position": e.cursor().to_string(), "event_id": e.event_id, "event_type": e.event_type,
-                "stream_type": e.stream_type, "stream_id": e.stream_id, "version": e.version,
-                "data": e.payload, "metadata": e.metadata, "recorded_at": e.recorded_at,
-            })
-        })
-        .collect();
+    let events: Vec<Value> = page.into_iter().map(redacted).map(|e| audit_event(&e)).collect();
     Ok(respond(
         StatusCode::OK,
         envelope(json!(events), json!({"next_cursor": next_cursor, "limit": limit}), None),
@@ -121,17 +120,8 @@ async fn stream(
     if found.events.first().is_some_and(|e| e.account_id != principal.account_id()) {
         return Err(ApiError::not_found());
     }
-    let events: Vec<Value> = found
-        .events
-        .iter()
-        .map(|e| {
-            json!({
-                "position": e.cursor().to_string(), "event_id": e.event_id, "event_type": e.event_type,
-                "stream_type": e.stream_type, "stream_id": e.stream_id, "version": e.version,
-                "data": e.payload, "metadata": e.metadata, "recorded_at": e.recorded_at,
-            })
-        })
-        .collect();
+    // `state` redacts what it returns.
+    let events: Vec<Value> = found.events.iter().map(audit_event).collect();
     let data = json!({
         "stream_type": found.stream_type, "stream_id": found.stream_id, "version": found.version,
         "state": found.state, "events": events,
