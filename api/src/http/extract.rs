@@ -152,3 +152,42 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         })
     }
 }
+
+/// Page pagination (API.md, "Conventions"): `page` from 1 (default 1), `per_page` clamped to
+/// 1..=100 (default 20). Other query parameters are left to the endpoint.
+pub struct Pagination {
+    pub page: i64,
+    pub per_page: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct PageParams {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+impl Pagination {
+    /// Rows to skip.
+    pub fn offset(&self) -> i64 {
+        (self.page - 1).saturating_mul(self.per_page)
+    }
+
+    /// `meta` of a page of `total` rows.
+    pub fn meta(&self, total: i64) -> Value {
+        let total_pages = (total + self.per_page - 1) / self.per_page;
+        json!({"pagination": {"page": self.page, "per_page": self.per_page, "total": total, "total_pages": total_pages}})
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiQuery(p) = ApiQuery::<PageParams>::from_request_parts(parts, state).await?;
+        let page = p.page.unwrap_or(1);
+        if page < 1 {
+            return Err(ApiError::new(Code::BadRequest, "page starts at 1"));
+        }
+        Ok(Self { page, per_page: p.per_page.unwrap_or(20).clamp(1, 100) })
+    }
+}

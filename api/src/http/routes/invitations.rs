@@ -42,26 +42,15 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
-struct Page {
-    page: Option<i64>,
-    per_page: Option<i64>,
-}
-
 /// The account's invitations, newest first (never their tokens).
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
     crate::http::extract::MinPosition(min): crate::http::extract::MinPosition,
-    crate::http::extract::ApiQuery(q): crate::http::extract::ApiQuery<Page>,
+    page: crate::http::extract::Pagination,
 ) -> Result<Response, ApiError> {
     principal.ctx.require(parley_aggregates::permissions::Permission::UsersInvite)?;
-    let page = q.page.unwrap_or(1);
-    if page < 1 {
-        return Err(ApiError::new(crate::http::error::Code::BadRequest, "page starts at 1"));
-    }
-    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
     crate::http::consistency::projections(&state, &["invitations"], min).await?;
     let pool = state.app.store.pool();
     let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM invitations WHERE account_id = $1")
@@ -82,8 +71,8 @@ async fn list(
          WHERE account_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
     )
     .bind(principal.account_id())
-    .bind(per_page)
-    .bind((page - 1).saturating_mul(per_page))
+    .bind(page.per_page)
+    .bind(page.offset())
     .fetch_all(pool)
     .await?;
     let now = chrono::Utc::now();
@@ -95,11 +84,9 @@ async fn list(
                    "expires_at": expires_at, "created_at": created_at})
         })
         .collect();
-    let meta = json!({"pagination": {"page": page, "per_page": per_page, "total": total,
-                                     "total_pages": (total + per_page - 1) / per_page}});
     Ok(crate::http::respond::respond(
         axum::http::StatusCode::OK,
-        crate::http::respond::envelope(json!(items), meta, None),
+        crate::http::respond::envelope(json!(items), page.meta(total), None),
         None,
     ))
 }

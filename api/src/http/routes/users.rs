@@ -133,8 +133,6 @@ async fn assign_roles(
 #[derive(serde::Deserialize)]
 struct ListQuery {
     search: Option<String>,
-    page: Option<i64>,
-    per_page: Option<i64>,
 }
 
 /// `search` as a LIKE prefix, its wildcards taken literally.
@@ -150,13 +148,9 @@ async fn list(
     principal: Principal,
     MinPosition(min): MinPosition,
     crate::http::extract::ApiQuery(q): crate::http::extract::ApiQuery<ListQuery>,
+    page: crate::http::extract::Pagination,
 ) -> Result<Response, ApiError> {
     principal.ctx.require(parley_aggregates::permissions::Permission::UsersView)?;
-    let page = q.page.unwrap_or(1);
-    if page < 1 {
-        return Err(ApiError::new(crate::http::error::Code::BadRequest, "page starts at 1"));
-    }
-    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
     consistency::projections(&state, &["users"], min).await?;
     let pattern = q.search.as_deref().filter(|s| !s.trim().is_empty()).map(prefix_pattern);
     let pool = state.app.store.pool();
@@ -176,8 +170,8 @@ async fn list(
     )
     .bind(principal.account_id())
     .bind(&pattern)
-    .bind(per_page)
-    .bind((page - 1).saturating_mul(per_page))
+    .bind(page.per_page)
+    .bind(page.offset())
     .fetch_all(pool)
     .await?;
     let users: Vec<serde_json::Value> = rows
@@ -187,11 +181,9 @@ async fn list(
                    "roles": roles, "active": active, "created_at": created_at})
         })
         .collect();
-    let total_pages = (total + per_page - 1) / per_page;
-    let meta = json!({"pagination": {"page": page, "per_page": per_page, "total": total, "total_pages": total_pages}});
     Ok(crate::http::respond::respond(
         axum::http::StatusCode::OK,
-        crate::http::respond::envelope(json!(users), meta, None),
+        crate::http::respond::envelope(json!(users), page.meta(total), None),
         None,
     ))
 }
