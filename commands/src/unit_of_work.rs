@@ -45,16 +45,7 @@ impl Dispatcher {
     pub async fn load<A: WriteSide>(&self, stream_id: &str) -> Result<Option<Loaded<A>>, DispatchError> {
         let stream = StreamKey::new(A::TYPE, stream_id);
         let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
-        let mut aggregate = A::default();
-        let mut from = 0;
-        if A::SNAPSHOT_EVERY > 0 {
-            if let Some(snapshot) = snapshots::load(&mut conn, &stream, A::STATE_VERSION).await? {
-                if let Ok(state) = serde_json::from_value(snapshot.state) {
-                    aggregate = state;
-                    from = snapshot.version;
-                }
-            }
-        }
+        let (mut aggregate, from) = from_snapshot::<A>(&mut conn, &stream, None).await?;
         drop(conn);
         let events = self.store.read_stream(&stream, from, None).await?;
         let account: Option<(uuid::Uuid, i64)> = match events.last() {
@@ -224,6 +215,26 @@ impl Dispatcher {
     }
 }
 
+/// The aggregate's latest usable snapshot (of its current state shape, and not newer than
+/// `up_to` when given) and the version it reflects; the default state at 0 without one.
+async fn from_snapshot<A: WriteSide>(
+    conn: &mut PgConnection,
+    stream: &StreamKey,
+    up_to: Option<i64>,
+) -> Result<(A, i64), DispatchError> {
+    if A::SNAPSHOT_EVERY == 0 {
+        return Ok((A::default(), 0));
+    }
+    let Some(snapshot) = snapshots::load(conn, stream, A::STATE_VERSION).await? else {
+        return Ok((A::default(), 0));
+    };
+    if up_to.is_some_and(|v| snapshot.version > v) {
+        return Ok((A::default(), 0));
+    }
+    // A snapshot that no longer decodes is only a cache miss.
+    Ok(serde_json::from_value(snapshot.state).map(|state| (state, snapshot.version)).unwrap_or_default())
+}
+
 /// Tries `attempt` again (in a fresh transaction) while it fails with a retryable conflict.
 pub async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, DispatchError>
 where
@@ -350,18 +361,11 @@ impl UnitOfWork {
         if let Some(cached) = self.cache.get::<A>(&stream, head.version) {
             return Ok((cached, head));
         }
-        let mut aggregate = A::default();
-        let mut from = 0;
-        if A::SNAPSHOT_EVERY > 0 && head.version > 0 {
-            if let Some(snapshot) = snapshots::load(self.tx.conn(), &stream, A::STATE_VERSION).await? {
-                if let (true, Ok(state)) =
-                    (snapshot.version <= head.version, serde_json::from_value(snapshot.state))
-                {
-                    aggregate = state;
-                    from = snapshot.version;
-                }
-            }
-        }
+        let (mut aggregate, from) = if head.version > 0 {
+            from_snapshot::<A>(self.tx.conn(), &stream, Some(head.version)).await?
+        } else {
+            (A::default(), 0)
+        };
         if head.version > from {
             for event in self.tx.read_stream(&stream, from).await? {
                 aggregate.apply(from_payload(&event.event_type, &event.payload)?);
