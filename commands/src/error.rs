@@ -38,6 +38,9 @@ pub enum DispatchError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node cannot run the command now (it is shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
 }
 
 impl DispatchError {

@@ -5,6 +5,7 @@
 mod cache;
 mod context;
 mod error;
+mod group_commit;
 pub mod password;
 pub mod services;
 pub mod tokens;
@@ -13,5 +14,6 @@ mod write_side;
 
 pub use context::{Actor, CommandContext};
 pub use error::DispatchError;
+pub use group_commit::GroupCommit;
 pub use unit_of_work::{with_retry, Dispatcher, Executed, Idempotency, Idempotent, Loaded, UnitOfWork};
 pub use write_side::WriteSide;

@@ -26,8 +26,8 @@ const MAX_ATTEMPTS: usize = 8;
 /// Runs commands. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
-    store: EventStore,
-    cache: Arc<AggregateCache>,
+    pub(crate) store: EventStore,
+    pub(crate) cache: Arc<AggregateCache>,
 }
 
 impl Dispatcher {
@@ -235,6 +235,46 @@ async fn from_snapshot<A: WriteSide>(
     Ok(serde_json::from_value(snapshot.state).map(|state| (state, snapshot.version)).unwrap_or_default())
 }
 
+/// Runs `command` on `aggregate`: the state after it and the events it decided.
+pub(crate) async fn decide<A: WriteSide>(
+    mut aggregate: A,
+    command: A::Command,
+) -> Result<(A, Vec<A::Event>), DispatchError> {
+    let sink = EventSink::default();
+    aggregate.handle(command, &(), &sink).await.map_err(|e| DispatchError::Domain(e.into()))?;
+    let events = sink.collect().await;
+    Ok((aggregate, events))
+}
+
+/// The stored form of an aggregate's new events.
+pub(crate) fn to_new_events<E: DomainEvent>(events: &[E]) -> Result<Vec<NewEvent>, DispatchError> {
+    events
+        .iter()
+        .map(|event| {
+            let (event_type, payload) = to_payload(event)?;
+            let schema_version = event.event_version().parse().unwrap_or(1);
+            Ok(NewEvent::new(event_type, schema_version, payload))
+        })
+        .collect()
+}
+
+/// Saves a snapshot when the stream went from `before` past a multiple of `A::SNAPSHOT_EVERY`
+/// to `after`, in the append's transaction.
+pub(crate) async fn snapshot_if_due<A: WriteSide>(
+    conn: &mut PgConnection,
+    stream: &StreamKey,
+    before: i64,
+    after: i64,
+    aggregate: &A,
+) -> Result<(), DispatchError> {
+    if A::SNAPSHOT_EVERY > 0 && after / A::SNAPSHOT_EVERY > before / A::SNAPSHOT_EVERY {
+        let state = serde_json::to_value(aggregate)
+            .map_err(|e| parley_aggregates::PayloadError::Shape(e.to_string()))?;
+        snapshots::save(conn, stream, A::STATE_VERSION, &Snapshot { version: after, state }).await?;
+    }
+    Ok(())
+}
+
 /// Tries `attempt` again (in a fresh transaction) while it fails with a retryable conflict.
 pub async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, DispatchError>
 where
@@ -392,30 +432,30 @@ impl UnitOfWork {
         // Decide on the cached latest state when there is one (the append checks its version
         // under the lock); else, and on every retry, lock the stream and load it.
         let cached = if self.optimistic { self.cache.latest::<A>(&stream) } else { None };
-        let (mut aggregate, version, head_cursor) = match cached {
-            Some(latest) => {
-                if latest.account_id != self.ctx.account_id {
-                    return Err(DispatchError::NotFound(A::TYPE));
-                }
-                (latest.state, latest.version, latest.cursor)
+        let decided = match cached {
+            Some(latest) if latest.account_id != self.ctx.account_id => {
+                return Err(DispatchError::NotFound(A::TYPE))
             }
+            Some(latest) => match decide(latest.state, command.clone()).await {
+                // A refusal may come from a stale cached state (another node wrote since): it
+                // stands only when the state under the lock says the same, below.
+                Err(_) => None,
+                Ok((aggregate, events)) => Some((aggregate, events, latest.version, latest.cursor)),
+            },
+            None => None,
+        };
+        let (aggregate, events, version, head_cursor) = match decided {
+            Some(decided) => decided,
             None => {
                 let (aggregate, head) = self.load::<A>(stream_id).await?;
-                (aggregate, head.version, head.cursor)
+                let (aggregate, events) = decide(aggregate, command).await?;
+                (aggregate, events, head.version, head.cursor)
             }
         };
-        let sink = EventSink::default();
-        aggregate.handle(command, &(), &sink).await.map_err(|e| DispatchError::Domain(e.into()))?;
-        let events = sink.collect().await;
         if events.is_empty() {
             return Ok(Executed { aggregate, events, appended: Vec::new(), version, cursor: head_cursor });
         }
-        let mut new_events = Vec::with_capacity(events.len());
-        for event in &events {
-            let (event_type, payload) = to_payload(event)?;
-            let schema_version = event.event_version().parse().unwrap_or(1);
-            new_events.push(NewEvent::new(event_type, schema_version, payload));
-        }
+        let new_events = to_new_events(&events)?;
         let appended = self
             .tx
             .append(&StreamAppend {
@@ -434,11 +474,7 @@ impl UnitOfWork {
         let head_version = version;
         A::write_side(self.tx.conn(), self.ctx.account_id, &stream, &events).await?;
         let version = appended.version().unwrap_or(head_version);
-        if A::SNAPSHOT_EVERY > 0 && version / A::SNAPSHOT_EVERY > head_version / A::SNAPSHOT_EVERY {
-            let state = serde_json::to_value(&aggregate)
-                .map_err(|e| parley_aggregates::PayloadError::Shape(e.to_string()))?;
-            snapshots::save(self.tx.conn(), &stream, A::STATE_VERSION, &Snapshot { version, state }).await?;
-        }
+        snapshot_if_due(self.tx.conn(), &stream, head_version, version, &aggregate).await?;
         let cursor = appended.cursor();
         if cursor.is_some() {
             self.last = cursor;

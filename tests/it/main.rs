@@ -3,6 +3,7 @@
 
 mod commands;
 mod concurrency;
+mod group_commit;
 mod http_bad_input;
 mod http_flow;
 mod http_sessions;

@@ -213,6 +213,7 @@ impl From<DispatchError> for ApiError {
                 "a request with this Idempotency-Key is still in progress",
             ),
             DispatchError::Store(StoreError::Timeout(_)) => lagging(),
+            DispatchError::Unavailable(why) => ApiError::new(Code::ServiceUnavailable, why),
             DispatchError::Payload(e) => ApiError::internal(&e),
             DispatchError::Store(e) => ApiError::internal(&e),
         }

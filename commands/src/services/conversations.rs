@@ -120,6 +120,10 @@ impl Commands {
         let author_id = ctx.user_id()?;
         let body = field("body", MessageBody::parse(body))?;
         let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body };
+        if idempotency.is_none() {
+            // Nothing to store beside the events: commit it with concurrent posts.
+            return self.posts.execute(ctx, &conversation_id.to_string(), post).await.map(Idempotent::Fresh);
+        }
         self.dispatcher
             .transact(ctx, idempotency, |uow| {
                 let post = post.clone();

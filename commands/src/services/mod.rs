@@ -16,13 +16,17 @@ pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER
 use parley_aggregates::values::ValueError;
 
 use crate::error::DispatchError;
+use crate::group_commit::GroupCommit;
 use crate::password::PasswordHasher;
 use crate::unit_of_work::Dispatcher;
+use parley_aggregates::conversation::Conversation;
 
 /// The write side's use cases.
 #[derive(Clone)]
 pub struct Commands {
     dispatcher: Dispatcher,
+    /// Posts (without an idempotency key) are committed in groups.
+    posts: GroupCommit<Conversation>,
     passwords: PasswordHasher,
     /// A password hash for unknown emails, made once.
     dummy: std::sync::Arc<tokio::sync::OnceCell<String>>,
@@ -30,7 +34,7 @@ pub struct Commands {
 
 impl Commands {
     pub fn new(dispatcher: Dispatcher, passwords: PasswordHasher) -> Self {
-        Self { dispatcher, passwords, dummy: Default::default() }
+        Self { posts: GroupCommit::new(dispatcher.clone()), dispatcher, passwords, dummy: Default::default() }
     }
 
     pub fn dispatcher(&self) -> &Dispatcher {

@@ -1,0 +1,160 @@
+//! Posts committed in groups: each lands exactly once, in each poster's order, with its own
+//! metadata; a stale state (another node wrote) never refuses or loses a post.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parley_aggregates::conversation::MemberRole;
+use parley_api::{App, Config};
+use parley_commands::password::PasswordHasher;
+use parley_commands::services::Registration;
+use parley_commands::DispatchError;
+use parley_eventstore::StreamKey;
+use parley_tests::{user_context, TestApp};
+use uuid::Uuid;
+
+const POSTERS: usize = 24;
+const POSTS: usize = 25;
+const CONVERSATIONS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_posts_are_committed_in_groups_each_once_in_order() {
+    let t = Arc::new(TestApp::with_pool(12).await);
+    let (owner, _) = t.owner("owner@example.com").await;
+    let mut conversations = Vec::new();
+    for i in 0..CONVERSATIONS {
+        let group = t.app.commands.start_group(&owner, &format!("room {i}"), &[]).await.unwrap();
+        conversations.push(group.aggregate.id.unwrap());
+    }
+    let conversations = Arc::new(conversations);
+    let tasks: Vec<_> = (0..POSTERS)
+        .map(|poster| {
+            let (t, owner, conversations) = (t.clone(), owner.clone(), conversations.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..POSTS {
+                    // Each poster has its own correlation id, to find its events by.
+                    let mut ctx = owner.clone();
+                    ctx.correlation_id = Uuid::now_v7();
+                    let conversation = conversations[(poster + i) % CONVERSATIONS];
+                    let done = t
+                        .app
+                        .commands
+                        .post_message(&ctx, conversation, &format!("{poster}/{i}"))
+                        .await
+                        .unwrap();
+                    answers.push((ctx.correlation_id, done.version, done.cursor.unwrap()));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.unwrap());
+    }
+    assert_eq!(answers.len(), POSTERS * POSTS);
+
+    t.settle().await;
+    let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT stream_id, version, payload->>'body', metadata->>'correlation_id', transaction_id::text \
+         FROM events WHERE event_type = 'MessagePosted' ORDER BY transaction_id, position",
+    )
+    .fetch_all(t.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), POSTERS * POSTS, "every post appended once");
+    // Each answer names its own event: its correlation id, at the version it was told.
+    let by_correlation: HashMap<&str, (&str, i64)> = rows
+        .iter()
+        .map(|(stream, version, _, correlation, _)| (correlation.as_str(), (stream.as_str(), *version)))
+        .collect();
+    assert_eq!(by_correlation.len(), rows.len(), "one event per command, with its own metadata");
+    for (correlation, version, _) in &answers {
+        assert_eq!(by_correlation[correlation.to_string().as_str()].1, *version);
+    }
+    // Every conversation's versions are contiguous (the start is version 1).
+    for conversation in conversations.iter() {
+        let stream = StreamKey::new("Conversation", conversation.to_string());
+        let events = t.app.store.read_stream(&stream, 0, None).await.unwrap();
+        assert!(events.iter().enumerate().all(|(i, e)| e.version == i as i64 + 1));
+    }
+    // Each poster's messages are in its order in the log.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (_, _, body, _, _) in &rows {
+        let (poster, i) = body.split_once('/').unwrap();
+        let i: usize = i.parse().unwrap();
+        assert!(last.insert(poster, i).is_none_or(|prev| prev < i), "poster {poster} out of order");
+    }
+    // And they were grouped: fewer transactions than posts.
+    let transactions: HashSet<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+    assert!(
+        transactions.len() < rows.len(),
+        "{} posts in {} transactions: none grouped",
+        rows.len(),
+        transactions.len()
+    );
+    // The write-side index row of every message was written with it.
+    let (facts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM message_facts").fetch_one(t.app.store.pool()).await.unwrap();
+    assert_eq!(facts as usize, POSTERS * POSTS);
+    Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
+    let t = TestApp::new().await;
+    // Node B: its own pool, store and aggregate cache over the same database.
+    let mut config = Config::new(t.db.url());
+    config.pool_size = 4;
+    let b = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
+
+    let (owner, _) = t.owner("owner@example.com").await;
+    let invitation = t.app.commands.invite(&owner, "bob@example.com", "member").await.unwrap();
+    let bob = t
+        .app
+        .commands
+        .register(Registration {
+            name: "Bob".into(),
+            email: "bob@example.com".into(),
+            password: "correct horse battery".into(),
+            invitation_token: Some(invitation.token.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let bob = user_context(&bob);
+    let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    let id = group.aggregate.id.unwrap();
+    // Node A decides on its cached state of the conversation from now on.
+    t.app.commands.post_message(&owner, id, "first, on A").await.unwrap();
+    let refused = t.app.commands.post_message(&bob, id, "not yet a member").await;
+    assert!(matches!(refused, Err(DispatchError::Domain(_))), "{refused:?}");
+
+    // Node B adds Bob and posts: A's cached state is now two versions behind.
+    b.commands.add_member(&owner, id, bob.actor.id.unwrap(), MemberRole::Member).await.unwrap();
+    b.commands.post_message(&owner, id, "on B").await.unwrap();
+
+    // On A, Bob's post is decided again on the state under the lock, not refused on the stale one.
+    let on_a = t.app.commands.post_message(&bob, id, "now a member, on A").await.unwrap();
+    let started = group.version;
+    assert_eq!(on_a.version, started + 4, "after: a post, the member, the post on B");
+    // B writes again; the owner's post on A, decided in a group on the stale state, fails its
+    // expected version there, runs alone and lands after B's event.
+    b.commands.post_message(&owner, id, "on B again").await.unwrap();
+    let again = t.app.commands.post_message(&owner, id, "again on A").await.unwrap();
+    assert_eq!(again.version, started + 6);
+    let stream = StreamKey::new("Conversation", id.to_string());
+    let bodies: Vec<String> = t
+        .app
+        .store
+        .read_stream(&stream, 0, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.payload["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bodies, ["first, on A", "on B", "now a member, on A", "on B again", "again on A"]);
+    b.store.pool().close().await;
+    t.finish().await;
+}
