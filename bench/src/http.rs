@@ -17,6 +17,7 @@ use crate::Scratch;
 
 const CLIENTS: usize = 32;
 const CONVERSATIONS: usize = 100;
+const ROUNDS: usize = 3;
 
 /// Registers the benchmark's user: its access token and the registration's position.
 pub async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
@@ -43,8 +44,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
     let scratch = Scratch::new(server, "http").await?;
     let raw_pool = db::pool(scratch.options.clone(), CLIENTS as u32 + 2).await?;
-    let raw = raw_inserts(raw_pool.clone(), CLIENTS, seconds).await?;
-    raw_pool.close().await;
 
     let mut config = Config::new(scratch.options.to_url_lossy().to_string());
     config.pool_size = CLIENTS as u32 + 8;
@@ -68,13 +67,56 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
         conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
     }
     let conversations = Arc::new(conversations);
+    // Alternate the two, so that both see the same moments of a noisy machine; the ratio is
+    // the median round's.
+    let mut rounds = Vec::new();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for _ in 0..ROUNDS {
+        let raw = raw_inserts(raw_pool.clone(), CLIENTS, seconds).await?;
+        let (rate, latencies, failures) = post_load(&http, &base, &token, &conversations, seconds).await?;
+        println!("  round: raw {raw:.0}/s, posts {rate:.0}/s, ratio {:.2}", rate / raw);
+        rounds.push((rate / raw, raw, rate));
+        all.extend(latencies);
+        failed += failures;
+    }
+    raw_pool.close().await;
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (ratio, raw, rate) = rounds[rounds.len() / 2];
+    all.sort();
+    println!();
+    println!(
+        "http: POST /conversations/{{id}}/messages, {CLIENTS} clients over {CONVERSATIONS} conversations, \
+         {ROUNDS} rounds of {seconds} s each, median round"
+    );
+    println!("  raw single-row INSERT transactions/s ({CLIENTS} clients)  {raw:>10.0}");
+    println!("  posts/s (201)                                   {rate:>10.0}   failures {failed}");
+    println!("  ratio                                           {ratio:>10.2}  (target >= 0.30)");
+    println!(
+        "  latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms  (target p99 < 50 ms)",
+        percentile(&all, 0.50),
+        percentile(&all, 0.90),
+        percentile(&all, 0.99)
+    );
+    srv.stop().await;
+    scratch.drop_db().await
+}
+
+/// `CLIENTS` posting for `seconds`: posts/s answered 201, their latencies, and the failures.
+async fn post_load(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    conversations: &Arc<Vec<String>>,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let failures = Arc::new(Mutex::new(0u64));
     let started = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|client| {
-            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
             let (conversations, stop, latencies, failures) =
                 (conversations.clone(), stop.clone(), latencies.clone(), failures.clone());
             tokio::spawn(async move {
@@ -109,21 +151,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
         t.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    all.sort();
-    let rate = all.len() as f64 / elapsed;
+    let all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     let failed = failures.lock().map(|f| *f).unwrap_or(0);
-    println!();
-    println!("http: POST /conversations/{{id}}/messages, {CLIENTS} clients over {CONVERSATIONS} conversations, {seconds} s");
-    println!("  raw single-row INSERT transactions/s ({CLIENTS} clients)  {raw:>10.0}");
-    println!("  posts/s (201)                                   {rate:>10.0}   failures {failed}");
-    println!("  ratio                                           {:>10.2}  (target >= 0.30)", rate / raw);
-    println!(
-        "  latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms  (target p99 < 50 ms)",
-        percentile(&all, 0.50),
-        percentile(&all, 0.90),
-        percentile(&all, 0.99)
-    );
-    srv.stop().await;
-    scratch.drop_db().await
+    Ok((all.len() as f64 / elapsed, all, failed))
 }

@@ -52,7 +52,7 @@ where
 
 pub async fn raw_inserts(pool: PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
     // The same columns, indexes and defaults as `events`, without the append-only trigger.
-    sqlx::query("CREATE TABLE bench_raw (LIKE events INCLUDING ALL)").execute(&pool).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_raw (LIKE events INCLUDING ALL)").execute(&pool).await?;
     let metadata = Metadata::system().to_json();
     measure(clients, seconds, move |_, i| {
         let (pool, metadata) = (pool.clone(), metadata.clone());

@@ -250,14 +250,15 @@ async fn append_group<A: WriteSide>(
     let written: Result<Vec<Appended>, DispatchError> = async {
         let streams: Vec<StreamKey> = decided.iter().map(|d| d.append.stream.clone()).collect();
         tx.lock_streams(&streams).await?;
-        let mut appended = Vec::with_capacity(decided.len());
-        for d in decided {
-            let done = tx.append(&d.append).await?;
-            let (stream, account_id) = (&d.append.stream, d.append.account_id);
-            A::write_side(tx.conn(), account_id, stream, &d.events).await?;
+        let appends: Vec<StreamAppend> = decided.iter().map(|d| d.append.clone()).collect();
+        let appended = tx.append_all(&appends).await?;
+        let written: Vec<_> =
+            decided.iter().map(|d| (d.append.account_id, &d.append.stream, d.events.as_slice())).collect();
+        A::write_side_all(tx.conn(), &written).await?;
+        for (d, done) in decided.iter().zip(&appended) {
             let after = done.version().unwrap_or(d.append.expected_version);
-            snapshot_if_due(tx.conn(), stream, d.append.expected_version, after, &d.aggregate).await?;
-            appended.push(done);
+            snapshot_if_due(tx.conn(), &d.append.stream, d.append.expected_version, after, &d.aggregate)
+                .await?;
         }
         Ok(appended)
     }

@@ -42,6 +42,20 @@ pub trait WriteSide:
     ) -> impl Future<Output = Result<(), DispatchError>> + Send {
         async { Ok(()) }
     }
+
+    /// The same for the commands of a group commit, each `(account, stream, events)`: one
+    /// statement for all of them where the aggregate can.
+    fn write_side_all(
+        conn: &mut PgConnection,
+        written: &[(Uuid, &StreamKey, &[Self::Event])],
+    ) -> impl Future<Output = Result<(), DispatchError>> + Send {
+        async move {
+            for (account_id, stream, events) in written {
+                Self::write_side(conn, *account_id, stream, events).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 impl WriteSide for Account {}
@@ -137,23 +151,42 @@ impl WriteSide for Conversation {
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,
-        _stream: &StreamKey,
+        stream: &StreamKey,
         events: &[ConversationEvent],
     ) -> Result<(), DispatchError> {
-        for event in events {
-            if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } = event {
-                sqlx::query(
-                    "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(conversation_id)
-                .bind(message_id)
-                .bind(account_id)
-                .bind(author_id)
-                .execute(&mut *conn)
-                .await?;
+        Self::write_side_all(conn, &[(account_id, stream, events)]).await
+    }
+
+    /// Every posted message's index row, in one statement.
+    async fn write_side_all(
+        conn: &mut PgConnection,
+        written: &[(Uuid, &StreamKey, &[ConversationEvent])],
+    ) -> Result<(), DispatchError> {
+        let (mut conversations, mut messages, mut accounts, mut authors) = (vec![], vec![], vec![], vec![]);
+        for (account_id, _, events) in written {
+            for event in *events {
+                if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } = event
+                {
+                    conversations.push(*conversation_id);
+                    messages.push(*message_id);
+                    accounts.push(*account_id);
+                    authors.push(*author_id);
+                }
             }
         }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[])",
+        )
+        .bind(&conversations)
+        .bind(&messages)
+        .bind(&accounts)
+        .bind(&authors)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }

@@ -112,42 +112,15 @@ pub(crate) async fn lock_streams(conn: &mut PgConnection, streams: &[StreamKey])
 
 /// Appends in the connection's current transaction (or as its own, in autocommit).
 ///
-/// `parley_append_one` (one event; `parley_append` calls it for each of several) takes the stream
-/// lock, then the transaction id, checks the expected version and that the head was not written by
-/// a younger transaction, and chains the hashes.
+/// `parley_append_one` (one event; `parley_append_all` calls it for each of several) takes the
+/// stream lock, then the transaction id, checks the expected version and that the head was not
+/// written by a younger transaction, and chains the hashes.
 pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Result<Appended, StoreError> {
-    if append.events.is_empty() {
-        return Ok(Appended { events: Vec::new() });
-    }
-    let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
-    let metadata = append.metadata.to_json();
-    let n = append.events.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut canonical = Vec::with_capacity(n);
-    for (i, e) in append.events.iter().enumerate() {
-        canonical.push(hash::canonical_bytes(&CanonicalEvent {
-            stream_type: &append.stream.stream_type,
-            stream_id: &append.stream.stream_id,
-            version: append.expected_version + 1 + i as i64,
-            event_type: &e.event_type,
-            schema_version: e.schema_version,
-            event_id: e.event_id,
-            account_id: append.account_id,
-            payload: &e.payload,
-            metadata: &metadata,
-            recorded_at,
-        }));
-        ids.push(e.event_id);
-        types.push(e.event_type.as_str());
-        versions.push(e.schema_version);
-        payloads.push(&e.payload);
-    }
-    if n == 1 {
+    if let [e] = append.events.as_slice() {
         // The common case, through the scalar single-event function.
-        let e = &append.events[0];
+        let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+        let metadata = append.metadata.to_json();
+        let canonical = canonical_bytes(append, 0, &metadata, recorded_at);
         let row: Result<(i64, String, i64), sqlx::Error> = sqlx::query_as(
             "SELECT out_position, out_transaction_id::text, out_version \
              FROM parley_append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -162,10 +135,10 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
         .bind(&e.payload)
         .bind(&metadata)
         .bind(recorded_at)
-        .bind(&canonical[0])
+        .bind(&canonical)
         .fetch_one(&mut *conn)
         .await;
-        let (position, tx, version) = row.map_err(|e| classify(e, append))?;
+        let (position, tx, version) = row.map_err(|error| classify(error, append))?;
         metrics::counter!("parley_events_appended_total").increment(1);
         let event = AppendedEvent {
             position,
@@ -176,15 +149,54 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
         };
         return Ok(Appended { events: vec![event] });
     }
-    let metadatas = vec![&metadata; n];
+    let mut all = append_all(conn, std::slice::from_ref(append)).await?;
+    Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
+}
+
+/// Appends to several streams in one round trip, each at its expected version, in the order
+/// given. Lock the streams first when there are several ([`lock_streams`]).
+pub(crate) async fn append_all(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<Appended>, StoreError> {
+    let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let n: usize = appends.iter().map(|a| a.events.len()).sum();
+    let mut accounts = Vec::with_capacity(n);
+    let mut stream_types = Vec::with_capacity(n);
+    let mut stream_ids = Vec::with_capacity(n);
+    let mut expected = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut metadatas = Vec::with_capacity(n);
+    let mut canonical = Vec::with_capacity(n);
+    for append in appends {
+        let metadata = append.metadata.to_json();
+        for (i, e) in append.events.iter().enumerate() {
+            canonical.push(canonical_bytes(append, i, &metadata, recorded_at));
+            accounts.push(append.account_id);
+            stream_types.push(append.stream.stream_type.as_str());
+            stream_ids.push(append.stream.stream_id.as_str());
+            expected.push(append.expected_version + i as i64);
+            ids.push(e.event_id);
+            types.push(e.event_type.as_str());
+            versions.push(e.schema_version);
+            payloads.push(&e.payload);
+            metadatas.push(metadata.clone());
+        }
+    }
+    if n == 0 {
+        return Ok(appends.iter().map(|_| Appended { events: Vec::new() }).collect());
+    }
     let rows: Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
         "SELECT out_position, out_transaction_id::text, out_version \
-         FROM parley_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         FROM parley_append_all($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(append.account_id)
-    .bind(&append.stream.stream_type)
-    .bind(&append.stream.stream_id)
-    .bind(append.expected_version)
+    .bind(&accounts)
+    .bind(&stream_types)
+    .bind(&stream_ids)
+    .bind(&expected)
     .bind(&ids)
     .bind(&types)
     .bind(&versions)
@@ -194,22 +206,55 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
     .bind(&canonical)
     .fetch_all(&mut *conn)
     .await;
-    let rows = rows.map_err(|e| classify(e, append))?;
-    let events = rows
-        .into_iter()
-        .zip(&ids)
-        .map(|((position, tx, version), event_id)| {
-            Ok(AppendedEvent {
-                position,
-                transaction_id: parse_xid(&tx)?,
-                version,
-                event_id: *event_id,
-                recorded_at,
+    let rows = rows.map_err(|error| match appends {
+        [one] => classify(error, one),
+        _ => StoreError::from(error),
+    })?;
+    if rows.len() != n {
+        return Err(StoreError::Decode(format!("{} of {n} events appended", rows.len())));
+    }
+    let mut rows = rows.into_iter().zip(ids);
+    let mut out = Vec::with_capacity(appends.len());
+    for append in appends {
+        let events = rows
+            .by_ref()
+            .take(append.events.len())
+            .map(|((position, tx, version), event_id)| {
+                Ok(AppendedEvent {
+                    position,
+                    transaction_id: parse_xid(&tx)?,
+                    version,
+                    event_id,
+                    recorded_at,
+                })
             })
-        })
-        .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, StoreError>>()?;
+        out.push(Appended { events });
+    }
     metrics::counter!("parley_events_appended_total").increment(n as u64);
-    Ok(Appended { events })
+    Ok(out)
+}
+
+/// The canonical bytes of event `i` of `append`, hashed into the chain.
+fn canonical_bytes(
+    append: &StreamAppend,
+    i: usize,
+    metadata: &serde_json::Value,
+    recorded_at: DateTime<Utc>,
+) -> Vec<u8> {
+    let e = &append.events[i];
+    hash::canonical_bytes(&CanonicalEvent {
+        stream_type: &append.stream.stream_type,
+        stream_id: &append.stream.stream_id,
+        version: append.expected_version + 1 + i as i64,
+        event_type: &e.event_type,
+        schema_version: e.schema_version,
+        event_id: e.event_id,
+        account_id: append.account_id,
+        payload: &e.payload,
+        metadata,
+        recorded_at,
+    })
 }
 
 /// Turns the append function's SQLSTATEs into typed errors.

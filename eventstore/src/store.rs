@@ -219,6 +219,14 @@ impl StoreTransaction {
         Ok(appended)
     }
 
+    /// Appends to several streams in one round trip, in the order given; lock them first
+    /// ([`StoreTransaction::lock_streams`]).
+    pub async fn append_all(&mut self, appends: &[StreamAppend]) -> Result<Vec<Appended>, StoreError> {
+        let appended = append::append_all(&mut self.tx, appends).await?;
+        self.appended |= appended.iter().any(|a| !a.events.is_empty());
+        Ok(appended)
+    }
+
     /// The transaction's connection, for claims, index rows and idempotency records.
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx

@@ -187,3 +187,45 @@ async fn the_log_is_read_in_numeric_transaction_order_across_digit_boundaries() 
     assert_eq!(t.app.store.head().await.unwrap().transaction_id, 1000, "the head is the numerically last");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn several_streams_appended_in_one_call_keep_every_rule_of_a_single_append() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let (a, b, c) =
+        (StreamKey::new("Thing", "a"), StreamKey::new("Thing", "b"), StreamKey::new("Thing", "c"));
+    store.append(&append(&a, 0, 1)).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_streams(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
+    let appended = tx
+        .append_all(&[append(&a, 1, 2), append(&b, 0, 1), append(&c, 0, 3), append(&a, 3, 1)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let versions: Vec<Vec<i64>> =
+        appended.iter().map(|x| x.events.iter().map(|e| e.version).collect()).collect();
+    assert_eq!(versions, vec![vec![2, 3], vec![1], vec![1, 2, 3], vec![4]]);
+    // One transaction; positions in the order given.
+    let positions: Vec<i64> = appended.iter().flat_map(|x| x.events.iter().map(|e| e.position)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    assert!(appended
+        .iter()
+        .flat_map(|x| &x.events)
+        .all(|e| e.transaction_id == appended[0].events[0].transaction_id));
+    // Every chain verifies, as if each stream had been appended alone.
+    let report = parley_replay::verify(store.pool(), None, &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.streams, report.events), (3, 8));
+
+    // One stale expected version refuses the whole call: nothing of it is written.
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_streams(&[b.clone(), c.clone()]).await.unwrap();
+    let refused = tx.append_all(&[append(&b, 1, 1), append(&c, 2, 1)]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    tx.rollback().await.unwrap();
+    let (events,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(events, 8);
+    t.finish().await;
+}
