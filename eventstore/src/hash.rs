@@ -2,7 +2,7 @@
 //!
 //! `hash = sha256(prev_hash ‖ canonical bytes)`, the first event of a stream chaining from
 //! [`GENESIS`]. The canonical bytes are defined here and only here: the writer sends them to
-//! `parley_append`, which chains them in the database, and `replay verify` recomputes them from
+//! `parley_append_one`, which chains them in the database, and `replay verify` recomputes them from
 //! the stored columns. They cover every stored fact of an event but its place in the global order
 //! (`position`, `transaction_id`), which import may legitimately renumber.
 

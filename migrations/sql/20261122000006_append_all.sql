@@ -28,3 +28,6 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Its one-stream predecessor is no longer called: one function for several events.
+DROP FUNCTION parley_append(uuid, text, text, bigint, uuid[], text[], int[], jsonb[], jsonb[], timestamptz, bytea[]);
