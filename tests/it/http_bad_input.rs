@@ -221,8 +221,27 @@ async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
     s.stop().await;
 }
 
-/// Every endpoint that takes an id, given an id from another account: 404, nothing written.
-/// The table is kept beside the router's; a new id-taking route belongs here.
+/// A body that passes validation for each endpoint that takes one, so that only the foreign id
+/// can refuse the request. A new endpoint with a body must be given one here (the test says so).
+fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> Option<serde_json::Value> {
+    if *method == Method::GET || *method == Method::DELETE {
+        return None;
+    }
+    let body = match template {
+        "/api/v1/conversations/{id}/memberships" => json!({"user_id": their_user}),
+        "/api/v1/conversations/{id}/messages" => json!({"body": "hi"}),
+        "/api/v1/users/{id}" => json!({"bio": "mine now"}),
+        "/api/v1/users/{id}/roles" => json!({"roles": ["admin"]}),
+        "/api/v1/users/{id}/password" => {
+            json!({"current_password": "correct horse battery", "new_password": "another password"})
+        }
+        _ => panic!("{method} {template} takes a body: give it a valid one in sample_body (me: {me})"),
+    };
+    Some(body)
+}
+
+/// Every endpoint that takes an id, given an id from another account: 404, nothing written. The
+/// endpoints come from the router's own list, so a new one cannot be left out.
 #[tokio::test]
 async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     let s = TestServer::start().await;
@@ -242,34 +261,45 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     // Mine: an owner with every permission.
     let me = s.register("me@example.com").await;
     let user = their_member.id.clone();
-    let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
-        (Method::GET, format!("/api/v1/conversations/{conversation}"), None),
-        (
-            Method::POST,
-            format!("/api/v1/conversations/{conversation}/memberships"),
-            Some(json!({"user_id": me.id})),
-        ),
-        (Method::GET, format!("/api/v1/conversations/{conversation}/messages"), None),
-        (Method::POST, format!("/api/v1/conversations/{conversation}/messages"), Some(json!({"body": "hi"}))),
-        (
-            Method::POST,
-            format!("/api/v1/conversations/{conversation}/memberships"),
-            Some(json!({"user_id": user})),
-        ),
-        (Method::GET, format!("/api/v1/users/{user}"), None),
-        (Method::PATCH, format!("/api/v1/users/{user}"), Some(json!({"bio": "mine now"}))),
-        (Method::PUT, format!("/api/v1/users/{user}/roles"), Some(json!({"roles": ["admin"]}))),
-        (
-            Method::PUT,
-            format!("/api/v1/users/{user}/password"),
-            Some(json!({"current_password": "correct horse battery", "new_password": "another password"})),
-        ),
-        (Method::DELETE, format!("/api/v1/users/{user}"), None),
-        (Method::DELETE, format!("/api/v1/invitations/{invitation_id}"), None),
-        (Method::GET, format!("/api/v1/audit/streams/Conversation/{conversation}"), None),
-        (Method::GET, format!("/api/v1/audit/streams/User/{user}"), None),
-        (Method::GET, format!("/api/v1/audit/streams/Invitation/{invitation_id}"), None),
+    // Their id for each kind of resource, by the path segment that names it.
+    let theirs_by_resource = [
+        ("conversations", ("Conversation", conversation.clone())),
+        ("users", ("User", user.clone())),
+        ("invitations", ("Invitation", invitation_id.clone())),
     ];
+    let id_of = |resource: &str| {
+        theirs_by_resource
+            .iter()
+            .find(|(r, _)| *r == resource)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no foreign id for /{resource}: add one of another account here"))
+    };
+    let mut cases: Vec<(Method, String, Option<serde_json::Value>)> = Vec::new();
+    let routes = parley_api::http::routes::list();
+    for (method, template) in routes.iter().filter(|(_, p)| p.contains('{')) {
+        let body = sample_body(method, template, &me.id, &user);
+        if template == "/api/v1/audit/streams/{stream_type}/{stream_id}" {
+            for (_, (stream_type, id)) in &theirs_by_resource {
+                cases.push((
+                    method.clone(),
+                    format!("/api/v1/audit/streams/{stream_type}/{id}"),
+                    body.clone(),
+                ));
+            }
+            continue;
+        }
+        let resource = template.trim_start_matches("/api/v1/").split('/').next().unwrap_or_default();
+        let (_, id) = id_of(resource);
+        cases.push((method.clone(), template.replace("{id}", &id), body));
+    }
+    assert!(cases.iter().all(|(_, path, _)| !path.contains('{')), "every path parameter filled: {cases:?}");
+    assert!(cases.len() >= 13, "the router lists its id-taking endpoints: {cases:?}");
+    // And adding myself to their conversation.
+    cases.push((
+        Method::POST,
+        format!("/api/v1/conversations/{conversation}/memberships"),
+        Some(json!({"user_id": me.id})),
+    ));
     let count = s.events().await;
     for (method, path, body) in cases {
         let a = s

@@ -41,18 +41,12 @@ use crate::workers::Workers;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let auth = routes::auth::router().layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
-    let api = Router::new()
-        .merge(auth)
-        .merge(routes::users::router())
-        .merge(routes::invitations::router())
-        .merge(routes::conversations::router())
-        .merge(routes::messages::router())
-        .merge(routes::audit::router())
-        .route("/cable", get(cable::cable));
+    let (auth, _) = routes::auth::router().into_parts();
+    let auth = auth.layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
+    let api = routes::api().into_parts().0.merge(auth).route("/cable", get(cable::cable));
     Router::new()
         .nest("/api/v1", api)
-        .merge(routes::health::router())
+        .merge(routes::health::router().into_parts().0)
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(Code::MethodNotAllowed, "method not allowed here")

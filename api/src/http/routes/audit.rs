@@ -3,8 +3,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::Permission;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
@@ -13,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
@@ -20,10 +19,8 @@ use crate::http::extract::{ApiPath, ApiQuery, MinPosition};
 use crate::http::respond::{envelope, respond};
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/audit/events", get(events))
-        .route("/audit/streams/{stream_type}/{stream_id}", get(stream))
+pub fn router() -> Routes {
+    Routes::default().get("/audit/events", events).get("/audit/streams/{stream_type}/{stream_id}", stream)
 }
 
 const MAX_LIMIT: i64 = 1000;

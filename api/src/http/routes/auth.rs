@@ -3,26 +3,25 @@
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::Router;
 use parley_commands::services::{Registration, SessionStarted};
 use parley_commands::{Actor, CommandContext, DispatchError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::Routes;
 use crate::http::auth::{origin, Principal};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, NoIdempotencyKey};
 use crate::http::respond::{created, ok};
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", delete(logout))
+pub fn router() -> Routes {
+    Routes::default()
+        .post("/auth/register", register)
+        .post("/auth/login", login)
+        .post("/auth/refresh", refresh)
+        .delete("/auth/logout", logout)
 }
 
 #[derive(Deserialize)]

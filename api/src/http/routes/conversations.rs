@@ -3,8 +3,6 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::conversation::{Conversation, ConversationEvent, MemberRole};
 use parley_commands::Executed;
@@ -13,6 +11,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::ApiError;
@@ -20,11 +19,11 @@ use crate::http::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, MinPosition};
 use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/conversations", post(create))
-        .route("/conversations/{id}", get(show))
-        .route("/conversations/{id}/memberships", post(add_member))
+pub fn router() -> Routes {
+    Routes::default()
+        .post("/conversations", create)
+        .get("/conversations/{id}", show)
+        .post("/conversations/{id}/memberships", add_member)
 }
 
 #[derive(Deserialize)]

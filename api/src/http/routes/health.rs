@@ -3,15 +3,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
+use super::Routes;
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready)).route("/metrics", get(metrics))
+pub fn router() -> Routes {
+    Routes::default().get("/health", health).get("/ready", ready).get("/metrics", metrics)
 }
 
 /// 200 while the process runs.

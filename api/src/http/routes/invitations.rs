@@ -2,19 +2,21 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, NoIdempotencyKey};
 use crate::http::respond::created;
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/invitations", post(create).get(list)).route("/invitations/{id}", delete(revoke))
+pub fn router() -> Routes {
+    Routes::default()
+        .post("/invitations", create)
+        .get("/invitations", list)
+        .delete("/invitations/{id}", revoke)
 }
 
 #[derive(Deserialize)]

@@ -3,8 +3,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
 use parley_commands::Executed;
@@ -13,6 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::conversations::visible;
+use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
@@ -20,8 +19,8 @@ use crate::http::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, Min
 use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/conversations/{id}/messages", get(list).post(post))
+pub fn router() -> Routes {
+    Routes::default().get("/conversations/{id}/messages", list).post("/conversations/{id}/messages", post)
 }
 
 /// Pages hold at most this many messages.

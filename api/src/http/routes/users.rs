@@ -3,13 +3,12 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use axum::routing::{get, put};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use parley_aggregates::permissions::permissions_of;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency::{self, later};
 use crate::http::error::ApiError;
@@ -17,14 +16,16 @@ use crate::http::extract::MinPosition;
 use crate::http::respond::ok;
 use crate::http::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list))
-        .route("/users/me", get(me))
-        .route("/users/{id}", get(profile).patch(update).delete(deactivate))
-        .route("/users/{id}/roles", put(assign_roles))
-        .route("/users/{id}/password", put(change_password))
-        .route("/permissions", get(permissions))
+pub fn router() -> Routes {
+    Routes::default()
+        .get("/users", list)
+        .get("/users/me", me)
+        .get("/users/{id}", profile)
+        .patch("/users/{id}", update)
+        .delete("/users/{id}", deactivate)
+        .put("/users/{id}/roles", assign_roles)
+        .put("/users/{id}/password", change_password)
+        .get("/permissions", permissions)
 }
 
 type UserRow = (
