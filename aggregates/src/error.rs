@@ -3,6 +3,7 @@
 use crate::account::AccountError;
 use crate::conversation::ConversationError;
 use crate::invitation::InvitationError;
+use crate::role::RoleError;
 use crate::session::SessionError;
 use crate::user::UserError;
 
@@ -18,4 +19,6 @@ pub enum DomainError {
     Invitation(#[from] InvitationError),
     #[error(transparent)]
     Conversation(#[from] ConversationError),
+    #[error(transparent)]
+    Role(#[from] RoleError),
 }

@@ -10,6 +10,7 @@ mod error;
 pub mod invitation;
 mod payload;
 pub mod permissions;
+pub mod role;
 pub mod secrets;
 pub mod session;
 pub mod user;

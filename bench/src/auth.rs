@@ -93,6 +93,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     // The check itself, in isolation: signature, claims, revocation lookup, context.
     let keys = parley_api::http::auth::JwtKeys::new(b"bench");
     let revocations = parley_api::http::revocations::Revocations::default();
+    let roles = parley_api::http::roles::RoleDirectory::default();
     let n = 200_000;
     let started = Instant::now();
     for _ in 0..n {
@@ -100,7 +101,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
         if revocations.is_revoked(claims.sid) {
             anyhow::bail!("revoked");
         }
-        std::hint::black_box(parley_api::http::auth::Principal::from_claims(claims, None, None));
+        std::hint::black_box(parley_api::http::auth::Principal::from_claims(claims, &roles, None, None));
     }
     let check_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
     // CPU a /health request costs on this machine: all cores over its throughput.

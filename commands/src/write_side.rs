@@ -7,6 +7,7 @@ use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
 use parley_aggregates::invitation::{Invitation, InvitationEvent};
+use parley_aggregates::role::{Role, RoleEvent};
 use parley_aggregates::session::{Session, SessionEvent};
 use parley_aggregates::user::{User, UserEvent};
 use parley_aggregates::DomainError;
@@ -187,6 +188,45 @@ impl WriteSide for Conversation {
         .bind(&authors)
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+}
+
+impl WriteSide for Role {
+    /// A role's name is claimed in its account while the role lives; a rename claims the new
+    /// name and frees the old one.
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        stream: &StreamKey,
+        events: &[RoleEvent],
+    ) -> Result<(), DispatchError> {
+        use crate::services::roles::{role_name_key, ROLE_NAME_CLAIM};
+        for event in events {
+            let keep = match event {
+                RoleEvent::RoleCreated { name, .. } | RoleEvent::RoleUpdated { name, .. } => {
+                    Some(role_name_key(account_id, name))
+                }
+                RoleEvent::RoleDeleted { .. } => None,
+            };
+            sqlx::query(
+                "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3 \
+                   AND value IS DISTINCT FROM $4",
+            )
+            .bind(ROLE_NAME_CLAIM)
+            .bind(&stream.stream_type)
+            .bind(&stream.stream_id)
+            .bind(&keep)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(value) = keep {
+                if let ClaimOutcome::Taken(holder) =
+                    claims::claim(conn, account_id, ROLE_NAME_CLAIM, &value, stream).await?
+                {
+                    return Err(DispatchError::Claimed { kind: ROLE_NAME_CLAIM, holder });
+                }
+            }
+        }
         Ok(())
     }
 }

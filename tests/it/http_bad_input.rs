@@ -232,6 +232,7 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/conversations/{id}/messages" => json!({"body": "hi"}),
         "/api/v1/users/{id}" => json!({"bio": "mine now"}),
         "/api/v1/users/{id}/roles" => json!({"roles": ["admin"]}),
+        "/api/v1/roles/{id}" => json!({"permissions": ["users.view"]}),
         "/api/v1/users/{id}/password" => {
             json!({"current_password": "correct horse battery", "new_password": "another password"})
         }
@@ -257,7 +258,11 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .post("/api/v1/invitations", &theirs.token, json!({"email": "new@theirs.com", "role": "member"}))
         .await;
     let invitation_id = invitation.data()["id"].as_str().unwrap().to_owned();
-    let settled = invitation.position();
+    let role = s
+        .post("/api/v1/roles", &theirs.token, json!({"name": "Theirs", "permissions": ["users.view"]}))
+        .await;
+    let role_id = role.data()["id"].as_str().unwrap().to_owned();
+    let settled = role.position();
     // Mine: an owner with every permission.
     let me = s.register("me@example.com").await;
     let user = their_member.id.clone();
@@ -266,6 +271,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("conversations", ("Conversation", conversation.clone())),
         ("users", ("User", user.clone())),
         ("invitations", ("Invitation", invitation_id.clone())),
+        ("roles", ("Role", role_id.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource
@@ -293,7 +299,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         cases.push((method.clone(), template.replace("{id}", &id), body));
     }
     assert!(cases.iter().all(|(_, path, _)| !path.contains('{')), "every path parameter filled: {cases:?}");
-    assert!(cases.len() >= 13, "the router lists its id-taking endpoints: {cases:?}");
+    assert!(cases.len() >= 16, "the router lists its id-taking endpoints: {cases:?}");
     // And adding myself to their conversation.
     cases.push((
         Method::POST,
@@ -314,6 +320,8 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     let mine = audit.data().as_array().unwrap();
     assert!(mine.iter().all(|e| e["stream_id"] != json!(conversation) && e["stream_id"] != json!(user)));
     assert!(mine.iter().all(|e| !e["data"].to_string().contains(&message_id)));
+    let roles = s.get_at("/api/v1/roles", &me.token, &settled).await;
+    assert_eq!(roles.data().as_array().unwrap().len(), 3, "only the system roles: {:?}", roles.body);
     let users = s.get_at("/api/v1/users", &me.token, &settled).await;
     assert_eq!(users.data().as_array().unwrap().len(), 1);
     assert_eq!(

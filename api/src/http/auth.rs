@@ -10,7 +10,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parley_aggregates::permissions::permissions_of;
 use parley_commands::{Actor, CommandContext};
 use parley_eventstore::LogCursor;
 use rand::RngCore;
@@ -19,6 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::roles::RoleDirectory;
 use super::state::AppState;
 
 /// Seconds an access token lives.
@@ -142,9 +142,14 @@ impl Principal {
         self.claims.pos.parse().ok()
     }
 
-    /// The principal of a verified token, for this request.
-    pub fn from_claims(claims: Claims, request_id: Option<String>, client_ip: Option<String>) -> Self {
-        let actor = Actor::user(claims.sub, permissions_of(&claims.roles));
+    /// The principal of a verified token, for this request: its permissions resolved once.
+    pub fn from_claims(
+        claims: Claims,
+        roles: &RoleDirectory,
+        request_id: Option<String>,
+        client_ip: Option<String>,
+    ) -> Self {
+        let actor = Actor::user(claims.sub, roles.permissions(claims.acc, &claims.roles));
         let mut ctx = CommandContext::new(claims.acc, actor);
         ctx.correlation_id = request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or(ctx.correlation_id);
         ctx.request_id = request_id;
@@ -184,6 +189,6 @@ impl FromRequestParts<AppState> for Principal {
             ));
         }
         let (request_id, client_ip) = origin(parts);
-        Ok(Principal::from_claims(claims, request_id, client_ip))
+        Ok(Principal::from_claims(claims, &state.roles, request_id, client_ip))
     }
 }

@@ -57,7 +57,7 @@ pub async fn cable(
         .as_deref()
         .and_then(|t| state.jwt.verify(t).ok())
         .filter(|claims| !state.revocations.is_revoked(claims.sid))
-        .map(|claims| Principal::from_claims(claims, request_id, client_ip));
+        .map(|claims| Principal::from_claims(claims, &state.roles, request_id, client_ip));
     ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
         match principal {
             Some(principal) => Connection::new(state, principal).run(socket).await,

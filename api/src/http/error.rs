@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parley_aggregates::account::AccountError;
 use parley_aggregates::conversation::ConversationError;
+use parley_aggregates::role::RoleError;
 use parley_aggregates::session::SessionError;
 use parley_aggregates::user::UserError;
 use parley_aggregates::DomainError;
@@ -168,6 +169,8 @@ impl From<DomainError> for ApiError {
             DomainError::Session(SessionError::AlreadyStarted) => Code::Conflict,
             DomainError::Session(SessionError::NotActive | SessionError::Expired) => Code::Unauthorized,
             DomainError::Invitation(_) => Code::InvitationInvalid,
+            DomainError::Role(RoleError::NotFound) => Code::NotFound,
+            DomainError::Role(RoleError::AlreadyCreated) => Code::Conflict,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
                 ConversationError::NotFound | ConversationError::NotAMember => Code::NotFound,

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod live;
 pub mod respond;
 pub mod revocations;
+pub mod roles;
 pub mod routes;
 pub mod state;
 
@@ -133,12 +134,14 @@ impl Server {
         let secret = load_secret(app.store.pool(), options.jwt_secret.as_deref()).await?;
         let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
         let revocations = revocations::Revocations::start(&app.store, &live).await?;
+        let roles = roles::RoleDirectory::start(&app.store, &live).await?;
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),
             live,
             revocations,
+            roles,
             limits: limits::Limits::new(options.auth_per_minute, options.failed_logins),
             metrics: prometheus(),
             shutdown: stopped.clone(),

@@ -126,3 +126,11 @@ pub fn with_key<'a, T>(
 ) -> Option<Idempotency<'a, T>> {
     key.map(|key| Idempotency { key, render, render_error: &stored_error })
 }
+
+/// Sets `ETag: "<version>"`, the version `If-Match` takes back.
+pub fn with_etag(mut response: Response, version: i64) -> Response {
+    if let Ok(etag) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(axum::http::header::ETAG, etag);
+    }
+    response
+}

@@ -15,6 +15,8 @@ pub struct AppState {
     pub live: LiveFeed,
     /// Ended sessions: their tokens are refused without a database round trip.
     pub revocations: super::revocations::Revocations,
+    /// Custom roles' permissions: a token's roles resolve without a database round trip.
+    pub roles: super::roles::RoleDirectory,
     /// Login protection.
     pub limits: super::limits::Limits,
     pub metrics: Option<PrometheusHandle>,

@@ -3,6 +3,7 @@
 mod conversations;
 mod invitations;
 mod registration;
+pub mod roles;
 mod sessions;
 mod users;
 

@@ -1,7 +1,9 @@
 //! Managing the users of an account.
 
 use parley_aggregates::account::{Account, AccountCommand};
-use parley_aggregates::permissions::{system_role, Permission, OWNER};
+use parley_aggregates::permissions::{Permission, OWNER};
+
+use crate::services::roles::resolve_role;
 use parley_aggregates::session::{Session, SessionCommand, SessionError};
 use parley_aggregates::user::{User, UserCommand};
 use parley_aggregates::values::Name;
@@ -94,12 +96,6 @@ impl Commands {
     ) -> Result<RolesAssigned, DispatchError> {
         ctx.require(Permission::UsersManage)?;
         let by = ctx.user_id()?;
-        if let Some(unknown) = roles.iter().find(|r| system_role(r).is_none()) {
-            return Err(DispatchError::Invalid {
-                field: "roles",
-                message: format!("{unknown:?} is not a known role"),
-            });
-        }
         let account_id = ctx.account_id;
         let can_manage_account = ctx.actor.can(Permission::AccountManage);
         let done = self
@@ -107,6 +103,20 @@ impl Commands {
             .transact(ctx, None, move |uow| {
                 let roles = roles.clone();
                 Box::pin(async move {
+                    // System roles by name, custom roles (named or by id) by their id.
+                    let mut resolved = Vec::with_capacity(roles.len());
+                    for given in &roles {
+                        match resolve_role(uow.conn(), account_id, given).await? {
+                            Some(role) => resolved.push(role),
+                            None => {
+                                return Err(DispatchError::Invalid {
+                                    field: "roles",
+                                    message: format!("{given:?} is not a role of this account"),
+                                })
+                            }
+                        }
+                    }
+                    let roles = resolved;
                     let streams = [
                         StreamKey::new("Account", account_id.to_string()),
                         StreamKey::new("User", user_id.to_string()),

@@ -3,6 +3,7 @@
 mod conversations;
 mod invitations;
 mod messages;
+mod roles;
 mod users;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 pub use conversations::ConversationsProjection;
 pub use invitations::InvitationsProjection;
 pub use messages::MessagesProjection;
+pub use roles::RolesProjection;
 pub use users::UsersProjection;
 
 use crate::projection::Projection;
@@ -20,6 +22,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(ConversationsProjection),
         Arc::new(MessagesProjection),
         Arc::new(InvitationsProjection),
+        Arc::new(RolesProjection),
     ]
 }
 

@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod health;
 pub mod invitations;
 pub mod messages;
+pub mod roles;
 pub mod users;
 
 use axum::handler::Handler;
@@ -73,6 +74,7 @@ pub fn api() -> Routes {
         .merge(conversations::router())
         .merge(messages::router())
         .merge(audit::router())
+        .merge(roles::router())
 }
 
 /// Every endpoint: method and full path, with path parameters as `{name}`.

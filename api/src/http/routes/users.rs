@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use parley_aggregates::permissions::permissions_of;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -74,7 +73,8 @@ async fn me(
         account_id,
         account_name,
     ) = row.ok_or_else(ApiError::not_found)?;
-    let permissions: Vec<&str> = permissions_of(&roles).into_iter().map(|p| p.name()).collect();
+    let permissions = state.roles.permissions(principal.account_id(), &roles);
+    let permissions: Vec<&str> = permissions.into_iter().map(|p| p.name()).collect();
     let mut response = ok(
         json!({
             "id": id, "name": name, "email": email, "display_name": display_name, "avatar_url": avatar_url,

@@ -1,0 +1,125 @@
+//! Custom roles' permissions, in memory: a request's permissions are resolved from its token's
+//! roles without a database round trip. Fed like the revocations: the whole set of role events
+//! read at start (after subscribing to the live feed, so nothing falls between), then the feed;
+//! on the node that served a change, directly before it answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cqrs_es::Aggregate;
+use parley_aggregates::from_payload;
+use parley_aggregates::permissions::{permissions_of, Permission};
+use parley_aggregates::role::{Role, RoleEvent};
+use parley_eventstore::{EventFilter, EventStore, RecordedEvent, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::live::LiveFeed;
+
+/// A live custom role: its account, its permissions, the version of its stream they are from.
+#[derive(Clone, Debug)]
+struct Known {
+    account_id: Uuid,
+    permissions: Vec<Permission>,
+    version: i64,
+    deleted: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct RoleDirectory {
+    roles: Arc<RwLock<HashMap<Uuid, Known>>>,
+}
+
+impl RoleDirectory {
+    pub async fn start(store: &EventStore, live: &LiveFeed) -> Result<Self, StoreError> {
+        let directory = Self::default();
+        let mut feed = live.subscribe();
+        directory.load(store).await?;
+        let (following, store) = (directory.clone(), store.clone());
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(event) => following.observe(&event),
+                    Err(RecvError::Lagged(_)) => {
+                        if let Err(e) = following.load(&store).await {
+                            tracing::warn!(error = %e, "could not reload roles");
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(directory)
+    }
+
+    /// Every role event (roles are few, and each change is small).
+    async fn load(&self, store: &EventStore) -> Result<(), StoreError> {
+        let mut filter = EventFilter { stream_type: Some(Role::TYPE.into()), ..Default::default() };
+        loop {
+            let page = store.query(&filter, 1000).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            filter.after = last.cursor();
+            for event in &page {
+                self.observe(event);
+            }
+        }
+    }
+
+    /// Takes note of a change this node just committed, before it answers.
+    pub fn learn(&self, done: &parley_commands::Executed<Role>) {
+        let (Some(role_id), Some(account_id)) = (done.aggregate.id, done.aggregate.account_id) else {
+            return;
+        };
+        let known = Known {
+            account_id,
+            permissions: done.aggregate.permissions.clone(),
+            version: done.version,
+            deleted: done.aggregate.deleted,
+        };
+        self.remember(role_id, known);
+    }
+
+    fn remember(&self, role_id: Uuid, known: Known) {
+        let Ok(mut roles) = self.roles.write() else { return };
+        if roles.get(&role_id).is_none_or(|k| k.version < known.version) {
+            roles.insert(role_id, known);
+        }
+    }
+
+    /// Takes note of a role event; older news than what is known is ignored.
+    pub fn observe(&self, event: &RecordedEvent) {
+        if event.stream_type != Role::TYPE {
+            return;
+        }
+        let Ok(e) = from_payload::<RoleEvent>(&event.event_type, &event.payload) else { return };
+        let (role_id, known) = match e {
+            RoleEvent::RoleCreated { role_id, account_id, permissions, .. }
+            | RoleEvent::RoleUpdated { role_id, account_id, permissions, .. } => {
+                (role_id, Known { account_id, permissions, version: event.version, deleted: false })
+            }
+            RoleEvent::RoleDeleted { role_id, account_id, .. } => (
+                role_id,
+                Known { account_id, permissions: Vec::new(), version: event.version, deleted: true },
+            ),
+        };
+        self.remember(role_id, known);
+    }
+
+    /// The permissions `roles` grant in `account`: the system roles', and those of its live
+    /// custom roles (held by id).
+    pub fn permissions(&self, account_id: Uuid, roles: &[String]) -> Vec<Permission> {
+        let mut out = permissions_of(roles);
+        if roles.iter().any(|r| r.parse::<Uuid>().is_ok()) {
+            if let Ok(known) = self.roles.read() {
+                for id in roles.iter().filter_map(|r| r.parse::<Uuid>().ok()) {
+                    if let Some(k) = known.get(&id).filter(|k| k.account_id == account_id && !k.deleted) {
+                        out.extend(&k.permissions);
+                    }
+                }
+            }
+            out.sort();
+            out.dedup();
+        }
+        out
+    }
+}

@@ -1,0 +1,129 @@
+//! `/api/v1/roles`: the system roles and the account's custom roles.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use parley_aggregates::permissions::{system_role, ADMIN, MEMBER, OWNER};
+use parley_aggregates::role::Role;
+use parley_commands::Executed;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::Routes;
+use crate::http::auth::Principal;
+use crate::http::consistency;
+use crate::http::error::{ApiError, Code};
+use crate::http::extract::{ApiJson, ApiPath, IfMatch, MinPosition};
+use crate::http::respond::{created, envelope, no_content, ok, respond, with_etag};
+use crate::http::state::AppState;
+
+pub fn router() -> Routes {
+    Routes::default()
+        .get("/roles", list)
+        .post("/roles", create)
+        .patch("/roles/{id}", update)
+        .delete("/roles/{id}", delete)
+}
+
+/// The system roles, with fixed ids so that they can be named like any role (and refused).
+pub const SYSTEM_ROLES: [(Uuid, &str); 3] = [
+    (Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001), OWNER),
+    (Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0002), ADMIN),
+    (Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0003), MEMBER),
+];
+
+fn refuse_system(id: Uuid) -> Result<(), ApiError> {
+    if SYSTEM_ROLES.iter().any(|(s, _)| *s == id) {
+        return Err(ApiError::new(Code::Forbidden, "system roles cannot be changed"));
+    }
+    Ok(())
+}
+
+fn shown(role: &Executed<Role>) -> Value {
+    let r = &role.aggregate;
+    let permissions: Vec<&str> = r.permissions.iter().map(|p| p.name()).collect();
+    json!({"id": r.id, "name": r.name, "permissions": permissions, "system": false, "version": role.version})
+}
+
+/// Every role of the caller's account: the system roles first, then the custom ones by name.
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    MinPosition(min): MinPosition,
+) -> Result<Response, ApiError> {
+    consistency::projections(&state, &["roles"], min).await?;
+    let mut roles: Vec<Value> = SYSTEM_ROLES
+        .iter()
+        .map(|(id, name)| {
+            let permissions: Vec<&str> =
+                system_role(name).unwrap_or_default().iter().map(|p| p.name()).collect();
+            json!({"id": id, "name": name, "permissions": permissions, "system": true, "version": 0})
+        })
+        .collect();
+    let rows: Vec<(Uuid, String, Vec<String>, i64)> = sqlx::query_as(
+        "SELECT id, name, permissions, version FROM roles WHERE account_id = $1 ORDER BY lower(name), id",
+    )
+    .bind(principal.account_id())
+    .fetch_all(state.app.store.pool())
+    .await?;
+    roles.extend(rows.into_iter().map(|(id, name, permissions, version)| {
+        json!({"id": id, "name": name, "permissions": permissions, "system": false, "version": version})
+    }));
+    Ok(respond(StatusCode::OK, envelope(json!(roles), json!({}), None), None))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    name: String,
+    permissions: Vec<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson { value: body, .. }: ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let role = state.app.commands.create_role(&principal.ctx, &body.name, &body.permissions).await?;
+    state.roles.learn(&role);
+    Ok(with_etag(created(shown(&role), role.cursor), role.version))
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    IfMatch(expected): IfMatch,
+    ApiJson { value: body, .. }: ApiJson<UpdateBody>,
+) -> Result<Response, ApiError> {
+    refuse_system(id)?;
+    let role = state
+        .app
+        .commands
+        .update_role(&principal.ctx, id, body.name.as_deref(), body.permissions.as_deref(), expected)
+        .await?;
+    state.roles.learn(&role);
+    Ok(with_etag(ok(shown(&role), role.cursor), role.version))
+}
+
+/// Deletes a custom role: its holders lose what it granted at once.
+#[tracing::instrument(skip_all)]
+async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    refuse_system(id)?;
+    let role = state.app.commands.delete_role(&principal.ctx, id).await?;
+    state.roles.learn(&role);
+    role.cursor.map(no_content).ok_or_else(|| ApiError::new(Code::NotFound, "role not found"))
+}
