@@ -1,8 +1,6 @@
 //! What checking a token costs: authenticated endpoints next to `/health`, same clients, same run.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parley_api::http::{ServeOptions, Server};
 use parley_api::{App, Config};
@@ -10,57 +8,29 @@ use parley_commands::password::PasswordHasher;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
-use crate::http::{percentile, register};
+use crate::http::{percentile, register, timed_load};
 use crate::Scratch;
 
 const CLIENTS: usize = 64;
 
-/// Requests/s and (p50, p99) ms of `GET url` with `token`, for `seconds`.
+/// Requests/s, p50 and p99 ms, and failures of `GET url` with `token`, for `seconds`.
 async fn load(http: &reqwest::Client, url: &str, token: Option<&str>, seconds: u64) -> (f64, f64, f64, u64) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let failures = Arc::new(Mutex::new(0u64));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (http, url, token) = (http.clone(), url.to_owned(), token.map(str::to_owned));
-            let (stop, latencies, failures) = (stop.clone(), latencies.clone(), failures.clone());
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let mut req = http.get(&url);
-                    if let Some(token) = &token {
-                        req = req.bearer_auth(token);
-                    }
-                    match req.send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            mine.push(t.elapsed());
-                        }
-                        _ => {
-                            if let Ok(mut f) = failures.lock() {
-                                *f += 1;
-                            }
-                        }
-                    }
-                }
-                if let Ok(mut all) = latencies.lock() {
-                    all.extend(mine);
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    all.sort();
-    let failed = failures.lock().map(|f| *f).unwrap_or(0);
-    (all.len() as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99), failed)
+    let (http, url, token) = (http.clone(), url.to_owned(), token.map(str::to_owned));
+    let measured = timed_load(CLIENTS, seconds, move |_, _| {
+        let mut req = http.get(&url);
+        if let Some(token) = &token {
+            req = req.bearer_auth(token);
+        }
+        async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let (rate, all, failed) = measured.unwrap_or_default();
+    (rate, percentile(&all, 0.5), percentile(&all, 0.99), failed)
 }
 
 pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Posting messages through the real HTTP server, next to the raw insert limit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_api::http::{ServeOptions, Server};
@@ -110,48 +110,67 @@ async fn post_load(
     conversations: &Arc<Vec<String>>,
     seconds: u64,
 ) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
+    let (http, base, token, conversations) =
+        (http.clone(), base.to_owned(), token.to_owned(), conversations.clone());
+    timed_load(CLIENTS, seconds, move |client, n| {
+        let (http, base, token, conversations) =
+            (http.clone(), base.clone(), token.clone(), conversations.clone());
+        async move {
+            let i = client + n * CLIENTS;
+            let c = &conversations[i % CONVERSATIONS];
+            http.post(format!("{base}/api/v1/conversations/{c}/messages"))
+                .bearer_auth(&token)
+                .json(&json!({"body": format!("message {i} from client {client}")}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 201)
+        }
+    })
+    .await
+}
+
+/// `clients` tasks each repeating `request(client, n)` (n = 0, 1, …) for `seconds`: successful
+/// requests/s, their latencies (sorted), and the failures.
+pub async fn timed_load<F, Fut>(
+    clients: usize,
+    seconds: u64,
+    request: F,
+) -> anyhow::Result<(f64, Vec<Duration>, u64)>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
     let stop = Arc::new(AtomicBool::new(false));
-    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let failures = Arc::new(Mutex::new(0u64));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
-            let (conversations, stop, latencies, failures) =
-                (conversations.clone(), stop.clone(), latencies.clone(), failures.clone());
+            let (request, stop) = (request.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut i = client;
-                let mut mine = Vec::new();
+                let (mut latencies, mut failures) = (Vec::new(), 0u64);
+                let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let c = &conversations[i % CONVERSATIONS];
                     let t = Instant::now();
-                    let ok = http
-                        .post(format!("{base}/api/v1/conversations/{c}/messages"))
-                        .bearer_auth(&token)
-                        .json(&json!({"body": format!("message {i} from client {client}")}))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 201);
-                    if ok {
-                        mine.push(t.elapsed());
-                    } else if let Ok(mut f) = failures.lock() {
-                        *f += 1;
+                    if request(client, n).await {
+                        latencies.push(t.elapsed());
+                    } else {
+                        failures += 1;
                     }
-                    i += CLIENTS;
+                    n += 1;
                 }
-                if let Ok(mut all) = latencies.lock() {
-                    all.extend(mine);
-                }
+                (latencies, failures)
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
+    let (mut all, mut failed) = (Vec::new(), 0);
     for t in tasks {
-        t.await?;
+        let (latencies, failures) = t.await?;
+        all.extend(latencies);
+        failed += failures;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    let failed = failures.lock().map(|f| *f).unwrap_or(0);
+    all.sort();
     Ok((all.len() as f64 / elapsed, all, failed))
 }

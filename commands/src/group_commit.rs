@@ -30,8 +30,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::CommandContext;
+use crate::dispatcher::Dispatcher;
 use crate::error::DispatchError;
-use crate::unit_of_work::{decide, snapshot_if_due, to_new_events, Dispatcher, Executed};
+use crate::unit_of_work::{decide, snapshot_if_due, to_new_events, Executed};
 use crate::write_side::WriteSide;
 
 /// Workers per aggregate type: groups committing at the same time.
@@ -250,7 +251,7 @@ async fn append_group<A: WriteSide>(
     let written: Result<Vec<Appended>, DispatchError> = async {
         let streams: Vec<StreamKey> = decided.iter().map(|d| d.append.stream.clone()).collect();
         tx.lock_streams(&streams).await?;
-        let appends: Vec<StreamAppend> = decided.iter().map(|d| d.append.clone()).collect();
+        let appends: Vec<&StreamAppend> = decided.iter().map(|d| &d.append).collect();
         let appended = tx.append_all(&appends).await?;
         let written: Vec<_> =
             decided.iter().map(|d| (d.append.account_id, &d.append.stream, d.events.as_slice())).collect();

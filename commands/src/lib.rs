@@ -4,6 +4,7 @@
 
 mod cache;
 mod context;
+mod dispatcher;
 mod error;
 mod group_commit;
 pub mod password;
@@ -13,7 +14,8 @@ mod unit_of_work;
 mod write_side;
 
 pub use context::{Actor, CommandContext};
+pub use dispatcher::{with_retry, Dispatcher, Idempotency, Idempotent, Loaded};
 pub use error::DispatchError;
 pub use group_commit::GroupCommit;
-pub use unit_of_work::{with_retry, Dispatcher, Executed, Idempotency, Idempotent, Loaded, UnitOfWork};
+pub use unit_of_work::{Executed, UnitOfWork};
 pub use write_side::WriteSide;

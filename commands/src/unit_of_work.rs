@@ -1,6 +1,7 @@
-//! The dispatcher: runs commands on aggregates inside one short write transaction each.
+//! A unit of work: one write transaction in which commands change aggregates (lock, load from
+//! snapshot and tail or the cache, decide, append with write-side rows and snapshot), and the
+//! steps it shares with group commits.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,8 +11,8 @@ use parley_aggregates::{from_payload, to_payload};
 use parley_eventstore::idempotency::{self, IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::snapshots::{self, Snapshot};
 use parley_eventstore::{
-    AppendedEvent, EventStore, LogCursor, Metadata, NewEvent, StoreError, StoreTransaction, StreamAppend,
-    StreamHead, StreamKey,
+    AppendedEvent, LogCursor, Metadata, NewEvent, StoreError, StoreTransaction, StreamAppend, StreamHead,
+    StreamKey,
 };
 use sqlx::PgConnection;
 
@@ -20,204 +21,9 @@ use crate::context::CommandContext;
 use crate::error::DispatchError;
 use crate::write_side::WriteSide;
 
-/// How often a re-decidable command is tried before its conflict is reported.
-const MAX_ATTEMPTS: usize = 8;
-
-/// Runs commands. Cheap to clone.
-#[derive(Clone)]
-pub struct Dispatcher {
-    pub(crate) store: EventStore,
-    pub(crate) cache: Arc<AggregateCache>,
-}
-
-impl Dispatcher {
-    pub fn new(store: EventStore) -> Self {
-        Self { store, cache: Arc::default() }
-    }
-
-    pub fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    /// The current state of an aggregate outside any transaction (for decisions on reads, such
-    /// as checking credentials or a WebSocket subscription), from its snapshot and the events
-    /// after it. `None` when the stream has no events.
-    pub async fn load<A: WriteSide>(&self, stream_id: &str) -> Result<Option<Loaded<A>>, DispatchError> {
-        let stream = StreamKey::new(A::TYPE, stream_id);
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
-        let (mut aggregate, from) = from_snapshot::<A>(&mut conn, &stream, None).await?;
-        drop(conn);
-        let events = self.store.read_stream(&stream, from, None).await?;
-        let account: Option<(uuid::Uuid, i64)> = match events.last() {
-            Some(e) => Some((e.account_id, e.version)),
-            None if from > 0 => {
-                sqlx::query_as(
-                    "SELECT account_id, version FROM events WHERE stream_type = $1 AND stream_id = $2 \
-                 ORDER BY version DESC LIMIT 1",
-                )
-                .bind(&stream.stream_type)
-                .bind(&stream.stream_id)
-                .fetch_optional(self.store.pool())
-                .await?
-            }
-            None => None,
-        };
-        let Some((account_id, version)) = account else { return Ok(None) };
-        for event in &events {
-            aggregate.apply(from_payload(&event.event_type, &event.payload)?);
-        }
-        Ok(Some(Loaded { aggregate, account_id, version }))
-    }
-
-    /// Opens a unit of work: one transaction in which several aggregates may be changed.
-    pub async fn begin(&self, ctx: &CommandContext) -> Result<UnitOfWork, DispatchError> {
-        Ok(UnitOfWork {
-            tx: self.store.begin().await?,
-            cache: self.cache.clone(),
-            optimistic: true,
-            committed_states: Vec::new(),
-            ctx: ctx.clone(),
-            metadata: ctx.metadata(),
-            last: None,
-            started: Instant::now(),
-            label: "unknown",
-        })
-    }
-
-    /// Runs one command on one aggregate in its own transaction. The command is decided anew
-    /// when a concurrent writer forces a retry, so re-decidable commands never fail for that.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, stream_id))]
-    pub async fn execute<A: WriteSide>(
-        &self,
-        ctx: &CommandContext,
-        stream_id: &str,
-        command: A::Command,
-    ) -> Result<Executed<A>, DispatchError> {
-        let stream_id = stream_id.to_owned();
-        let done = self
-            .transact(ctx, None, move |uow| {
-                let (stream_id, command) = (stream_id.clone(), command.clone());
-                Box::pin(async move { uow.execute::<A>(&stream_id, command).await })
-            })
-            .await?;
-        done.fresh()
-    }
-}
-
-/// The answer to a request sent with an idempotency key.
-#[derive(Debug)]
-pub enum Idempotent<T> {
-    /// Run now; its response is stored with its events.
-    Fresh(T),
-    /// Run before with the same body: the stored response, nothing written.
-    Replayed(StoredResponse),
-}
-
-impl<T> Idempotent<T> {
-    /// The fresh outcome of work run without a key (which is never replayed).
-    pub fn fresh(self) -> Result<T, DispatchError> {
-        match self {
-            Idempotent::Fresh(t) => Ok(t),
-            Idempotent::Replayed(_) => Err(DispatchError::IdempotencyKeyReused),
-        }
-    }
-}
-
-/// An idempotency key with the renderings of what to store under it: the response to a success,
-/// and, for errors that are the client's (4xx), the error response. Server errors are not stored.
-pub struct Idempotency<'a, T> {
-    pub key: &'a IdempotencyKey,
-    pub render: &'a (dyn Fn(&T) -> StoredResponse + Send + Sync),
-    pub render_error: &'a (dyn Fn(&DispatchError) -> Option<StoredResponse> + Send + Sync),
-}
-
-impl Dispatcher {
-    /// Runs `work` in one unit of work, retried on conflicts, under an optional idempotency key:
-    /// a key seen with the same body returns the stored response and writes nothing; with another
-    /// body, or while its first request still runs, it is refused.
-    pub async fn transact<T, F>(
-        &self,
-        ctx: &CommandContext,
-        idempotency: Option<&Idempotency<'_, T>>,
-        mut work: F,
-    ) -> Result<Idempotent<T>, DispatchError>
-    where
-        F: for<'u> FnMut(&'u mut UnitOfWork) -> futures::future::BoxFuture<'u, Result<T, DispatchError>>,
-    {
-        let key = idempotency.map(|i| i.key);
-        let mut tries = 1;
-        loop {
-            let mut uow = self.begin(ctx).await?;
-            uow.optimistic = tries == 1;
-            let outcome: Result<Idempotent<T>, DispatchError> = async {
-                if let Some(stored) = uow.guard(key).await? {
-                    return Ok(Idempotent::Replayed(stored));
-                }
-                let value = work(&mut uow).await?;
-                if let Some(i) = idempotency {
-                    uow.record_idempotency(i.key, &(i.render)(&value)).await?;
-                }
-                Ok(Idempotent::Fresh(value))
-            }
-            .await;
-            let attempt = match outcome {
-                Ok(outcome) => uow.commit().await.map(|_| outcome),
-                Err(e) => {
-                    uow.rollback().await;
-                    Err(e)
-                }
-            };
-            match attempt {
-                Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
-                    tries += 1;
-                    metrics::counter!("parley_command_retries_total").increment(1);
-                }
-                Err(e) => {
-                    if let Some(stored) = idempotency.and_then(|i| (i.render_error)(&e).map(|r| (i.key, r))) {
-                        self.record_failure(ctx, stored.0, &stored.1).await?;
-                    }
-                    return Err(e);
-                }
-                ok => return ok,
-            }
-        }
-    }
-
-    /// Stores a refused request's answer under its key, unless another request got there first.
-    async fn record_failure(
-        &self,
-        ctx: &CommandContext,
-        key: &IdempotencyKey,
-        response: &StoredResponse,
-    ) -> Result<(), DispatchError> {
-        let mut uow = self.begin(ctx).await?;
-        if let IdempotencyCheck::New = uow.check_idempotency(key).await? {
-            uow.record_idempotency(key, response).await?;
-            uow.commit().await?;
-        }
-        Ok(())
-    }
-
-    /// Runs one command on one aggregate under an idempotency key.
-    pub async fn execute_idempotent<A: WriteSide>(
-        &self,
-        ctx: &CommandContext,
-        stream_id: &str,
-        command: A::Command,
-        idempotency: &Idempotency<'_, Executed<A>>,
-    ) -> Result<Idempotent<Executed<A>>, DispatchError> {
-        let stream_id = stream_id.to_owned();
-        self.transact(ctx, Some(idempotency), move |uow| {
-            let (stream_id, command) = (stream_id.clone(), command.clone());
-            Box::pin(async move { uow.execute::<A>(&stream_id, command).await })
-        })
-        .await
-    }
-}
-
 /// The aggregate's latest usable snapshot (of its current state shape, and not newer than
 /// `up_to` when given) and the version it reflects; the default state at 0 without one.
-async fn from_snapshot<A: WriteSide>(
+pub(crate) async fn from_snapshot<A: WriteSide>(
     conn: &mut PgConnection,
     stream: &StreamKey,
     up_to: Option<i64>,
@@ -275,33 +81,6 @@ pub(crate) async fn snapshot_if_due<A: WriteSide>(
     Ok(())
 }
 
-/// Tries `attempt` again (in a fresh transaction) while it fails with a retryable conflict.
-pub async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, DispatchError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, DispatchError>>,
-{
-    let mut tries = 1;
-    loop {
-        match attempt().await {
-            Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
-                tries += 1;
-                metrics::counter!("parley_command_retries_total").increment(1);
-                tracing::debug!(error = %e, tries, "retrying command");
-            }
-            result => return result,
-        }
-    }
-}
-
-/// An aggregate read outside a transaction, with the account its stream belongs to.
-#[derive(Debug)]
-pub struct Loaded<A> {
-    pub aggregate: A,
-    pub account_id: uuid::Uuid,
-    pub version: i64,
-}
-
 /// The result of one command on one aggregate.
 #[derive(Debug)]
 pub struct Executed<A: Aggregate> {
@@ -337,6 +116,25 @@ pub struct UnitOfWork {
 }
 
 impl UnitOfWork {
+    pub(crate) fn new(tx: StoreTransaction, cache: Arc<AggregateCache>, ctx: &CommandContext) -> Self {
+        Self {
+            tx,
+            cache,
+            optimistic: true,
+            committed_states: Vec::new(),
+            ctx: ctx.clone(),
+            metadata: ctx.metadata(),
+            last: None,
+            started: Instant::now(),
+            label: "unknown",
+        }
+    }
+
+    /// Lets (or not) commands decide on cached state without locking first.
+    pub(crate) fn set_optimistic(&mut self, optimistic: bool) {
+        self.optimistic = optimistic;
+    }
+
     pub fn context(&self) -> &CommandContext {
         &self.ctx
     }

@@ -149,7 +149,7 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
         };
         return Ok(Appended { events: vec![event] });
     }
-    let mut all = append_all(conn, std::slice::from_ref(append)).await?;
+    let mut all = append_all(conn, &[append]).await?;
     Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
 }
 
@@ -157,7 +157,7 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
 /// given. Lock the streams first when there are several ([`lock_streams`]).
 pub(crate) async fn append_all(
     conn: &mut PgConnection,
-    appends: &[StreamAppend],
+    appends: &[&StreamAppend],
 ) -> Result<Vec<Appended>, StoreError> {
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let n: usize = appends.iter().map(|a| a.events.len()).sum();

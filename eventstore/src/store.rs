@@ -221,7 +221,7 @@ impl StoreTransaction {
 
     /// Appends to several streams in one round trip, in the order given; lock them first
     /// ([`StoreTransaction::lock_streams`]).
-    pub async fn append_all(&mut self, appends: &[StreamAppend]) -> Result<Vec<Appended>, StoreError> {
+    pub async fn append_all(&mut self, appends: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
         let appended = append::append_all(&mut self.tx, appends).await?;
         self.appended |= appended.iter().any(|a| !a.events.is_empty());
         Ok(appended)

@@ -9,20 +9,6 @@ async fn call(s: &TestServer, method: Method, path: &str, token: &str, body: Opt
     s.call(method, path, Some(token), body, &[]).await
 }
 
-async fn login(s: &TestServer, email: &str) -> String {
-    let a = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": email, "password": "correct horse battery"})),
-            &[],
-        )
-        .await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    a.data()["access_token"].as_str().unwrap().to_owned()
-}
-
 async fn my_permissions(s: &TestServer, token: &str) -> Vec<String> {
     let me = s.get("/api/v1/users/me", token).await;
     assert_eq!(me.status, 200, "{:?}", me.body);
@@ -107,7 +93,7 @@ async fn custom_roles_grant_their_permissions_at_once_and_stop_when_changed_or_d
     )
     .await;
     unknown.assert_error(422, "validation_failed");
-    let token = login(&s, "member@example.com").await;
+    let token = s.login("member@example.com").await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(s.get(audit, &token).await.status, 200);
     assert!(my_permissions(&s, &token).await.contains(&"audit.view".to_owned()));
 

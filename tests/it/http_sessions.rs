@@ -20,25 +20,11 @@ async fn put_roles(s: &TestServer, token: &str, user: &str, roles: Value) -> par
     .await
 }
 
-async fn login(s: &TestServer, email: &str) -> Value {
-    let a = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": email, "password": "correct horse battery"})),
-            &[],
-        )
-        .await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    a.body["data"].clone()
-}
-
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session() {
     let s = TestServer::start().await;
     s.register("owner@example.com").await;
-    let first = login(&s, "owner@example.com").await;
+    let first = s.login("owner@example.com").await;
     let refresh = |token: &str| {
         s.call(Method::POST, "/api/v1/auth/refresh", None, Some(json!({"refresh_token": token})), &[])
     };
@@ -63,7 +49,7 @@ async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session() 
             .unwrap();
     assert_eq!(ended, vec![("refresh_token_reused".to_owned(),)]);
     // Another session of the same user is not affected.
-    let other = login(&s, "owner@example.com").await;
+    let other = s.login("owner@example.com").await;
     assert_eq!(s.get("/api/v1/users/me", other["access_token"].as_str().unwrap()).await.status, 200);
     s.stop().await;
 }
@@ -119,7 +105,7 @@ async fn a_deactivated_user_cannot_log_in_and_their_tokens_and_websocket_die() {
     let s = TestServer::start().await;
     let owner = s.register("owner@example.com").await;
     let bob = s.invite_member(&owner, "bob@example.com").await;
-    let bob_again = login(&s, "bob@example.com").await;
+    let bob_again = s.login("bob@example.com").await;
     let mut cable = s.cable(Some(&bob.token)).await;
     assert_eq!(cable.frame().await["type"], json!("welcome"));
     let count = s.events().await;
@@ -179,7 +165,7 @@ async fn roles_change_by_managers_only_the_last_owner_stays_and_older_tokens_mus
     let s = TestServer::start().await;
     let owner = s.register("owner@example.com").await;
     let bob = s.invite_member(&owner, "bob@example.com").await;
-    let bob_session = login(&s, "bob@example.com").await;
+    let bob_session = s.login("bob@example.com").await;
     let count = s.events().await;
     put_roles(&s, &bob.token, &owner.id, json!(["member"])).await.assert_error(403, "forbidden");
     put_roles(&s, &owner.token, &owner.id, json!(["admin"])).await.assert_error(409, "conflict");
@@ -214,7 +200,7 @@ async fn roles_change_by_managers_only_the_last_owner_stays_and_older_tokens_mus
     // Everyone's roles changed since their tokens were issued: both must sign in again.
     s.get("/api/v1/users/me", &admin_token).await.assert_error(401, "unauthorized");
     s.get("/api/v1/users/me", &owner.token).await.assert_error(401, "unauthorized");
-    let reader = login(&s, "owner@example.com").await["access_token"].as_str().unwrap().to_owned();
+    let reader = s.login("owner@example.com").await["access_token"].as_str().unwrap().to_owned();
     let audit =
         s.get_at("/api/v1/audit/events?event_type=UserRolesChanged", &reader, &stepped_down.position()).await;
     let actors: Vec<&Value> =

@@ -199,7 +199,7 @@ async fn several_streams_appended_in_one_call_keep_every_rule_of_a_single_append
     let mut tx = store.begin().await.unwrap();
     tx.lock_streams(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
     let appended = tx
-        .append_all(&[append(&a, 1, 2), append(&b, 0, 1), append(&c, 0, 3), append(&a, 3, 1)])
+        .append_all(&[&append(&a, 1, 2), &append(&b, 0, 1), &append(&c, 0, 3), &append(&a, 3, 1)])
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -221,7 +221,7 @@ async fn several_streams_appended_in_one_call_keep_every_rule_of_a_single_append
     // One stale expected version refuses the whole call: nothing of it is written.
     let mut tx = store.begin().await.unwrap();
     tx.lock_streams(&[b.clone(), c.clone()]).await.unwrap();
-    let refused = tx.append_all(&[append(&b, 1, 1), append(&c, 2, 1)]).await;
+    let refused = tx.append_all(&[&append(&b, 1, 1), &append(&c, 2, 1)]).await;
     assert!(refused.is_err(), "{refused:?}");
     tx.rollback().await.unwrap();
     let (events,): (i64,) =

@@ -124,6 +124,21 @@ impl TestServer {
         self.call(Method::POST, path, Some(token), Some(body), &[]).await
     }
 
+    /// Logs `email` in with the password every test user has; the answer's `data` (tokens, user).
+    pub async fn login(&self, email: &str) -> Value {
+        let a = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": "correct horse battery"})),
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        a.body["data"].clone()
+    }
+
     /// Registers a new account's owner.
     pub async fn register(&self, email: &str) -> User {
         let a = self

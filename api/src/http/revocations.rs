@@ -7,11 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use parley_eventstore::{EventStore, RecordedEvent, StoreError};
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::auth::ACCESS_TTL;
-use super::live::LiveFeed;
+use super::live::{follow, FollowsLog, LiveFeed};
 
 pub const SESSION_ENDED: &str = "SessionEnded";
 pub const USER_ROLES_CHANGED: &str = "UserRolesChanged";
@@ -30,27 +29,10 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Starts following the log: subscribes to the live feed first, then loads the sessions ended
-    /// recently enough that their access tokens could still be valid (so nothing falls between).
+    /// Starts following the log: the sessions ended recently enough that their access tokens
+    /// could still be valid, then every new ending.
     pub async fn start(store: &EventStore, live: &LiveFeed) -> Result<Self, StoreError> {
-        let revocations = Self::default();
-        let mut feed = live.subscribe();
-        revocations.load_recent(store).await?;
-        let (following, store) = (revocations.clone(), store.clone());
-        tokio::spawn(async move {
-            loop {
-                match feed.recv().await {
-                    Ok(event) => following.observe(&event),
-                    Err(RecvError::Lagged(_)) => {
-                        if let Err(e) = following.load_recent(&store).await {
-                            tracing::warn!(error = %e, "could not reload revocations");
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(revocations)
+        follow(Self::default(), store, live).await
     }
 
     async fn load_recent(&self, store: &EventStore) -> Result<(), StoreError> {
@@ -101,7 +83,7 @@ impl Revocations {
             .unwrap_or(true)
     }
 
-    /// Takes note of a `SessionEnded` event.
+    /// Takes note of a `SessionEnded` or `UserRolesChanged` event.
     pub fn observe(&self, event: &RecordedEvent) {
         if event.event_type == USER_ROLES_CHANGED {
             if let Ok(user) = event.stream_id.parse() {
@@ -127,5 +109,17 @@ impl Revocations {
 
     pub fn is_revoked(&self, session: Uuid) -> bool {
         self.ended.read().map(|e| e.contains_key(&session)).unwrap_or(true)
+    }
+}
+
+impl FollowsLog for Revocations {
+    const WHAT: &'static str = "revocations";
+
+    async fn load(&self, store: &EventStore) -> Result<(), StoreError> {
+        self.load_recent(store).await
+    }
+
+    fn observe(&self, event: &RecordedEvent) {
+        Revocations::observe(self, event);
     }
 }

@@ -11,10 +11,9 @@ use parley_aggregates::from_payload;
 use parley_aggregates::permissions::{permissions_of, Permission};
 use parley_aggregates::role::{Role, RoleEvent};
 use parley_eventstore::{EventFilter, EventStore, RecordedEvent, StoreError};
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::live::LiveFeed;
+use super::live::{follow, FollowsLog, LiveFeed};
 
 /// A live custom role: its account, its permissions, the version of its stream they are from.
 #[derive(Clone, Debug)]
@@ -31,29 +30,13 @@ pub struct RoleDirectory {
 }
 
 impl RoleDirectory {
+    /// Starts following the log: every role event so far, then each new one.
     pub async fn start(store: &EventStore, live: &LiveFeed) -> Result<Self, StoreError> {
-        let directory = Self::default();
-        let mut feed = live.subscribe();
-        directory.load(store).await?;
-        let (following, store) = (directory.clone(), store.clone());
-        tokio::spawn(async move {
-            loop {
-                match feed.recv().await {
-                    Ok(event) => following.observe(&event),
-                    Err(RecvError::Lagged(_)) => {
-                        if let Err(e) = following.load(&store).await {
-                            tracing::warn!(error = %e, "could not reload roles");
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(directory)
+        follow(Self::default(), store, live).await
     }
 
     /// Every role event (roles are few, and each change is small).
-    async fn load(&self, store: &EventStore) -> Result<(), StoreError> {
+    async fn load_all(&self, store: &EventStore) -> Result<(), StoreError> {
         let mut filter = EventFilter { stream_type: Some(Role::TYPE.into()), ..Default::default() };
         loop {
             let page = store.query(&filter, 1000).await?;
@@ -121,5 +104,17 @@ impl RoleDirectory {
             out.dedup();
         }
         out
+    }
+}
+
+impl FollowsLog for RoleDirectory {
+    const WHAT: &'static str = "roles";
+
+    async fn load(&self, store: &EventStore) -> Result<(), StoreError> {
+        self.load_all(store).await
+    }
+
+    fn observe(&self, event: &RecordedEvent) {
+        RoleDirectory::observe(self, event);
     }
 }

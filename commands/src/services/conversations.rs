@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::{field, Commands};
 use crate::context::CommandContext;
+use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
-use crate::unit_of_work::{Executed, Idempotency, Idempotent, UnitOfWork};
+use crate::unit_of_work::{Executed, UnitOfWork};
 
 /// The idempotency key of a conversation command, with its renderings.
 pub type ConversationIdempotency<'a> = Idempotency<'a, Executed<Conversation>>;

@@ -16,10 +16,10 @@ pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER
 
 use parley_aggregates::values::ValueError;
 
+use crate::dispatcher::Dispatcher;
 use crate::error::DispatchError;
 use crate::group_commit::GroupCommit;
 use crate::password::PasswordHasher;
-use crate::unit_of_work::Dispatcher;
 use parley_aggregates::conversation::Conversation;
 
 /// The write side's use cases.

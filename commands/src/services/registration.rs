@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::{field, Commands};
 use crate::context::{Actor, CommandContext};
+use crate::dispatcher::with_retry;
 use crate::error::DispatchError;
 use crate::tokens;
-use crate::unit_of_work::with_retry;
 
 /// What a person sends to register.
 #[derive(Clone, Debug, Default)]

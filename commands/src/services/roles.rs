@@ -77,22 +77,7 @@ impl Commands {
         let name = name.map(role_name).transpose()?;
         let permissions = permissions.map(|p| grantable(ctx, p)).transpose()?;
         let update = RoleCommand::Update { name, permissions, by };
-        let done = self
-            .dispatcher
-            .transact(ctx, None, move |uow| {
-                let update = update.clone();
-                Box::pin(async move {
-                    if let Some(expected) = expected_version {
-                        let (_, head) = uow.load::<Role>(&role_id.to_string()).await?;
-                        if head.version != expected {
-                            return Err(DispatchError::PreconditionFailed { current: head.version });
-                        }
-                    }
-                    uow.execute::<Role>(&role_id.to_string(), update).await
-                })
-            })
-            .await?;
-        done.fresh()
+        self.dispatcher.execute_expecting::<Role>(ctx, &role_id.to_string(), update, expected_version).await
     }
 
     /// Deletes a role: its holders keep its id, which grants nothing any more.

@@ -215,21 +215,9 @@ impl Commands {
         };
         let done = self
             .dispatcher
-            .transact(ctx, None, move |uow| {
-                let update = update.clone();
-                Box::pin(async move {
-                    if let Some(expected) = expected_version {
-                        let (_, head) = uow.load::<User>(&user_id.to_string()).await?;
-                        if head.version != expected {
-                            return Err(DispatchError::PreconditionFailed { current: head.version });
-                        }
-                    }
-                    let done = uow.execute::<User>(&user_id.to_string(), update).await?;
-                    Ok(ProfileUpdated { user: done.aggregate, version: done.version, cursor: done.cursor })
-                })
-            })
+            .execute_expecting::<User>(ctx, &user_id.to_string(), update, expected_version)
             .await?;
-        done.fresh()
+        Ok(ProfileUpdated { user: done.aggregate, version: done.version, cursor: done.cursor })
     }
 }
 

@@ -1,7 +1,7 @@
 //! `/api/v1/conversations` and memberships.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use parley_aggregates::conversation::{Conversation, ConversationEvent, MemberRole};
@@ -16,7 +16,7 @@ use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, MinPosition};
-use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
+use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_etag, with_key};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
@@ -127,11 +127,8 @@ async fn show(
         "last_activity_at": last_activity_at, "message_count": message_count, "archived": archived,
         "members": members, "version": version,
     });
-    let mut response = respond(StatusCode::OK, envelope(data, json!({}), None), None);
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    Ok(response)
+    let response = respond(StatusCode::OK, envelope(data, json!({}), None), None);
+    Ok(with_etag(response, version))
 }
 
 #[derive(Deserialize)]

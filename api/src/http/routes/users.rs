@@ -1,7 +1,6 @@
 //! `/api/v1/users`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -12,7 +11,7 @@ use crate::http::auth::Principal;
 use crate::http::consistency::{self, later};
 use crate::http::error::ApiError;
 use crate::http::extract::MinPosition;
-use crate::http::respond::ok;
+use crate::http::respond::{ok, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
@@ -75,7 +74,7 @@ async fn me(
     ) = row.ok_or_else(ApiError::not_found)?;
     let permissions = state.roles.permissions(principal.account_id(), &roles);
     let permissions: Vec<&str> = permissions.into_iter().map(|p| p.name()).collect();
-    let mut response = ok(
+    let response = ok(
         json!({
             "id": id, "name": name, "email": email, "display_name": display_name, "avatar_url": avatar_url,
             "bio": bio, "roles": roles, "permissions": permissions, "created_at": created_at, "version": version,
@@ -83,10 +82,7 @@ async fn me(
         }),
         None,
     );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    Ok(response)
+    Ok(with_etag(response, version))
 }
 
 /// The permission registry.
@@ -208,15 +204,12 @@ async fn profile(
     .fetch_optional(state.app.store.pool())
     .await?;
     let (id, name, display_name, avatar_url, bio, active, version) = row.ok_or_else(ApiError::not_found)?;
-    let mut response = ok(
+    let response = ok(
         json!({"id": id, "name": name, "display_name": display_name, "avatar_url": avatar_url, "bio": bio,
                "active": active, "version": version}),
         None,
     );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    Ok(response)
+    Ok(with_etag(response, version))
 }
 
 /// Reads an optional profile field of a PATCH body: absent, `null` (clear) or a string.
@@ -253,15 +246,12 @@ async fn update(
     };
     let updated = state.app.commands.update_profile(&principal.ctx, id, changes, expected).await?;
     let u = &updated.user;
-    let mut response = ok(
+    let response = ok(
         json!({"id": id, "name": u.name, "display_name": u.display_name, "avatar_url": u.avatar_url, "bio": u.bio,
                "version": updated.version}),
         updated.cursor,
     );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", updated.version)) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    Ok(response)
+    Ok(with_etag(response, updated.version))
 }
 
 #[derive(serde::Deserialize)]
