@@ -17,7 +17,7 @@ use crate::Scratch;
 
 const CLIENTS: usize = 32;
 const CONVERSATIONS: usize = 100;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Registers the benchmark's user: its access token and the registration's position.
 pub async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {

@@ -4,7 +4,8 @@
 //! - `store`: raw single-row INSERT transactions/s of an events-shaped row with N clients, next
 //!   to Parley's single-event appends/s to distinct streams with N writers.
 //! - `http`: `POST /conversations/{id}/messages` through the real server with 32 clients over
-//!   100 conversations: throughput and latency percentiles, next to the raw insert limit.
+//!   100 conversations: throughput and latency percentiles, next to the raw insert limit, the two
+//!   alternated in rounds (the median round is reported).
 //! - `auth`: authenticated `GET /users/me` and `GET /api/v1/permissions` next to `GET /health`,
 //!   64 clients: what token checking (signature and revocation) costs.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
