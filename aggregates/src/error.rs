@@ -1,6 +1,7 @@
 //! Every aggregate's error, in one type for the layers above to map to one answer each.
 
 use crate::account::AccountError;
+use crate::api_key::ApiKeyError;
 use crate::conversation::ConversationError;
 use crate::invitation::InvitationError;
 use crate::role::RoleError;
@@ -21,4 +22,6 @@ pub enum DomainError {
     Conversation(#[from] ConversationError),
     #[error(transparent)]
     Role(#[from] RoleError),
+    #[error(transparent)]
+    ApiKey(#[from] ApiKeyError),
 }

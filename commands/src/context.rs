@@ -20,6 +20,10 @@ impl Actor {
         Self { kind: ActorKind::User, id: Some(id), permissions }
     }
 
+    pub fn api_key(id: Uuid, permissions: Vec<Permission>) -> Self {
+        Self { kind: ActorKind::ApiKey, id: Some(id), permissions }
+    }
+
     pub fn system() -> Self {
         Self { kind: ActorKind::System, id: None, permissions: Vec::new() }
     }
@@ -58,6 +62,14 @@ impl CommandContext {
         match (self.actor.kind, self.actor.id) {
             (ActorKind::User, Some(id)) => Ok(id),
             _ => Err(DispatchError::Forbidden("only a user can do this".into())),
+        }
+    }
+
+    /// The acting user or API key, as recorded in `*_by` fields; the system has no id.
+    pub fn actor_id(&self) -> Result<Uuid, DispatchError> {
+        match (self.actor.kind, self.actor.id) {
+            (ActorKind::User | ActorKind::ApiKey, Some(id)) => Ok(id),
+            _ => Err(DispatchError::Forbidden("only a user or an API key can do this".into())),
         }
     }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
+use parley_aggregates::api_key::{ApiKey, ApiKeyEvent};
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
 use parley_aggregates::invitation::{Invitation, InvitationEvent};
 use parley_aggregates::role::{Role, RoleEvent};
@@ -225,6 +226,33 @@ impl WriteSide for Role {
                 {
                     return Err(DispatchError::Claimed { kind: ROLE_NAME_CLAIM, holder });
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteSide for ApiKey {
+    /// A key is used often and its uses are events: load from a snapshot plus at most this many.
+    const SNAPSHOT_EVERY: i64 = 100;
+
+    /// The secret's hash, so that a node which has not yet seen the key in the log finds it.
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        _stream: &StreamKey,
+        events: &[ApiKeyEvent],
+    ) -> Result<(), DispatchError> {
+        for event in events {
+            if let ApiKeyEvent::ApiKeyCreated { api_key_id, secret_hash, .. } = event {
+                sqlx::query(
+                    "INSERT INTO api_key_facts (secret_hash, api_key_id, account_id) VALUES ($1, $2, $3)",
+                )
+                .bind(secret_hash)
+                .bind(api_key_id)
+                .bind(account_id)
+                .execute(&mut *conn)
+                .await?;
             }
         }
         Ok(())

@@ -262,7 +262,11 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .post("/api/v1/roles", &theirs.token, json!({"name": "Theirs", "permissions": ["users.view"]}))
         .await;
     let role_id = role.data()["id"].as_str().unwrap().to_owned();
-    let settled = role.position();
+    let key = s
+        .post("/api/v1/api_keys", &theirs.token, json!({"name": "Theirs", "permissions": ["users.view"]}))
+        .await;
+    let key_id = key.data()["id"].as_str().unwrap().to_owned();
+    let settled = key.position();
     // Mine: an owner with every permission.
     let me = s.register("me@example.com").await;
     let user = their_member.id.clone();
@@ -272,6 +276,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("users", ("User", user.clone())),
         ("invitations", ("Invitation", invitation_id.clone())),
         ("roles", ("Role", role_id.clone())),
+        ("api_keys", ("ApiKey", key_id.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource
@@ -299,7 +304,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         cases.push((method.clone(), template.replace("{id}", &id), body));
     }
     assert!(cases.iter().all(|(_, path, _)| !path.contains('{')), "every path parameter filled: {cases:?}");
-    assert!(cases.len() >= 16, "the router lists its id-taking endpoints: {cases:?}");
+    assert!(cases.len() >= 18, "the router lists its id-taking endpoints: {cases:?}");
     // And adding myself to their conversation.
     cases.push((
         Method::POST,
@@ -324,9 +329,8 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     assert_eq!(roles.data().as_array().unwrap().len(), 3, "only the system roles: {:?}", roles.body);
     let users = s.get_at("/api/v1/users", &me.token, &settled).await;
     assert_eq!(users.data().as_array().unwrap().len(), 1);
-    assert_eq!(
-        s.get_at("/api/v1/invitations", &me.token, &settled).await.data().as_array().unwrap().len(),
-        0
-    );
+    for list in ["/api/v1/invitations", "/api/v1/api_keys"] {
+        assert_eq!(s.get_at(list, &me.token, &settled).await.data().as_array().unwrap().len(), 0, "{list}");
+    }
     s.stop().await;
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod concurrency;
 mod group_commit;
+mod http_api_keys;
 mod http_bad_input;
 mod http_flow;
 mod http_roles;

@@ -2,7 +2,9 @@
 //! position the session started at. The secret comes from `PARLEY_JWT_SECRET`, or is generated
 //! once and kept in the database so restarts and other nodes accept the same tokens.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::RwLock;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -10,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parley_commands::services::API_KEY_PREFIX;
 use parley_commands::{Actor, CommandContext};
 use parley_eventstore::LogCursor;
 use rand::RngCore;
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::api_keys::KeyHolder;
 use super::error::ApiError;
 use super::roles::RoleDirectory;
 use super::state::AppState;
@@ -47,10 +51,16 @@ pub struct Claims {
     pub rv: i64,
 }
 
+/// How many verified tokens a node remembers (cleared when full: a token is verified again).
+const VERIFIED_CAPACITY: usize = 16 * 1024;
+
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and claims were verified, by their exact text: a client presents
+    /// the same token for up to 15 minutes, and only the expiry can change its verdict.
+    verified: RwLock<HashMap<String, Claims>>,
 }
 
 impl JwtKeys {
@@ -63,6 +73,7 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -98,10 +109,25 @@ impl JwtKeys {
     /// The claims of a valid, unexpired access token signed with our key (HS256 only: `none`
     /// and every other algorithm are refused).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = Utc::now().timestamp();
+        if let Some(claims) = self.verified.read().ok().and_then(|v| v.get(token).cloned()) {
+            if now < claims.exp {
+                return Ok(claims);
+            }
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ApiError::new(super::error::Code::Unauthorized, "invalid or expired token"))?;
         if data.claims.typ != ACCESS {
             return Err(ApiError::new(super::error::Code::Unauthorized, "not an access token"));
+        }
+        // Only tokens already valid are remembered (one not yet valid is checked again).
+        if data.claims.nbf <= now && now < data.claims.exp {
+            if let Ok(mut verified) = self.verified.write() {
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+                verified.insert(token.to_owned(), data.claims.clone());
+            }
         }
         Ok(data.claims)
     }
@@ -123,23 +149,46 @@ pub async fn load_secret(pool: &PgPool, configured: Option<&str>) -> Result<Vec<
     Ok(secret.into_bytes())
 }
 
-/// The authenticated caller: verified token claims and the command context they grant.
+/// What a request authenticated with.
+pub enum Credential {
+    /// A user's access token.
+    Session(Claims),
+    /// An API key, acting with its own permissions.
+    ApiKey(Uuid),
+}
+
+/// The authenticated caller: its credential and the command context it grants.
 pub struct Principal {
-    pub claims: Claims,
+    pub credential: Credential,
     pub ctx: CommandContext,
 }
 
 impl Principal {
-    pub fn user_id(&self) -> Uuid {
-        self.claims.sub
-    }
-
     pub fn account_id(&self) -> Uuid {
-        self.claims.acc
+        self.ctx.account_id
     }
 
-    pub fn session_position(&self) -> Option<LogCursor> {
-        self.claims.pos.parse().ok()
+    /// The signed-in user's token; an API key is no user (403).
+    pub fn session(&self) -> Result<&Claims, ApiError> {
+        match &self.credential {
+            Credential::Session(claims) => Ok(claims),
+            Credential::ApiKey(_) => {
+                Err(ApiError::new(super::error::Code::Forbidden, "only a signed-in user can do this"))
+            }
+        }
+    }
+
+    /// The signed-in user; an API key is no user (403).
+    pub fn user_id(&self) -> Result<Uuid, ApiError> {
+        self.session().map(|c| c.sub)
+    }
+
+    /// Who holds the credential, as idempotency keys are scoped: `user:<id>` or `api_key:<id>`.
+    pub fn credential_scope(&self) -> String {
+        match &self.credential {
+            Credential::Session(claims) => format!("user:{}", claims.sub),
+            Credential::ApiKey(id) => format!("api_key:{id}"),
+        }
     }
 
     /// The principal of a verified token, for this request: its permissions resolved once.
@@ -150,12 +199,53 @@ impl Principal {
         client_ip: Option<String>,
     ) -> Self {
         let actor = Actor::user(claims.sub, roles.permissions(claims.acc, &claims.roles));
-        let mut ctx = CommandContext::new(claims.acc, actor);
-        ctx.correlation_id = request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or(ctx.correlation_id);
-        ctx.request_id = request_id;
-        ctx.client_ip = client_ip;
-        Self { claims, ctx }
+        let ctx = context(claims.acc, actor, request_id, client_ip);
+        Self { credential: Credential::Session(claims), ctx }
     }
+
+    /// The principal of an API key, for this request.
+    pub fn from_key(key: KeyHolder, request_id: Option<String>, client_ip: Option<String>) -> Self {
+        let actor = Actor::api_key(key.api_key_id, key.permissions);
+        let ctx = context(key.account_id, actor, request_id, client_ip);
+        Self { credential: Credential::ApiKey(key.api_key_id), ctx }
+    }
+
+    /// The principal of a bearer credential: an API key (`pk_...`) or an access token.
+    pub async fn authenticate(
+        state: &AppState,
+        credential: &str,
+        request_id: Option<String>,
+        client_ip: Option<String>,
+    ) -> Result<Self, ApiError> {
+        if credential.starts_with(API_KEY_PREFIX) {
+            let key = state.api_keys.authenticate(credential).await?;
+            return Ok(Self::from_key(key, request_id, client_ip));
+        }
+        let claims = state.jwt.verify(credential)?;
+        if state.revocations.is_revoked(claims.sid) {
+            return Err(ApiError::new(super::error::Code::Unauthorized, "the session has ended"));
+        }
+        if state.revocations.roles_changed_since(claims.sub, claims.rv) {
+            return Err(ApiError::new(
+                super::error::Code::Unauthorized,
+                "your roles changed: refresh your token",
+            ));
+        }
+        Ok(Self::from_claims(claims, &state.roles, request_id, client_ip))
+    }
+}
+
+fn context(
+    account_id: Uuid,
+    actor: Actor,
+    request_id: Option<String>,
+    client_ip: Option<String>,
+) -> CommandContext {
+    let mut ctx = CommandContext::new(account_id, actor);
+    ctx.correlation_id = request_id.as_deref().and_then(|r| r.parse().ok()).unwrap_or(ctx.correlation_id);
+    ctx.request_id = request_id;
+    ctx.client_ip = client_ip;
+    ctx
 }
 
 /// The request id (set by the request-id layer) and the client address.
@@ -178,17 +268,28 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
-        let claims = state.jwt.verify(token)?;
-        if state.revocations.is_revoked(claims.sid) {
-            return Err(ApiError::new(super::error::Code::Unauthorized, "the session has ended"));
-        }
-        if state.revocations.roles_changed_since(claims.sub, claims.rv) {
-            return Err(ApiError::new(
-                super::error::Code::Unauthorized,
-                "your roles changed: refresh your token",
-            ));
-        }
         let (request_id, client_ip) = origin(parts);
-        Ok(Principal::from_claims(claims, &state.roles, request_id, client_ip))
+        Principal::authenticate(state, token, request_id, client_ip).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_token_is_refused_once_it_expires() {
+        let keys = JwtKeys::new(b"secret");
+        let (token, _) = keys
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), &["owner".into()], 1, LogCursor::default())
+            .unwrap();
+        let mut claims = keys.verify(&token).unwrap();
+        assert_eq!(keys.verified.read().unwrap().len(), 1, "a valid token is remembered");
+        // The same text, remembered with an expiry in the past: it must be checked again (and
+        // its signature then decides; a stale entry grants nothing).
+        claims.exp = Utc::now().timestamp() - 60;
+        keys.verified.write().unwrap().insert("not-a-token".into(), claims);
+        assert!(keys.verify("not-a-token").is_err());
+        assert!(keys.verify(&token).is_ok());
     }
 }

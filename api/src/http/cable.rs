@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::auth::{origin, Principal};
+use super::auth::{origin, Credential, Principal};
 use super::extract::ApiQuery;
 use super::state::AppState;
 
@@ -52,12 +52,10 @@ pub async fn cable(
     Origin(request_id, client_ip): Origin,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let principal = params
-        .token
-        .as_deref()
-        .and_then(|t| state.jwt.verify(t).ok())
-        .filter(|claims| !state.revocations.is_revoked(claims.sid))
-        .map(|claims| Principal::from_claims(claims, &state.roles, request_id, client_ip));
+    let principal = match params.token.as_deref() {
+        Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
+        None => None,
+    };
     ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
         match principal {
             Some(principal) => Connection::new(state, principal).run(socket).await,
@@ -165,12 +163,12 @@ impl Connection {
                     Some(Ok(_)) => {}
                 },
                 event = live.recv() => match event {
-                    Ok(event) if self.ends_my_session(&event) => {
+                    Ok(event) if self.ends_my_credential(&event) => {
                         close_unauthorized_ref(socket).await;
                         return Err(Closed);
                     }
                     Ok(event) => self.deliver(socket, &event).await?,
-                    Err(RecvError::Lagged(_)) if self.state.revocations.is_revoked(self.principal.claims.sid) => {
+                    Err(RecvError::Lagged(_)) if self.credential_ended() => {
                         close_unauthorized_ref(socket).await;
                         return Err(Closed);
                     }
@@ -185,11 +183,23 @@ impl Connection {
         }
     }
 
-    /// Whether `event` ends the session this connection authenticated with (logout, revocation).
-    fn ends_my_session(&self, event: &RecordedEvent) -> bool {
-        event.event_type == super::revocations::SESSION_ENDED
-            && event.payload.get("session_id").and_then(|v| v.as_str())
-                == Some(&self.principal.claims.sid.to_string())
+    /// Whether `event` ends the credential this connection authenticated with: its session
+    /// (logout, revocation, deactivation) or its API key (revocation).
+    fn ends_my_credential(&self, event: &RecordedEvent) -> bool {
+        let (event_type, field, id) = match &self.principal.credential {
+            Credential::Session(claims) => (super::revocations::SESSION_ENDED, "session_id", claims.sid),
+            Credential::ApiKey(id) => (super::api_keys::API_KEY_REVOKED, "api_key_id", *id),
+        };
+        event.event_type == event_type
+            && event.payload.get(field).and_then(|v| v.as_str()) == Some(&id.to_string())
+    }
+
+    /// Whether the credential ended while this connection was not looking (the feed lagged).
+    fn credential_ended(&self) -> bool {
+        match &self.principal.credential {
+            Credential::Session(claims) => self.state.revocations.is_revoked(claims.sid),
+            Credential::ApiKey(id) => self.state.api_keys.is_revoked(*id),
+        }
     }
 
     async fn deliver(&mut self, socket: &mut WebSocket, event: &RecordedEvent) -> Result<(), Closed> {
@@ -328,10 +338,12 @@ impl Connection {
             .load::<Conversation>(&conversation.to_string())
             .await
             .map_err(|e| tracing::warn!(error = %e, "membership check failed"))?;
+        // An API key is no member of any conversation.
+        let Ok(user_id) = self.principal.user_id() else { return Ok(false) };
         Ok(loaded.is_some_and(|l| {
             l.account_id == self.principal.account_id()
                 && !l.aggregate.archived
-                && l.aggregate.is_member(self.principal.user_id())
+                && l.aggregate.is_member(user_id)
         }))
     }
 }

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parley_aggregates::account::AccountError;
+use parley_aggregates::api_key::ApiKeyError;
 use parley_aggregates::conversation::ConversationError;
 use parley_aggregates::role::RoleError;
 use parley_aggregates::session::SessionError;
@@ -171,6 +172,8 @@ impl From<DomainError> for ApiError {
             DomainError::Invitation(_) => Code::InvitationInvalid,
             DomainError::Role(RoleError::NotFound) => Code::NotFound,
             DomainError::Role(RoleError::AlreadyCreated) => Code::Conflict,
+            DomainError::ApiKey(ApiKeyError::NotFound) => Code::NotFound,
+            DomainError::ApiKey(ApiKeyError::AlreadyCreated) => Code::Conflict,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
                 ConversationError::NotFound | ConversationError::NotAMember => Code::NotFound,

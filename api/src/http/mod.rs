@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket API (API.md): one router per resource, the envelope and error table,
 //! authentication, read-your-writes, idempotency, the live feed.
 
+pub mod api_keys;
 pub mod auth;
 pub mod cable;
 pub mod consistency;
@@ -135,6 +136,7 @@ impl Server {
         let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
         let revocations = revocations::Revocations::start(&app.store, &live).await?;
         let roles = roles::RoleDirectory::start(&app.store, &live).await?;
+        let api_keys = api_keys::ApiKeyDirectory::start(&app.store, &live, app.commands.clone()).await?;
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
             app: app.clone(),
@@ -142,6 +144,7 @@ impl Server {
             live,
             revocations,
             roles,
+            api_keys,
             limits: limits::Limits::new(options.auth_per_minute, options.failed_logins),
             metrics: prometheus(),
             shutdown: stopped.clone(),

@@ -57,7 +57,7 @@ pub fn scoped_key(
 ) -> IdempotencyKey {
     IdempotencyKey {
         account_id: principal.account_id(),
-        scope: format!("user:{}:{method}:{path}", principal.user_id()),
+        scope: format!("{}:{method}:{path}", principal.credential_scope()),
         key: key.to_owned(),
         request_hash: request_hash(body),
     }

@@ -17,6 +17,8 @@ pub struct AppState {
     pub revocations: super::revocations::Revocations,
     /// Custom roles' permissions: a token's roles resolve without a database round trip.
     pub roles: super::roles::RoleDirectory,
+    /// API keys: a `pk_...` bearer is checked without a database round trip once known.
+    pub api_keys: super::api_keys::ApiKeyDirectory,
     /// Login protection.
     pub limits: super::limits::Limits,
     pub metrics: Option<PrometheusHandle>,

@@ -36,7 +36,7 @@ impl Commands {
         role: &str,
     ) -> Result<InvitationIssued, DispatchError> {
         ctx.require(Permission::UsersInvite)?;
-        let invited_by = ctx.user_id()?;
+        let invited_by = ctx.actor_id()?;
         let email = field("email", Email::parse(email))?;
         if system_role(role).is_none() {
             return Err(DispatchError::Invalid { field: "role", message: "is not a known role".into() });
@@ -77,7 +77,7 @@ impl Commands {
         invitation_id: Uuid,
     ) -> Result<LogCursor, DispatchError> {
         ctx.require(Permission::UsersInvite)?;
-        let revoked_by = ctx.user_id()?;
+        let revoked_by = ctx.actor_id()?;
         let revoke = InvitationCommand::Revoke { revoked_by };
         let done = self.dispatcher.execute::<Invitation>(ctx, &invitation_id.to_string(), revoke).await?;
         Ok(done.cursor.unwrap_or_default())

@@ -1,5 +1,6 @@
 //! Application services: the use cases the API calls, each one unit of work on the log.
 
+mod api_keys;
 mod conversations;
 mod invitations;
 mod registration;
@@ -8,14 +9,17 @@ mod sessions;
 mod users;
 
 pub use crate::write_side::EMAIL_CLAIM;
+pub use api_keys::{ApiKeyIssued, API_KEY_PREFIX};
 pub use conversations::ConversationIdempotency;
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use registration::{Registered, Registration};
 pub use sessions::{LoggedIn, SessionStarted};
 pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER_DEACTIVATED};
 
+use parley_aggregates::permissions::Permission;
 use parley_aggregates::values::ValueError;
 
+use crate::context::CommandContext;
 use crate::dispatcher::Dispatcher;
 use crate::error::DispatchError;
 use crate::group_commit::GroupCommit;
@@ -50,4 +54,21 @@ impl Commands {
 /// Attaches the field name to a value that did not parse.
 pub(crate) fn field<T>(field: &'static str, parsed: Result<T, ValueError>) -> Result<T, DispatchError> {
     parsed.map_err(|e| DispatchError::Invalid { field, message: e.to_string() })
+}
+
+/// Parses permission names; every one must be in the registry, and the actor must hold it (no
+/// one grants what they do not have).
+pub(crate) fn grantable(ctx: &CommandContext, names: &[String]) -> Result<Vec<Permission>, DispatchError> {
+    let mut permissions = Vec::with_capacity(names.len());
+    for name in names {
+        let p = Permission::parse(name).ok_or_else(|| DispatchError::Invalid {
+            field: "permissions",
+            message: format!("{name:?} is not a permission"),
+        })?;
+        if !ctx.actor.can(p) {
+            return Err(DispatchError::Forbidden(format!("cannot grant {name}, which you do not hold")));
+        }
+        permissions.push(p);
+    }
+    Ok(permissions)
 }

@@ -9,7 +9,7 @@ use parley_eventstore::claims;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{field, Commands};
+use super::{field, grantable, Commands};
 use crate::context::CommandContext;
 use crate::error::DispatchError;
 use crate::unit_of_work::Executed;
@@ -20,23 +20,6 @@ pub const ROLE_NAME_CLAIM: &str = "role_name";
 /// The claim value of a role name in an account.
 pub fn role_name_key(account_id: Uuid, name: &str) -> String {
     format!("{account_id}/{}", name.to_lowercase())
-}
-
-/// Parses permission names; every one must be in the registry, and the actor must hold it (no
-/// one grants what they do not have).
-fn grantable(ctx: &CommandContext, names: &[String]) -> Result<Vec<Permission>, DispatchError> {
-    let mut permissions = Vec::with_capacity(names.len());
-    for name in names {
-        let p = Permission::parse(name).ok_or_else(|| DispatchError::Invalid {
-            field: "permissions",
-            message: format!("{name:?} is not a permission"),
-        })?;
-        if !ctx.actor.can(p) {
-            return Err(DispatchError::Forbidden(format!("cannot grant {name}, which you do not hold")));
-        }
-        permissions.push(p);
-    }
-    Ok(permissions)
 }
 
 fn role_name(name: &str) -> Result<Name, DispatchError> {
@@ -55,7 +38,7 @@ impl Commands {
         permissions: &[String],
     ) -> Result<Executed<Role>, DispatchError> {
         ctx.require(Permission::RolesManage)?;
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         let name = role_name(name)?;
         let permissions = grantable(ctx, permissions)?;
         let role_id = Uuid::now_v7();
@@ -73,7 +56,7 @@ impl Commands {
         expected_version: Option<i64>,
     ) -> Result<Executed<Role>, DispatchError> {
         ctx.require(Permission::RolesManage)?;
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         let name = name.map(role_name).transpose()?;
         let permissions = permissions.map(|p| grantable(ctx, p)).transpose()?;
         let update = RoleCommand::Update { name, permissions, by };
@@ -87,7 +70,7 @@ impl Commands {
         role_id: Uuid,
     ) -> Result<Executed<Role>, DispatchError> {
         ctx.require(Permission::RolesManage)?;
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         self.dispatcher.execute::<Role>(ctx, &role_id.to_string(), RoleCommand::Delete { by }).await
     }
 }

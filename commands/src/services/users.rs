@@ -35,7 +35,7 @@ impl Commands {
         user_id: Uuid,
     ) -> Result<Deactivated, DispatchError> {
         ctx.require(Permission::UsersManage)?;
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         let account_id = ctx.account_id;
         let done = self
             .dispatcher
@@ -95,7 +95,7 @@ impl Commands {
         roles: Vec<String>,
     ) -> Result<RolesAssigned, DispatchError> {
         ctx.require(Permission::UsersManage)?;
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         let account_id = ctx.account_id;
         let can_manage_account = ctx.actor.can(Permission::AccountManage);
         let done = self
@@ -184,7 +184,7 @@ impl Commands {
         changes: ProfileChanges,
         expected_version: Option<i64>,
     ) -> Result<ProfileUpdated, DispatchError> {
-        let by = ctx.user_id()?;
+        let by = ctx.actor_id()?;
         if by != user_id {
             ctx.require(Permission::UsersManage)?;
         }

@@ -1,5 +1,6 @@
 //! Every read model: real relational tables with the indexes their queries need.
 
+mod api_keys;
 mod conversations;
 mod invitations;
 mod messages;
@@ -8,6 +9,7 @@ mod users;
 
 use std::sync::Arc;
 
+pub use api_keys::ApiKeysProjection;
 pub use conversations::ConversationsProjection;
 pub use invitations::InvitationsProjection;
 pub use messages::MessagesProjection;
@@ -23,6 +25,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(MessagesProjection),
         Arc::new(InvitationsProjection),
         Arc::new(RolesProjection),
+        Arc::new(ApiKeysProjection),
     ]
 }
 

@@ -186,7 +186,7 @@ async fn refresh(
 /// every other node as soon as the log brings them the event.
 #[tracing::instrument(skip_all)]
 async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
-    let session = principal.claims.sid;
+    let session = principal.session()?.sid;
     let position = state.app.commands.end_session(&principal.ctx, session, "logout").await?;
     state.revocations.revoke(session);
     Ok(crate::http::respond::no_content(position))

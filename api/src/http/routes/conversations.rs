@@ -97,7 +97,7 @@ pub async fn visible(pool: &PgPool, principal: &Principal, id: Uuid) -> Result<C
     )
     .bind(id)
     .bind(principal.account_id())
-    .bind(principal.user_id())
+    .bind(principal.user_id()?)
     .fetch_optional(pool)
     .await?;
     row.ok_or_else(ApiError::not_found)

@@ -2,6 +2,7 @@
 //! records every (method, path) it adds: [`list`] is the API's own list of endpoints, which tests
 //! walk (the cross-tenant matrix), so a new endpoint cannot be left out of them.
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod conversations;
@@ -75,6 +76,7 @@ pub fn api() -> Routes {
         .merge(messages::router())
         .merge(audit::router())
         .merge(roles::router())
+        .merge(api_keys::router())
 }
 
 /// Every endpoint: method and full path, with path parameters as `{name}`.

@@ -42,20 +42,21 @@ type UserRow = (
 
 /// Own profile with email, roles, permissions and account. Waits for the read model to include
 /// the caller's session (and `X-Min-Position`), so it answers right after registering.
-#[tracing::instrument(skip_all, fields(user_id = %principal.user_id()))]
+#[tracing::instrument(skip_all)]
 async fn me(
     State(state): State<AppState>,
     principal: Principal,
     MinPosition(min): MinPosition,
 ) -> Result<Response, ApiError> {
-    consistency::projections(&state, &["users"], later(min, principal.session_position())).await?;
+    let session = principal.session()?;
+    consistency::projections(&state, &["users"], later(min, session.pos.parse().ok())).await?;
     let row: Option<UserRow> = sqlx::query_as(
         "SELECT u.id, u.name, u.email, u.display_name, u.avatar_url, u.bio, u.roles, u.created_at, u.version, \
                 a.id, a.name \
          FROM users u JOIN accounts a ON a.id = u.account_id \
          WHERE u.id = $1 AND u.account_id = $2 AND u.active",
     )
-    .bind(principal.user_id())
+    .bind(session.sub)
     .bind(principal.account_id())
     .fetch_optional(state.app.store.pool())
     .await?;
