@@ -55,11 +55,13 @@ async fn an_api_key_acts_with_its_own_permissions_and_is_named_as_the_actor() {
     replayable.assert_error(400, "idempotency_not_supported");
     assert_eq!(s.events().await, before, "nothing written");
 
-    // Created: the secret once, its prefix visible, its hash nowhere.
+    // Created: the secret once, its prefix visible, its hash nowhere. (It holds what a member
+    // holds, so that it may invite members: nobody gives a role granting more than they hold.)
     let created = create_key(
         &s,
         &owner.token,
-        json!({"name": "Provisioning", "permissions": ["users.view", "users.invite", "audit.view", "api_keys.manage"],
+        json!({"name": "Provisioning", "permissions": ["users.view", "users.invite", "audit.view", "api_keys.manage",
+                               "conversations.create", "calls.start"],
                "expires_at": future}),
     )
     .await;

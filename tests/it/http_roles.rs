@@ -166,3 +166,74 @@ async fn custom_roles_grant_their_permissions_at_once_and_stop_when_changed_or_d
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_gives_a_role_that_grants_more_than_they_hold_and_invitations_take_custom_roles() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let admin = s.invite_as(&owner, "admin@example.com", "admin").await;
+    let member = s.invite_member(&owner, "member@example.com").await;
+    // The owner made a role that carries account.manage, and one within an admin's reach.
+    let vault = s
+        .post("/api/v1/roles", &owner.token, json!({"name": "Vault", "permissions": ["account.manage"]}))
+        .await;
+    assert_eq!(vault.status, 201, "{:?}", vault.body);
+    let support = s
+        .post("/api/v1/roles", &owner.token, json!({"name": "Support", "permissions": ["audit.view"]}))
+        .await;
+    let support_id = support.data()["id"].as_str().unwrap().to_owned();
+
+    // An admin (users.manage, not account.manage) cannot hand out Vault: not to others, not to
+    // themself, not through an invitation.
+    let before = s.events().await;
+    for user in [&member.id, &admin.id] {
+        let a = call(
+            &s,
+            Method::PUT,
+            &format!("/api/v1/users/{user}/roles"),
+            &admin.token,
+            Some(json!({"roles": ["admin", "Vault"]})),
+        )
+        .await;
+        a.assert_error(403, "forbidden");
+    }
+    let invite =
+        s.post("/api/v1/invitations", &admin.token, json!({"email": "x@example.com", "role": "Vault"})).await;
+    invite.assert_error(403, "forbidden");
+    let unknown =
+        s.post("/api/v1/invitations", &admin.token, json!({"email": "x@example.com", "role": "Nope"})).await;
+    unknown.assert_error(422, "validation_failed");
+    assert!(
+        unknown.body["details"]["role"][0].as_str().is_some_and(|m| m.contains("Nope")),
+        "{:?}",
+        unknown.body
+    );
+    assert_eq!(s.events().await, before, "nothing written");
+
+    // A role the owner gave stays when an admin changes the user's other roles.
+    let given = call(
+        &s,
+        Method::PUT,
+        &format!("/api/v1/users/{}/roles", member.id),
+        &owner.token,
+        Some(json!({"roles": ["member", "Vault"]})),
+    )
+    .await;
+    assert_eq!(given.status, 200, "{:?}", given.body);
+    let kept = call(
+        &s,
+        Method::PUT,
+        &format!("/api/v1/users/{}/roles", member.id),
+        &admin.token,
+        Some(json!({"roles": ["Vault", "Support"]})),
+    )
+    .await;
+    assert_eq!(kept.status, 200, "{:?}", kept.body);
+
+    // Invited with a custom role (by name): the new user holds it by id.
+    let supporter = s.invite_as(&admin, "support@example.com", "Support").await;
+    let me = s.get_at("/api/v1/users/me", &supporter.token, &supporter.position).await;
+    assert_eq!(me.data()["roles"], json!([support_id]));
+    assert!(my_permissions(&s, &supporter.token).await.contains(&"audit.view".to_owned()));
+    s.stop().await;
+}

@@ -156,8 +156,13 @@ impl TestServer {
 
     /// Invites `email` into `owner`'s account as a member and registers them.
     pub async fn invite_member(&self, owner: &User, email: &str) -> User {
+        self.invite_as(owner, email, "member").await
+    }
+
+    /// Invites `email` into `inviter`'s account with `role` and registers them.
+    pub async fn invite_as(&self, inviter: &User, email: &str, role: &str) -> User {
         let inv =
-            self.post("/api/v1/invitations", &owner.token, json!({"email": email, "role": "member"})).await;
+            self.post("/api/v1/invitations", &inviter.token, json!({"email": email, "role": role})).await;
         assert_eq!(inv.status, StatusCode::CREATED, "{:?}", inv.body);
         let token = inv.data()["token"].as_str().unwrap().to_owned();
         let a = self

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{field, grantable, Commands};
 use crate::context::CommandContext;
 use crate::error::DispatchError;
-use crate::unit_of_work::Executed;
+use crate::unit_of_work::{Executed, UnitOfWork};
 
 /// The claim that keeps role names unique within an account (case-insensitively).
 pub const ROLE_NAME_CLAIM: &str = "role_name";
@@ -77,7 +77,7 @@ impl Commands {
 
 /// What a role given by a client refers to, as users hold it: a system role's name, or a custom
 /// role's id (given by id or by its current name). `None` for no role of this account.
-pub(crate) async fn resolve_role(
+async fn resolve_role(
     conn: &mut PgConnection,
     account_id: Uuid,
     given: &str,
@@ -101,4 +101,37 @@ pub(crate) async fn resolve_role(
     .fetch_one(&mut *conn)
     .await?;
     Ok(live.then(|| id.to_string()))
+}
+
+/// The roles a client gives, resolved as users hold them, each a role of the account; the
+/// actor must hold every permission of each role it adds (`held`: roles the user keeps need
+/// nothing), so nobody hands out more than they have.
+pub(crate) async fn grantable_roles(
+    uow: &mut UnitOfWork,
+    given: &[String],
+    held: &[String],
+) -> Result<Vec<String>, DispatchError> {
+    let (account_id, actor) = (uow.context().account_id, uow.context().actor.clone());
+    let mut resolved = Vec::with_capacity(given.len());
+    for name in given {
+        let role =
+            resolve_role(uow.conn(), account_id, name).await?.ok_or_else(|| DispatchError::Invalid {
+                field: "roles",
+                message: format!("{name:?} is not a role of this account"),
+            })?;
+        if !held.contains(&role) {
+            let permissions = match system_role(&role) {
+                Some(permissions) => permissions.to_vec(),
+                None => uow.load::<Role>(&role).await?.0.permissions,
+            };
+            if let Some(missing) = permissions.iter().find(|p| !actor.can(**p)) {
+                return Err(DispatchError::Forbidden(format!(
+                    "cannot give the role {name}: it grants {}, which you do not hold",
+                    missing.name()
+                )));
+            }
+        }
+        resolved.push(role);
+    }
+    Ok(resolved)
 }

@@ -3,7 +3,7 @@
 use parley_aggregates::account::{Account, AccountCommand};
 use parley_aggregates::permissions::{Permission, OWNER};
 
-use crate::services::roles::resolve_role;
+use crate::services::roles::grantable_roles;
 use parley_aggregates::session::{Session, SessionCommand, SessionError};
 use parley_aggregates::user::{User, UserCommand};
 use parley_aggregates::values::Name;
@@ -103,26 +103,14 @@ impl Commands {
             .transact(ctx, None, move |uow| {
                 let roles = roles.clone();
                 Box::pin(async move {
-                    // System roles by name, custom roles (named or by id) by their id.
-                    let mut resolved = Vec::with_capacity(roles.len());
-                    for given in &roles {
-                        match resolve_role(uow.conn(), account_id, given).await? {
-                            Some(role) => resolved.push(role),
-                            None => {
-                                return Err(DispatchError::Invalid {
-                                    field: "roles",
-                                    message: format!("{given:?} is not a role of this account"),
-                                })
-                            }
-                        }
-                    }
-                    let roles = resolved;
                     let streams = [
                         StreamKey::new("Account", account_id.to_string()),
                         StreamKey::new("User", user_id.to_string()),
                     ];
                     uow.lock(&streams).await?;
                     let (user, _) = uow.load::<User>(&user_id.to_string()).await?;
+                    // System roles by name, custom roles (named or by id) by their id.
+                    let roles = grantable_roles(uow, &roles, &user.roles).await?;
                     let was_owner = user.roles.iter().any(|r| r == OWNER);
                     let is_owner = roles.iter().any(|r| r == OWNER);
                     if was_owner != is_owner && !can_manage_account {
