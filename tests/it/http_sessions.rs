@@ -447,11 +447,33 @@ async fn failed_logins_per_email_and_auth_requests_per_ip_are_limited_with_retry
     let limited = login("Owner@Example.com", "correct horse battery").await;
     limited.assert_error(429, "rate_limited");
     assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    // Every node counts the same failures: server B (same database) refuses too.
+    let mut config = Config::new(s.t.db.url());
+    config.pool_size = 3;
+    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
+    let mut options =
+        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into()));
+    options.failed_logins = 3;
+    let b = Server::start(other, options).await.unwrap();
+    let on_b = s
+        .http
+        .post(format!("http://{}/api/v1/auth/login", b.addr))
+        .json(&json!({"email": "owner@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 429, "B counts A's failures");
+    assert!(on_b.headers().contains_key("retry-after"));
+    b.stop().await;
     assert_eq!(
         login("other@example.com", "correct horse battery").await.status,
         200,
         "other emails are not affected"
     );
+    // Successful logins are no failures: many in a row stay within the limit.
+    for _ in 0..5 {
+        assert_eq!(login("other@example.com", "correct horse battery").await.status, 200);
+    }
     s.stop().await;
 
     let s = TestServer::start_with(|o| o.auth_per_minute = 5).await;

@@ -1,67 +1,98 @@
 //! Login protection (API.md, "Auth"): requests to `/auth/*` per client IP, failed logins per
-//! email. Fixed windows kept in this node's memory: with N nodes behind a balancer a client gets
-//! up to N times the limit, which still stops brute force; a shared store would make it exact.
+//! email. Fixed windows counted in PostgreSQL, so every node sees the same counts: with N nodes
+//! behind a balancer a client still gets the limit once, not N times. One statement per count,
+//! on endpoints that already cost a password hash or a transaction.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
 
 use super::error::{ApiError, Code};
 use super::state::AppState;
 
-/// How many hits a key may make per window.
+/// Rows of windows older than this are deleted now and then.
+const KEEP: &str = "1 day";
+/// Every this many counts, old windows are swept.
+const SWEEP_EVERY: u64 = 1000;
+
+/// How many hits a key may make per window, counted in the database.
 #[derive(Clone)]
 pub struct RateLimiter {
+    pool: PgPool,
+    /// Keys of this limiter start with it (`auth_ip:`, `login:`).
+    namespace: &'static str,
     limit: u32,
     window: Duration,
-    hits: Arc<Mutex<HashMap<String, (Instant, u32)>>>,
+    counted: Arc<AtomicU64>,
 }
 
 impl RateLimiter {
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self { limit, window, hits: Arc::default() }
+    pub fn new(pool: PgPool, namespace: &'static str, limit: u32, window: Duration) -> Self {
+        Self { pool, namespace, limit, window, counted: Arc::default() }
     }
 
-    /// Counts a hit; `Err(seconds)` to wait when the key is over its limit.
-    pub fn hit(&self, key: &str) -> Result<(), u64> {
-        self.check(key, true)
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.namespace)
     }
 
-    /// Whether the key is over its limit, without counting.
-    pub fn peek(&self, key: &str) -> Result<(), u64> {
-        self.check(key, false)
-    }
-
-    pub fn reset(&self, key: &str) {
-        if let Ok(mut hits) = self.hits.lock() {
-            hits.remove(key);
+    /// Counts a hit; `Err(seconds)` to wait when the key is over its limit. Counting and
+    /// deciding are one statement, so concurrent hits on any nodes cannot pass the limit.
+    pub async fn hit(&self, key: &str) -> Result<(), u64> {
+        let counted = sqlx::query_as::<_, (i32, i64)>(
+            "INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1) \
+             ON CONFLICT (key) DO UPDATE SET \
+               window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2) \
+                              THEN now() ELSE r.window_start END, \
+               hits = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END \
+             RETURNING hits, ceil(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::bigint",
+        )
+        .bind(self.key(key))
+        .bind(self.window.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await;
+        self.sweep_now_and_then();
+        match counted {
+            Ok((hits, wait)) if hits as u32 > self.limit => Err(wait.max(1) as u64),
+            Ok(_) => Ok(()),
+            // Without the database there is nothing to log in to either; let the request fail there.
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit not counted");
+                Ok(())
+            }
         }
     }
 
-    fn check(&self, key: &str, count: bool) -> Result<(), u64> {
-        let Ok(mut hits) = self.hits.lock() else { return Ok(()) };
-        let now = Instant::now();
-        if hits.len() > 100_000 {
-            let window = self.window;
-            hits.retain(|_, (start, _)| now.duration_since(*start) < window);
+    /// Gives back one hit (a login that succeeded was no failure).
+    pub async fn forgive(&self, key: &str) {
+        let forgiven = sqlx::query("UPDATE rate_limits SET hits = greatest(hits - 1, 0) WHERE key = $1")
+            .bind(self.key(key))
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = forgiven {
+            tracing::warn!(error = %e, "rate limit hit not given back");
         }
-        let entry = hits.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
+    }
+
+    fn sweep_now_and_then(&self) {
+        if self.counted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
+            return;
         }
-        if entry.1 >= self.limit {
-            let wait = self.window.saturating_sub(now.duration_since(entry.0));
-            return Err(wait.as_secs().max(1));
-        }
-        if count {
-            entry.1 += 1;
-        }
-        Ok(())
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let swept = sqlx::query("DELETE FROM rate_limits WHERE window_start < now() - $1::interval")
+                .bind(KEEP)
+                .execute(&pool)
+                .await;
+            if let Err(e) = swept {
+                tracing::warn!(error = %e, "old rate-limit windows not swept");
+            }
+        });
     }
 }
 
@@ -70,15 +101,21 @@ impl RateLimiter {
 pub struct Limits {
     /// Requests to `/auth/*` per client IP.
     pub auth_per_ip: RateLimiter,
-    /// Failed logins per email.
+    /// Failed logins per email: each attempt takes a slot before the password is checked (so
+    /// concurrent guesses cannot pass the limit), and a successful one gives it back.
     pub failed_logins: RateLimiter,
 }
 
 impl Limits {
-    pub fn new(auth_per_minute: u32, failed_logins_per_15_minutes: u32) -> Self {
+    pub fn new(pool: PgPool, auth_per_minute: u32, failed_logins_per_15_minutes: u32) -> Self {
         Self {
-            auth_per_ip: RateLimiter::new(auth_per_minute, Duration::from_secs(60)),
-            failed_logins: RateLimiter::new(failed_logins_per_15_minutes, Duration::from_secs(15 * 60)),
+            auth_per_ip: RateLimiter::new(pool.clone(), "auth_ip", auth_per_minute, Duration::from_secs(60)),
+            failed_logins: RateLimiter::new(
+                pool,
+                "login",
+                failed_logins_per_15_minutes,
+                Duration::from_secs(15 * 60),
+            ),
         }
     }
 }
@@ -91,25 +128,8 @@ pub fn too_many(retry_after: u64) -> ApiError {
 pub async fn per_ip(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ip =
         req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
-    match state.limits.auth_per_ip.hit(&ip) {
+    match state.limits.auth_per_ip.hit(&ip).await {
         Ok(()) => next.run(req).await,
         Err(wait) => too_many(wait).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_is_stopped_past_its_limit_until_the_window_passes() {
-        let limiter = RateLimiter::new(2, Duration::from_millis(50));
-        assert!(limiter.hit("a").is_ok() && limiter.hit("a").is_ok());
-        assert!(limiter.hit("a").is_err() && limiter.peek("a").is_err());
-        assert!(limiter.hit("b").is_ok(), "keys are counted apart");
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(limiter.hit("a").is_ok(), "a new window");
-        limiter.reset("b");
-        assert!(limiter.peek("b").is_ok());
     }
 }

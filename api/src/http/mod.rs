@@ -145,7 +145,11 @@ impl Server {
             revocations,
             roles,
             api_keys,
-            limits: limits::Limits::new(options.auth_per_minute, options.failed_logins),
+            limits: limits::Limits::new(
+                app.store.pool().clone(),
+                options.auth_per_minute,
+                options.failed_logins,
+            ),
             metrics: prometheus(),
             shutdown: stopped.clone(),
         };

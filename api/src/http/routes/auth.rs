@@ -126,16 +126,18 @@ async fn login(
     ApiJson { value: body, .. }: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
-    state.limits.failed_logins.peek(&email).map_err(crate::http::limits::too_many)?;
+    // The attempt takes a slot first; only a failure keeps it.
+    state.limits.failed_logins.hit(&email).await.map_err(crate::http::limits::too_many)?;
     let logged_in = match state.app.commands.login(&body.email, &body.password, request_id, client_ip).await {
         Ok(logged_in) => logged_in,
         Err(e) => {
-            if matches!(e, DispatchError::Unauthenticated) {
-                let _ = state.limits.failed_logins.hit(&email);
+            if !matches!(e, DispatchError::Unauthenticated) {
+                state.limits.failed_logins.forgive(&email).await;
             }
             return Err(e.into());
         }
     };
+    state.limits.failed_logins.forgive(&email).await;
     let who = Identity {
         user_id: logged_in.user_id,
         account_id: logged_in.account_id,
