@@ -100,6 +100,51 @@ async fn logout_on_one_server_is_refused_by_another_within_a_second_and_closes_w
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ended_credentials_reach_another_server_even_while_an_old_transaction_holds_the_log_back() {
+    let s = TestServer::start().await;
+    let mut config = Config::new(s.t.db.url());
+    config.pool_size = 5;
+    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
+    let b = Server::start(
+        other,
+        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into())),
+    )
+    .await
+    .unwrap();
+    let owner = s.register("owner@example.com").await;
+    let key =
+        s.post("/api/v1/api_keys", &owner.token, json!({"name": "k", "permissions": ["users.view"]})).await;
+    let secret = key.data()["secret"].as_str().unwrap().to_owned();
+    let users_on_b = |credential: &str| {
+        s.http.get(format!("http://{}/api/v1/users", b.addr)).bearer_auth(credential.to_owned()).send()
+    };
+    assert_eq!(users_on_b(&owner.token).await.unwrap().status(), 200);
+    assert_eq!(users_on_b(&secret).await.unwrap().status(), 200);
+
+    // An old transaction with an xid stays open: the commit-safe feed cannot pass it.
+    let mut old = s.t.app.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *old).await.unwrap();
+    let revoke_key = format!("/api/v1/api_keys/{}", key.data()["id"].as_str().unwrap());
+    assert_eq!(s.call(Method::DELETE, &revoke_key, Some(&owner.token), None, &[]).await.status, 204);
+    let logout = s.call(Method::DELETE, "/api/v1/auth/logout", Some(&owner.token), None, &[]).await;
+    assert_eq!(logout.status, 204);
+    let at = Instant::now();
+    for credential in [&owner.token, &secret] {
+        while users_on_b(credential).await.unwrap().status() != 401 {
+            assert!(at.elapsed() < Duration::from_secs(1), "B still accepts a credential after 1 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        s.t.app.store.events_behind_horizon().await.unwrap(),
+        "the log was held back all along: the news came another way"
+    );
+    old.rollback().await.unwrap();
+    b.stop().await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_deactivated_user_cannot_log_in_and_their_tokens_and_websocket_die() {
     let s = TestServer::start().await;

@@ -154,6 +154,18 @@ impl ApiKeyDirectory {
         }
     }
 
+    /// Takes note of a key's revocation at `version` of its stream.
+    pub fn revoked(&self, api_key_id: Uuid, account_id: Uuid, version: i64) {
+        // Known or not: a key first presented later is read from the write side, which knows it
+        // is revoked; until then, this keeps a racing read from resurrecting it.
+        let known = self.inner.read().ok().and_then(|i| i.keys.get(&api_key_id).cloned());
+        let known = match known {
+            Some(k) => Known { revoked: true, version, ..k },
+            None => Known { account_id, permissions: Vec::new(), expires_at: None, revoked: true, version },
+        };
+        self.remember(api_key_id, known, None);
+    }
+
     /// Takes note of a key's creation or revocation from the log.
     pub fn observe(&self, event: &RecordedEvent) {
         if event.stream_type != ApiKey::TYPE || event.event_type == "ApiKeyUsed" {
@@ -174,20 +186,7 @@ impl ApiKeyDirectory {
                 self.remember(api_key_id, known, Some(secret_hash));
             }
             ApiKeyEvent::ApiKeyRevoked { api_key_id, account_id, .. } => {
-                // Known or not: a key first presented later is read from the write side, which
-                // knows it is revoked; until then, this keeps a racing read from resurrecting it.
-                let revoked = self.inner.read().ok().and_then(|i| i.keys.get(&api_key_id).cloned());
-                let known = match revoked {
-                    Some(k) => Known { revoked: true, version: event.version, ..k },
-                    None => Known {
-                        account_id,
-                        permissions: Vec::new(),
-                        expires_at: None,
-                        revoked: true,
-                        version: event.version,
-                    },
-                };
-                self.remember(api_key_id, known, None);
+                self.revoked(api_key_id, account_id, event.version)
             }
             ApiKeyEvent::ApiKeyUsed { .. } => {}
         }

@@ -138,6 +138,7 @@ impl Server {
         let roles = roles::RoleDirectory::start(&app.store, &live).await?;
         let api_keys = api_keys::ApiKeyDirectory::start(&app.store, &live, app.commands.clone()).await?;
         let (stop, stopped) = watch::channel(false);
+        revocations::listen(app.store.pool(), revocations.clone(), api_keys.clone(), stopped.clone()).await?;
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),
