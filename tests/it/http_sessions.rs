@@ -122,6 +122,11 @@ async fn ended_credentials_reach_another_server_even_while_an_old_transaction_ho
     assert_eq!(users_on_b(&owner.token).await.unwrap().status(), 200);
     assert_eq!(users_on_b(&secret).await.unwrap().status(), 200);
 
+    let ws_url = format!("ws://{}/api/v1/cable?token={}", b.addr, owner.token);
+    let mut cable_on_b =
+        parley_tests::server::Cable { ws: tokio_tungstenite::connect_async(ws_url).await.unwrap().0 };
+    assert_eq!(cable_on_b.frame().await["type"], "welcome");
+
     // An old transaction with an xid stays open: the commit-safe feed cannot pass it.
     let mut old = s.t.app.store.pool().begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()").execute(&mut *old).await.unwrap();
@@ -136,6 +141,8 @@ async fn ended_credentials_reach_another_server_even_while_an_old_transaction_ho
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    assert_eq!(cable_on_b.next().await, Err(Some(4401)), "B closes the WebSocket of the ended session");
+    assert!(at.elapsed() < Duration::from_secs(1), "within a second");
     assert!(
         s.t.app.store.events_behind_horizon().await.unwrap(),
         "the log was held back all along: the news came another way"

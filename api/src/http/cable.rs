@@ -28,6 +28,8 @@ use super::state::AppState;
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
 /// Events read from the store per catch-up page.
 const CATCH_UP_PAGE: i64 = 500;
+/// How often a connection looks whether its credential ended.
+const CREDENTIAL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Deserialize)]
 pub struct CableParams {
@@ -150,8 +152,16 @@ impl Connection {
         send(socket, json!({"type": "welcome"}).to_string()).await?;
         let stopping = stopping(self.state.shutdown.clone());
         tokio::pin!(stopping);
+        // The denylist learns of ended credentials at their commit, before the feed may bring
+        // the event (an old transaction elsewhere can hold the feed back): look at it often.
+        let mut check = tokio::time::interval(CREDENTIAL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = check.tick() => if self.credential_ended() {
+                    close_unauthorized_ref(socket).await;
+                    return Err(Closed);
+                },
                 _ = &mut stopping => {
                     let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
                     let _ = socket.send(Message::Close(Some(frame))).await;
