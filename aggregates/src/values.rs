@@ -8,6 +8,43 @@ pub enum ValueError {
     Email,
     #[error("must be between {min} and {max} characters")]
     Length { min: usize, max: usize },
+    #[error("must be a single emoji")]
+    Emoji,
+}
+
+/// One emoji: a single grapheme (a flag, a keycap, a sequence joined with ZWJ or skin tones all
+/// count as one) that is pictographic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Emoji(String);
+
+impl Emoji {
+    /// Long enough for the longest ZWJ sequences.
+    const MAX_BYTES: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        use unicode_segmentation::UnicodeSegmentation;
+        let mut graphemes = raw.graphemes(true);
+        let (Some(one), None) = (graphemes.next(), graphemes.next()) else { return Err(ValueError::Emoji) };
+        let keycap = one.ends_with('\u{20E3}');
+        if one.len() > Self::MAX_BYTES || !(keycap || one.chars().any(pictographic)) {
+            return Err(ValueError::Emoji);
+        }
+        Ok(Self(one.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `c` is drawn as a picture (the blocks of Unicode's Extended_Pictographic and the
+/// regional indicators that make flags).
+fn pictographic(c: char) -> bool {
+    matches!(c as u32,
+        0x00A9 | 0x00AE | 0x203C | 0x2049 | 0x2122 | 0x2139 | 0x2194..=0x21AA | 0x231A..=0x23FF
+        | 0x24C2 | 0x25AA..=0x25FE | 0x2600..=0x27BF | 0x2934 | 0x2935 | 0x2B05..=0x2B55 | 0x3030
+        | 0x303D | 0x3297 | 0x3299 | 0x1F000..=0x1FAFF)
 }
 
 /// A normalized (trimmed, lower-cased) email address.
@@ -95,6 +132,16 @@ mod tests {
         assert_eq!(Email::parse("  Alice@Example.COM ").map(|e| e.0), Ok("alice@example.com".into()));
         for bad in ["", "alice", "@x.io", "a@b", "a@@b.io", "a b@c.io", "a@.io", "a@b..io"] {
             assert_eq!(Email::parse(bad), Err(ValueError::Email), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_emoji_is_one_pictographic_grapheme() {
+        for good in ["👍", "❤️", "🇫🇷", "👩‍👩‍👧", "👍🏽", "1️⃣", "✅"] {
+            assert_eq!(Emoji::parse(good).map(|e| e.0), Ok(good.to_owned()), "{good:?}");
+        }
+        for bad in ["", "a", "1", "👍👍", ":+1:", "👍 ", " ", "é", "ab"] {
+            assert_eq!(Emoji::parse(bad), Err(ValueError::Emoji), "{bad:?}");
         }
     }
 

@@ -18,4 +18,4 @@ pub use dispatcher::{with_retry, Dispatcher, Idempotency, Idempotent, Loaded};
 pub use error::DispatchError;
 pub use group_commit::GroupCommit;
 pub use unit_of_work::{Executed, UnitOfWork};
-pub use write_side::WriteSide;
+pub use write_side::{direct_pair_key, WriteSide, DIRECT_PAIR_CLAIM};

@@ -233,6 +233,9 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/users/{id}" => json!({"bio": "mine now"}),
         "/api/v1/users/{id}/roles" => json!({"roles": ["admin"]}),
         "/api/v1/roles/{id}" => json!({"permissions": ["users.view"]}),
+        "/api/v1/conversations/{id}" => json!({"title": "mine now"}),
+        "/api/v1/conversations/{id}/messages/{message_id}" => json!({"body": "mine now"}),
+        "/api/v1/conversations/{id}/read" => json!({"message_id": me}),
         "/api/v1/users/{id}/password" => {
             json!({"current_password": "correct horse battery", "new_password": "another password"})
         }
@@ -266,7 +269,12 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .post("/api/v1/api_keys", &theirs.token, json!({"name": "Theirs", "permissions": ["users.view"]}))
         .await;
     let key_id = key.data()["id"].as_str().unwrap().to_owned();
-    let settled = key.position();
+    let reaction = s
+        .post("/api/v1/reactions", &their_member.token, json!({"message_id": message_id, "emoji": "👍"}))
+        .await;
+    assert_eq!(reaction.status, 201, "{:?}", reaction.body);
+    let reaction_id = reaction.data()["id"].as_str().unwrap().to_owned();
+    let settled = reaction.position();
     // Mine: an owner with every permission.
     let me = s.register("me@example.com").await;
     let user = their_member.id.clone();
@@ -277,6 +285,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("invitations", ("Invitation", invitation_id.clone())),
         ("roles", ("Role", role_id.clone())),
         ("api_keys", ("ApiKey", key_id.clone())),
+        ("reactions", ("Conversation", conversation.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource
@@ -300,16 +309,24 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
             continue;
         }
         let resource = template.trim_start_matches("/api/v1/").split('/').next().unwrap_or_default();
-        let (_, id) = id_of(resource);
-        cases.push((method.clone(), template.replace("{id}", &id), body));
+        let id = if resource == "reactions" { reaction_id.clone() } else { id_of(resource).1 };
+        let path =
+            template.replace("{id}", &id).replace("{message_id}", &message_id).replace("{user_id}", &user);
+        cases.push((method.clone(), path, body));
     }
     assert!(cases.iter().all(|(_, path, _)| !path.contains('{')), "every path parameter filled: {cases:?}");
-    assert!(cases.len() >= 18, "the router lists its id-taking endpoints: {cases:?}");
+    assert!(cases.len() >= 24, "the router lists its id-taking endpoints: {cases:?}");
     // And adding myself to their conversation.
     cases.push((
         Method::POST,
         format!("/api/v1/conversations/{conversation}/memberships"),
         Some(json!({"user_id": me.id})),
+    ));
+    // And reacting to their message (its id is in the body).
+    cases.push((
+        Method::POST,
+        "/api/v1/reactions".into(),
+        Some(json!({"message_id": message_id, "emoji": "👍"})),
     ));
     let count = s.events().await;
     for (method, path, body) in cases {

@@ -22,6 +22,7 @@ fn post(ctx: &CommandContext, body: &str) -> ConversationCommand {
         message_id: Uuid::now_v7(),
         author_id: ctx.actor.id.unwrap(),
         body: MessageBody::parse(body).unwrap(),
+        mentions: vec![],
     }
 }
 

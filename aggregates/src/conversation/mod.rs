@@ -1,12 +1,16 @@
 //! The `Conversation` aggregate: a direct or group conversation, its members and its messages.
 //!
 //! Its state stays bounded however many messages it holds: per-message facts a decision needs
-//! (author, deleted) live in write-side index rows, not here (DESIGN.md, invariant 4).
+//! (author, deleted, version; reactions) live in write-side index rows read under the stream's
+//! lock and handed to the command, not here (DESIGN.md, invariant 4).
 
 mod aggregate;
 mod commands;
+mod decide;
 mod events;
+#[cfg(test)]
+mod tests;
 
-pub use aggregate::{Conversation, ConversationError, MemberRole};
-pub use commands::ConversationCommand;
+pub use aggregate::{Conversation, ConversationError, MemberRole, DIRECT, GROUP};
+pub use commands::{ConversationCommand, MessageFact, ReactionFact};
 pub use events::ConversationEvent;

@@ -99,6 +99,26 @@ impl Subscription {
             && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
     }
 
+    /// Why `e` ends this subscription for `me`, if it does: a conversation's member removed
+    /// (`removed`: they get nothing after it, not even the event) or archived.
+    fn ended_by(&self, e: &RecordedEvent, me: Option<Uuid>) -> Option<&'static str> {
+        if self.channel != "conversation" {
+            return None;
+        }
+        match e.event_type.as_str() {
+            "MemberRemoved" => {
+                let removed = e.payload.get("user_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+                (removed.is_some() && removed == me).then_some("removed")
+            }
+            "ConversationArchived" => Some("archived"),
+            _ => None,
+        }
+    }
+
+    fn unsubscribed(&self, reason: &str) -> String {
+        json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
+    }
+
     fn frame(&self, e: &RecordedEvent) -> String {
         let mut data = e.payload.clone();
         redact(&mut data);
@@ -213,11 +233,21 @@ impl Connection {
     }
 
     async fn deliver(&mut self, socket: &mut WebSocket, event: &RecordedEvent) -> Result<(), Closed> {
-        for sub in self.subscriptions.values_mut() {
+        let me = self.principal.user_id().ok();
+        let mut ended = Vec::new();
+        for (key, sub) in self.subscriptions.iter_mut() {
             if event.cursor() > sub.cursor && sub.matches(event) {
+                if let Some(reason) = sub.ended_by(event, me) {
+                    send(socket, sub.unsubscribed(reason)).await?;
+                    ended.push(key.clone());
+                    continue;
+                }
                 send(socket, sub.frame(event)).await?;
                 sub.cursor = event.cursor();
             }
+        }
+        for key in ended {
+            self.subscriptions.remove(&key);
         }
         Ok(())
     }
@@ -247,7 +277,13 @@ impl Connection {
                     return Err(Closed);
                 }
             };
+            let me = self.principal.user_id().ok();
             for event in &page {
+                if let Some(reason) = sub.ended_by(event, me) {
+                    send(socket, sub.unsubscribed(reason)).await?;
+                    self.subscriptions.remove(key);
+                    return Ok(());
+                }
                 send(socket, sub.frame(event)).await?;
                 sub.cursor = event.cursor();
             }

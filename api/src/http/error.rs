@@ -182,6 +182,15 @@ impl From<DomainError> for ApiError {
                 | ConversationError::Archived
                 | ConversationError::AlreadyAMember => Code::Conflict,
                 ConversationError::NotAGroup => return ApiError::invalid("kind", message),
+                ConversationError::NoSuchMember
+                | ConversationError::MessageNotFound
+                | ConversationError::ReactionNotFound => Code::NotFound,
+                ConversationError::NotTheAuthor => Code::Forbidden,
+                ConversationError::MessageDeleted => Code::Conflict,
+                ConversationError::StaleMessage { current } => {
+                    return ApiError::new(Code::PreconditionFailed, message)
+                        .with_details(json!({"version": current}))
+                }
             },
         };
         ApiError::new(code, message)

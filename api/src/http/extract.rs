@@ -191,3 +191,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
         Ok(Self { page, per_page: p.per_page.unwrap_or(20).clamp(1, 100) })
     }
 }
+
+/// Reads an optional string field of a PATCH body: absent (`None`), `null` (`Some(None)`: clear
+/// it) or a string.
+pub fn nullable_field(raw: &serde_json::Value, name: &str) -> Result<Option<Option<String>>, ApiError> {
+    match raw.get(name) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(ApiError::invalid(name, "must be a string or null")),
+    }
+}

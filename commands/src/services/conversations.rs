@@ -10,6 +10,8 @@ use crate::context::CommandContext;
 use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
 use crate::unit_of_work::{Executed, UnitOfWork};
+use crate::write_side::{direct_pair_key, DIRECT_PAIR_CLAIM};
+use parley_eventstore::claims;
 
 /// The idempotency key of a conversation command, with its renderings.
 pub type ConversationIdempotency<'a> = Idempotency<'a, Executed<Conversation>>;
@@ -120,7 +122,8 @@ impl Commands {
     ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let author_id = ctx.user_id()?;
         let body = field("body", MessageBody::parse(body))?;
-        let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body };
+        let mentions = self.mentioned(ctx.account_id, body.as_str()).await?;
+        let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body, mentions };
         if idempotency.is_none() {
             // Nothing to store beside the events: commit it with concurrent posts.
             return self.posts.execute(ctx, &conversation_id.to_string(), post).await.map(Idempotent::Fresh);
@@ -133,6 +136,155 @@ impl Commands {
             .await
     }
 }
+
+/// The outcome of asking for the direct conversation of two users.
+#[derive(Debug)]
+pub enum DirectStarted {
+    Created(Box<Executed<Conversation>>),
+    /// The pair already has one: this.
+    Existing(Uuid),
+}
+
+impl Commands {
+    /// The direct conversation of the caller and `other_id`: started now, or the one they have.
+    /// Exactly one per pair, even when both ask at once: the pair is claimed in the append's
+    /// transaction, and the loser of a race gets the winner's conversation.
+    #[tracing::instrument(skip_all)]
+    pub async fn start_direct_with(
+        &self,
+        ctx: &CommandContext,
+        other_id: Uuid,
+        idempotency: Option<&ConversationIdempotency<'_>>,
+    ) -> Result<Idempotent<DirectStarted>, DispatchError> {
+        ctx.require(Permission::ConversationsCreate)?;
+        let creator_id = ctx.user_id()?;
+        if other_id == creator_id {
+            return Err(DispatchError::Invalid {
+                field: "member_ids",
+                message: "a direct conversation is with someone else".into(),
+            });
+        }
+        let pair = direct_pair_key(ctx.account_id, creator_id, other_id);
+        let existing = |holder: &parley_eventstore::StreamKey| holder.stream_id.parse::<Uuid>().ok();
+        let mut conn =
+            self.dispatcher.store.pool().acquire().await.map_err(parley_eventstore::StoreError::from)?;
+        if let Some(id) =
+            claims::holder(&mut conn, DIRECT_PAIR_CLAIM, &pair).await?.as_ref().and_then(existing)
+        {
+            return Ok(Idempotent::Fresh(DirectStarted::Existing(id)));
+        }
+        drop(conn);
+        let conversation_id = Uuid::now_v7();
+        let start = ConversationCommand::StartDirect {
+            conversation_id,
+            account_id: ctx.account_id,
+            creator_id,
+            other_id,
+        };
+        let started = self
+            .dispatcher
+            .transact(ctx, idempotency, |uow| {
+                let start = start.clone();
+                Box::pin(async move {
+                    if !all_active_users(uow, &[other_id]).await? {
+                        return Err(DispatchError::Invalid {
+                            field: "member_ids",
+                            message: "contains an unknown user".into(),
+                        });
+                    }
+                    uow.execute::<Conversation>(&conversation_id.to_string(), start).await
+                })
+            })
+            .await;
+        match started {
+            Ok(Idempotent::Fresh(done)) => Ok(Idempotent::Fresh(DirectStarted::Created(Box::new(done)))),
+            Ok(Idempotent::Replayed(stored)) => Ok(Idempotent::Replayed(stored)),
+            Err(DispatchError::Claimed { kind: DIRECT_PAIR_CLAIM, holder }) => match existing(&holder) {
+                Some(id) => Ok(Idempotent::Fresh(DirectStarted::Existing(id))),
+                None => Err(DispatchError::Claimed { kind: DIRECT_PAIR_CLAIM, holder }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes a group's title and/or topic (`Some(None)` clears the topic); its admins only.
+    #[tracing::instrument(skip_all)]
+    pub async fn update_conversation(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        title: Option<&str>,
+        topic: Option<Option<String>>,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.user_id()?;
+        let title = title.map(|t| field("title", Name::parse(t))).transpose()?;
+        if let Some(Some(t)) = &topic {
+            if t.chars().count() > TOPIC_MAX {
+                return Err(DispatchError::Invalid {
+                    field: "topic",
+                    message: format!("must be at most {TOPIC_MAX} characters"),
+                });
+            }
+        }
+        let update = ConversationCommand::Update { actor_id, title, topic };
+        self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), update).await
+    }
+
+    /// Archives a conversation: gone from lists and reads. A conversation admin, or a holder of
+    /// `conversations.manage`.
+    #[tracing::instrument(skip_all)]
+    pub async fn archive_conversation(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.actor_id()?;
+        let moderator = ctx.actor.can(Permission::ConversationsManage);
+        let archive = ConversationCommand::Archive { actor_id, moderator };
+        self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), archive).await
+    }
+
+    /// Removes a member from a group: an admin removes anyone, a member leaves.
+    #[tracing::instrument(skip_all)]
+    pub async fn remove_member(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.user_id()?;
+        let remove = ConversationCommand::RemoveMember { actor_id, user_id };
+        self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), remove).await
+    }
+
+    /// The users of the account a body names with `@name` (display name or name, any case).
+    async fn mentioned(&self, account_id: Uuid, body: &str) -> Result<Vec<Uuid>, DispatchError> {
+        let names: Vec<String> = body
+            .split(|c: char| c.is_whitespace())
+            .filter_map(|w| w.strip_prefix('@'))
+            .map(|w| {
+                w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM users WHERE account_id = $1 AND active \
+               AND (lower(display_name) = ANY($2) OR lower(name) = ANY($2))",
+        )
+        .bind(account_id)
+        .bind(&names)
+        .fetch_all(self.dispatcher.store.pool())
+        .await
+        .map_err(parley_eventstore::StoreError::from)?;
+        Ok(found.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+/// A topic is at most this long.
+const TOPIC_MAX: usize = 2000;
 
 /// Whether every id is an active user of the unit's account (write-side index rows).
 async fn all_active_users(uow: &mut UnitOfWork, ids: &[Uuid]) -> Result<bool, DispatchError> {

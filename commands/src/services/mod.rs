@@ -3,6 +3,7 @@
 mod api_keys;
 mod conversations;
 mod invitations;
+mod messages;
 mod registration;
 pub mod roles;
 mod sessions;
@@ -10,8 +11,9 @@ mod users;
 
 pub use crate::write_side::EMAIL_CLAIM;
 pub use api_keys::{ApiKeyIssued, API_KEY_PREFIX};
-pub use conversations::ConversationIdempotency;
+pub use conversations::{ConversationIdempotency, DirectStarted};
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
+pub use messages::Reacted;
 pub use registration::{Registered, Registration};
 pub use sessions::{LoggedIn, SessionStarted};
 pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER_DEACTIVATED};

@@ -29,7 +29,7 @@ impl Projection for ConversationsProjection {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -67,7 +67,15 @@ impl Projection for ConversationsProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "ConversationStarted" | "MemberAdded" | "MessagePosted")
+        matches!(
+            event_type,
+            "ConversationStarted"
+                | "ConversationUpdated"
+                | "ConversationArchived"
+                | "MemberAdded"
+                | "MemberRemoved"
+                | "MessagePosted"
+        )
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
@@ -113,6 +121,34 @@ impl Projection for ConversationsProjection {
                     .execute(&mut *conn)
                     .await?;
                 }
+                ConversationEvent::ConversationUpdated { conversation_id, title, topic, .. } => {
+                    sqlx::query(
+                        "UPDATE conversations SET title = $2, topic = $3, updated_at = $4, version = version + 1 \
+                         WHERE id = $1",
+                    )
+                    .bind(conversation_id)
+                    .bind(title)
+                    .bind(topic)
+                    .bind(e.recorded_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                ConversationEvent::ConversationArchived { conversation_id, .. } => {
+                    sqlx::query("UPDATE conversations SET archived = true, updated_at = $2 WHERE id = $1")
+                        .bind(conversation_id)
+                        .bind(e.recorded_at)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                ConversationEvent::MemberRemoved { conversation_id, user_id, .. } => {
+                    sqlx::query(
+                        "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+                    )
+                    .bind(conversation_id)
+                    .bind(user_id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
                 ConversationEvent::MessagePosted { message_id, conversation_id, .. } => {
                     let a = activity.entry(conversation_id).or_insert(Activity {
                         count: 0,
@@ -123,6 +159,7 @@ impl Projection for ConversationsProjection {
                     a.last_at = e.recorded_at;
                     a.last_message_id = message_id;
                 }
+                _ => {}
             }
         }
         if !activity.is_empty() {

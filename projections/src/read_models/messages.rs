@@ -1,5 +1,5 @@
 //! Messages, partitioned by month (as the source chat app does), for cursor pagination within
-//! a conversation. `seq` is the conversation stream's version of the `MessagePosted` event:
+//! a conversation, with their reactions and each member's read state. `seq` is the conversation stream's version of the `MessagePosted` event:
 //! increasing within a conversation, in the order messages were accepted.
 
 use std::collections::BTreeSet;
@@ -29,6 +29,51 @@ struct Rows {
     created: Vec<DateTime<Utc>>,
 }
 
+impl Rows {
+    /// Inserts the gathered posts (their month's partitions first) and counts them as unread
+    /// for every other member who had not read past them.
+    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let months: BTreeSet<(i32, u32)> = self.created.iter().map(|c| (c.year(), c.month())).collect();
+        for (year, month) in months {
+            ensure_partition(&mut *conn, year, month).await?;
+        }
+        let rows = std::mem::take(self);
+        sqlx::query(
+            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, created_at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
+                                  $7::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&rows.ids)
+        .bind(&rows.accounts)
+        .bind(&rows.conversations)
+        .bind(&rows.seqs)
+        .bind(&rows.authors)
+        .bind(&rows.bodies)
+        .bind(&rows.created)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE read_states r SET unread_count = r.unread_count + v.n \
+             FROM (SELECT p.conversation_id, s.user_id, count(*) AS n \
+                   FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS p(conversation_id, author_id, seq) \
+                   JOIN read_states s ON s.conversation_id = p.conversation_id AND s.user_id <> p.author_id \
+                                     AND s.last_read_seq < p.seq \
+                   GROUP BY 1, 2) v \
+             WHERE r.conversation_id = v.conversation_id AND r.user_id = v.user_id",
+        )
+        .bind(&rows.conversations)
+        .bind(&rows.authors)
+        .bind(&rows.seqs)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Projection for MessagesProjection {
     fn name(&self) -> &'static str {
@@ -36,11 +81,11 @@ impl Projection for MessagesProjection {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["messages"]
+        &["messages", "reactions", "read_states"]
     }
 
     fn schema(&self) -> &'static str {
@@ -58,23 +103,53 @@ impl Projection for MessagesProjection {
             version         int NOT NULL DEFAULT 1,
             PRIMARY KEY (id, created_at)
         ) PARTITION BY RANGE (created_at);
-        -- Pages of a conversation, both directions.
+        -- Pages of a conversation, both directions; unread counts.
         CREATE INDEX messages_conversation_seq_idx ON messages (conversation_id, seq);
+        CREATE TABLE reactions (
+            id              uuid PRIMARY KEY,
+            message_id      uuid NOT NULL,
+            conversation_id uuid NOT NULL,
+            user_id         uuid NOT NULL,
+            emoji           text NOT NULL,
+            created_at      timestamptz NOT NULL
+        );
+        CREATE INDEX reactions_message_idx ON reactions (message_id, created_at);
+        -- Each member's read marker (the seq read up to) and the others' messages after it.
+        CREATE TABLE read_states (
+            conversation_id uuid NOT NULL,
+            user_id         uuid NOT NULL,
+            account_id      uuid NOT NULL,
+            last_read_seq   bigint NOT NULL,
+            unread_count    bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (conversation_id, user_id)
+        );
+        CREATE INDEX read_states_user_idx ON read_states (user_id);
         "#
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        event_type == "MessagePosted"
+        matches!(
+            event_type,
+            "MessagePosted"
+                | "MessageEdited"
+                | "MessageDeleted"
+                | "ReactionAdded"
+                | "ReactionRemoved"
+                | "MemberAdded"
+                | "MemberRemoved"
+                | "MessagesRead"
+        )
     }
 
+    /// Posts are gathered into one insert; any other event first writes the posts before it,
+    /// so every event applies in log order.
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
         let mut rows = Rows::default();
-        let mut months = BTreeSet::new();
         for e in events {
-            if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body } =
-                decode(e)?
+            let event = decode::<ConversationEvent>(e)?;
+            if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, .. } =
+                event
             {
-                months.insert((e.recorded_at.year(), e.recorded_at.month()));
                 rows.ids.push(message_id);
                 rows.accounts.push(e.account_id);
                 rows.conversations.push(conversation_id);
@@ -82,28 +157,109 @@ impl Projection for MessagesProjection {
                 rows.authors.push(author_id);
                 rows.bodies.push(body);
                 rows.created.push(e.recorded_at);
+                continue;
+            }
+            rows.flush(conn).await?;
+            apply_one(conn, e, event).await?;
+        }
+        rows.flush(conn).await
+    }
+}
+
+/// One event other than a post.
+async fn apply_one(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    event: ConversationEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        ConversationEvent::MessageEdited { message_id, body, version, .. } => {
+            sqlx::query("UPDATE messages SET body = $2, edited_at = $3, version = $4 WHERE id = $1")
+                .bind(message_id)
+                .bind(body)
+                .bind(e.recorded_at)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::MessageDeleted { message_id, version, .. } => {
+            // The body leaves the read model (the log keeps it for the audit); unread counts of
+            // those who had not read it drop.
+            let deleted: Option<(Uuid, i64, Uuid)> = sqlx::query_as(
+                "UPDATE messages SET deleted = true, body = NULL, version = $2 WHERE id = $1 AND NOT deleted \
+                 RETURNING conversation_id, seq, author_id",
+            )
+            .bind(message_id)
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some((conversation_id, seq, author_id)) = deleted {
+                sqlx::query(
+                    "UPDATE read_states SET unread_count = unread_count - 1 \
+                     WHERE conversation_id = $1 AND user_id <> $2 AND last_read_seq < $3 AND unread_count > 0",
+                )
+                .bind(conversation_id)
+                .bind(author_id)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
             }
         }
-        for (year, month) in months {
-            ensure_partition(&mut *conn, year, month).await?;
+        ConversationEvent::ReactionAdded { reaction_id, message_id, conversation_id, user_id, emoji } => {
+            sqlx::query(
+                "INSERT INTO reactions (id, message_id, conversation_id, user_id, emoji, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(reaction_id)
+            .bind(message_id)
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(emoji)
+            .bind(e.recorded_at)
+            .execute(&mut *conn)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, created_at) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
-                                  $7::timestamptz[]) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(rows.ids)
-        .bind(rows.accounts)
-        .bind(rows.conversations)
-        .bind(rows.seqs)
-        .bind(rows.authors)
-        .bind(rows.bodies)
-        .bind(rows.created)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        ConversationEvent::ReactionRemoved { reaction_id, .. } => {
+            sqlx::query("DELETE FROM reactions WHERE id = $1").bind(reaction_id).execute(&mut *conn).await?;
+        }
+        // A new member has read the history they join: only what comes after is unread.
+        ConversationEvent::MemberAdded { conversation_id, user_id, .. } => {
+            sqlx::query(
+                "INSERT INTO read_states (conversation_id, user_id, account_id, last_read_seq) \
+                 SELECT $1, $2, $3, coalesce(max(seq), 0) FROM messages WHERE conversation_id = $1 \
+                 ON CONFLICT (conversation_id, user_id) DO NOTHING",
+            )
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(e.account_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ConversationEvent::MemberRemoved { conversation_id, user_id, .. } => {
+            sqlx::query("DELETE FROM read_states WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id)
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // Read up to a message: the marker moves forward only, and the count is what is left.
+        ConversationEvent::MessagesRead { conversation_id, user_id, message_id } => {
+            sqlx::query(
+                "UPDATE read_states r SET last_read_seq = m.seq, \
+                   unread_count = (SELECT count(*) FROM messages x WHERE x.conversation_id = r.conversation_id \
+                                   AND x.seq > m.seq AND x.author_id <> r.user_id AND NOT x.deleted) \
+                 FROM (SELECT seq FROM messages WHERE id = $3 AND conversation_id = $1) m \
+                 WHERE r.conversation_id = $1 AND r.user_id = $2 AND r.last_read_seq < m.seq",
+            )
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(message_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
     }
+    Ok(())
 }
 
 /// Creates the month's partition in the generation's schema (the first on `search_path`) unless

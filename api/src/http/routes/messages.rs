@@ -1,5 +1,7 @@
 //! `/api/v1/conversations/{id}/messages`: post, and read with cursor pagination both ways.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -15,12 +17,18 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, MinPosition};
-use crate::http::respond::{created_stored, envelope, idempotent, respond, scoped_key, with_key};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, MinPosition};
+use crate::http::respond::{
+    created_stored, envelope, idempotent, no_content, ok, respond, scoped_key, with_etag, with_key,
+};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
-    Routes::default().get("/conversations/{id}/messages", list).post("/conversations/{id}/messages", post)
+    Routes::default()
+        .get("/conversations/{id}/messages", list)
+        .post("/conversations/{id}/messages", post)
+        .patch("/conversations/{id}/messages/{message_id}", edit)
+        .delete("/conversations/{id}/messages/{message_id}", delete)
 }
 
 /// Pages hold at most this many messages.
@@ -34,14 +42,17 @@ struct PostBody {
 
 /// The posted message, from the command's own outcome.
 fn posted(done: &Executed<Conversation>) -> Value {
-    let Some((ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body }, appended)) =
-        done.events.last().zip(done.appended.last())
+    let Some((
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions },
+        appended,
+    )) = done.events.last().zip(done.appended.last())
     else {
         return json!(null);
     };
     json!({
         "id": message_id, "conversation_id": conversation_id, "author_id": author_id, "body": body,
-        "created_at": appended.recorded_at, "edited_at": null, "deleted": false, "reactions": [], "version": 1,
+        "mentions": mentions, "created_at": appended.recorded_at, "edited_at": null, "deleted": false,
+        "reactions": [], "version": 1, "cursor": appended.version.to_string(),
     })
 }
 
@@ -121,13 +132,16 @@ async fn list(
     if newer {
         rows.reverse();
     }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let mut reactions = reactions_of(pool, &ids).await?;
     let messages: Vec<Value> = rows
         .into_iter()
         .map(|(id, conversation_id, author_id, body, created_at, edited_at, deleted, version, seq)| {
             json!({
                 "id": id, "conversation_id": conversation_id, "author_id": author_id,
                 "body": if deleted { None } else { body }, "created_at": created_at, "edited_at": edited_at,
-                "deleted": deleted, "reactions": [], "version": version, "cursor": seq.to_string(),
+                "deleted": deleted, "reactions": reactions.remove(&id).unwrap_or_default(), "version": version,
+                "cursor": seq.to_string(),
             })
         })
         .collect();
@@ -136,4 +150,64 @@ async fn list(
         envelope(json!(messages), json!({"next_cursor": next_cursor, "limit": limit}), None),
         None,
     ))
+}
+
+/// The reactions of each message: `[{emoji, count, user_ids}]`, emoji in the order first used.
+pub async fn reactions_of(
+    pool: &sqlx::PgPool,
+    message_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Value>>, ApiError> {
+    let rows: Vec<(Uuid, String, i64, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT message_id, emoji, count(*), array_agg(user_id ORDER BY created_at, id) FROM reactions \
+         WHERE message_id = ANY($1) GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji",
+    )
+    .bind(message_ids)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<Value>> = HashMap::new();
+    for (message_id, emoji, count, user_ids) in rows {
+        out.entry(message_id)
+            .or_default()
+            .push(json!({"emoji": emoji, "count": count, "user_ids": user_ids}));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    body: String,
+}
+
+/// Replaces a message's body: its author, with `If-Match` against lost updates.
+#[tracing::instrument(skip_all)]
+async fn edit(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, message_id)): ApiPath<(Uuid, Uuid)>,
+    IfMatch(expected): IfMatch,
+    ApiJson { value: body, .. }: ApiJson<EditBody>,
+) -> Result<Response, ApiError> {
+    let done = state.app.commands.edit_message(&principal.ctx, id, message_id, &body.body, expected).await?;
+    let Some((ConversationEvent::MessageEdited { body, version, author_id, .. }, appended)) =
+        done.events.last().zip(done.appended.last())
+    else {
+        return Err(ApiError::not_found());
+    };
+    let data = json!({
+        "id": message_id, "conversation_id": id, "author_id": author_id, "body": body,
+        "edited_at": appended.recorded_at, "deleted": false, "version": version,
+    });
+    Ok(with_etag(ok(data, done.cursor), i64::from(*version)))
+}
+
+/// Deletes a message (it keeps its place without a body): its author, a conversation admin, or
+/// `messages.moderate`.
+#[tracing::instrument(skip_all)]
+async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, message_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    let done = state.app.commands.delete_message(&principal.ctx, id, message_id).await?;
+    done.cursor.map(no_content).ok_or_else(ApiError::not_found)
 }

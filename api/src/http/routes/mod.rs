@@ -9,6 +9,7 @@ pub mod conversations;
 pub mod health;
 pub mod invitations;
 pub mod messages;
+pub mod reactions;
 pub mod roles;
 pub mod users;
 
@@ -77,6 +78,7 @@ pub fn api() -> Routes {
         .merge(audit::router())
         .merge(roles::router())
         .merge(api_keys::router())
+        .merge(reactions::router())
 }
 
 /// Every endpoint: method and full path, with path parameters as `{name}`.

@@ -213,16 +213,6 @@ async fn profile(
     Ok(with_etag(response, version))
 }
 
-/// Reads an optional profile field of a PATCH body: absent, `null` (clear) or a string.
-fn field(raw: &serde_json::Value, name: &str) -> Result<Option<Option<String>>, ApiError> {
-    match raw.get(name) {
-        None => Ok(None),
-        Some(serde_json::Value::Null) => Ok(Some(None)),
-        Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
-        Some(_) => Err(ApiError::invalid(name, "must be a string or null")),
-    }
-}
-
 /// Changes a profile (one's own, or with `users.manage`); `If-Match` guards against lost updates.
 #[tracing::instrument(skip_all)]
 async fn update(
@@ -234,16 +224,16 @@ async fn update(
         serde_json::Map<String, serde_json::Value>,
     >,
 ) -> Result<Response, ApiError> {
-    let name = match field(&raw, "name")? {
+    let name = match crate::http::extract::nullable_field(&raw, "name")? {
         Some(Some(n)) => Some(n),
         Some(None) => return Err(ApiError::invalid("name", "cannot be cleared")),
         None => None,
     };
     let changes = parley_commands::services::ProfileChanges {
         name,
-        display_name: field(&raw, "display_name")?,
-        avatar_url: field(&raw, "avatar_url")?,
-        bio: field(&raw, "bio")?,
+        display_name: crate::http::extract::nullable_field(&raw, "display_name")?,
+        avatar_url: crate::http::extract::nullable_field(&raw, "avatar_url")?,
+        bio: crate::http::extract::nullable_field(&raw, "bio")?,
     };
     let updated = state.app.commands.update_profile(&principal.ctx, id, changes, expected).await?;
     let u = &updated.user;

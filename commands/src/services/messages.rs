@@ -1,0 +1,228 @@
+//! One message's changes, its reactions, and read markers. Each is decided by the conversation
+//! on the message's write-side facts, read under the conversation's lock in the same transaction
+//! that appends, so two requests never decide on the same stale fact.
+
+use parley_aggregates::conversation::{Conversation, ConversationCommand, MessageFact, ReactionFact};
+use parley_aggregates::permissions::Permission;
+use parley_aggregates::values::{Emoji, MessageBody};
+use parley_eventstore::StreamKey;
+use uuid::Uuid;
+
+use super::{field, Commands};
+use crate::context::CommandContext;
+use crate::error::DispatchError;
+use crate::unit_of_work::{Executed, UnitOfWork};
+
+/// A reaction, as its command left it: made now, or the one the user already had.
+#[derive(Debug)]
+pub struct Reacted {
+    pub done: Executed<Conversation>,
+    pub reaction: ReactionFact,
+    pub created: bool,
+}
+
+fn stream(conversation_id: Uuid) -> StreamKey {
+    StreamKey::new("Conversation", conversation_id.to_string())
+}
+
+/// The facts of a message of this conversation (of another, or none: `None`).
+async fn message_fact(
+    uow: &mut UnitOfWork,
+    conversation_id: Uuid,
+    message_id: Uuid,
+) -> Result<Option<MessageFact>, DispatchError> {
+    let row: Option<(Uuid, bool, i32)> = sqlx::query_as(
+        "SELECT author_id, deleted, version FROM message_facts WHERE message_id = $1 AND conversation_id = $2",
+    )
+    .bind(message_id)
+    .bind(conversation_id)
+    .fetch_optional(uow.conn())
+    .await?;
+    Ok(row.map(|(author_id, deleted, version)| MessageFact { message_id, author_id, deleted, version }))
+}
+
+/// The conversation a message of the caller's account belongs to.
+async fn conversation_of_message(
+    commands: &Commands,
+    account_id: Uuid,
+    message_id: Uuid,
+) -> Result<Uuid, DispatchError> {
+    let row: Option<(Uuid,)> =
+        sqlx::query_as("SELECT conversation_id FROM message_facts WHERE message_id = $1 AND account_id = $2")
+            .bind(message_id)
+            .bind(account_id)
+            .fetch_optional(commands.dispatcher.store.pool())
+            .await
+            .map_err(parley_eventstore::StoreError::from)?;
+    row.map(|(c,)| c).ok_or(DispatchError::NotFound("message"))
+}
+
+impl Commands {
+    /// Runs `command(facts)` on the conversation, the facts read after taking its lock.
+    async fn on_message(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        command: impl Fn(Option<MessageFact>) -> ConversationCommand + Clone + Send + Sync + 'static,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        self.dispatcher
+            .transact(ctx, None, move |uow| {
+                let command = command.clone();
+                Box::pin(async move {
+                    uow.lock(&[stream(conversation_id)]).await?;
+                    let fact = message_fact(uow, conversation_id, message_id).await?;
+                    uow.execute::<Conversation>(&conversation_id.to_string(), command(fact)).await
+                })
+            })
+            .await?
+            .fresh()
+    }
+
+    /// Replaces a message's body; its author only. `expected_version` is the client's If-Match.
+    #[tracing::instrument(skip_all)]
+    pub async fn edit_message(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        body: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.user_id()?;
+        let body = field("body", MessageBody::parse(body))?;
+        let expected_version = expected_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+        self.on_message(ctx, conversation_id, message_id, move |message| ConversationCommand::EditMessage {
+            actor_id,
+            message,
+            body: body.clone(),
+            expected_version,
+        })
+        .await
+    }
+
+    /// Deletes a message: its author, a conversation admin, or a holder of `messages.moderate`.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_message(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.actor_id()?;
+        let moderator = ctx.actor.can(Permission::MessagesModerate);
+        self.on_message(ctx, conversation_id, message_id, move |message| ConversationCommand::DeleteMessage {
+            actor_id,
+            message,
+            moderator,
+        })
+        .await
+    }
+
+    /// The member has read up to `message_id`.
+    #[tracing::instrument(skip_all)]
+    pub async fn mark_read(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let user_id = ctx.user_id()?;
+        self.on_message(ctx, conversation_id, message_id, move |message| ConversationCommand::MarkRead {
+            user_id,
+            message,
+        })
+        .await
+    }
+
+    /// Reacts to a message with one emoji; the same user and emoji again is the same reaction.
+    #[tracing::instrument(skip_all)]
+    pub async fn add_reaction(
+        &self,
+        ctx: &CommandContext,
+        message_id: Uuid,
+        emoji: &str,
+    ) -> Result<Reacted, DispatchError> {
+        let actor_id = ctx.user_id()?;
+        let emoji = Emoji::parse(emoji)
+            .map_err(|e| DispatchError::Invalid { field: "emoji", message: e.to_string() })?;
+        let conversation_id = conversation_of_message(self, ctx.account_id, message_id).await?;
+        let reaction_id = Uuid::now_v7();
+        let reacted = self
+            .dispatcher
+            .transact(ctx, None, |uow| {
+                let emoji = emoji.clone();
+                Box::pin(async move {
+                    uow.lock(&[stream(conversation_id)]).await?;
+                    let message = message_fact(uow, conversation_id, message_id).await?;
+                    let existing: Option<(Uuid,)> = sqlx::query_as(
+                        "SELECT reaction_id FROM reaction_facts WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+                    )
+                    .bind(message_id)
+                    .bind(actor_id)
+                    .bind(emoji.as_str())
+                    .fetch_optional(uow.conn())
+                    .await?;
+                    let existing = existing.map(|(id,)| id);
+                    let react = ConversationCommand::AddReaction {
+                        reaction_id,
+                        actor_id,
+                        message,
+                        emoji: emoji.clone(),
+                        existing,
+                    };
+                    let done = uow.execute::<Conversation>(&conversation_id.to_string(), react).await?;
+                    let reaction = ReactionFact {
+                        reaction_id: existing.unwrap_or(reaction_id),
+                        message_id,
+                        user_id: actor_id,
+                        emoji: emoji.as_str().to_owned(),
+                    };
+                    Ok(Reacted { done, reaction, created: existing.is_none() })
+                })
+            })
+            .await?;
+        reacted.fresh()
+    }
+
+    /// Takes a reaction back; its author only.
+    #[tracing::instrument(skip_all)]
+    pub async fn remove_reaction(
+        &self,
+        ctx: &CommandContext,
+        reaction_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.user_id()?;
+        let found: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT conversation_id FROM reaction_facts WHERE reaction_id = $1 AND account_id = $2",
+        )
+        .bind(reaction_id)
+        .bind(ctx.account_id)
+        .fetch_optional(self.dispatcher.store.pool())
+        .await
+        .map_err(parley_eventstore::StoreError::from)?;
+        let (conversation_id,) = found.ok_or(DispatchError::NotFound("reaction"))?;
+        self.dispatcher
+            .transact(ctx, None, |uow| {
+                Box::pin(async move {
+                    uow.lock(&[stream(conversation_id)]).await?;
+                    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+                        "SELECT message_id, user_id, emoji FROM reaction_facts WHERE reaction_id = $1",
+                    )
+                    .bind(reaction_id)
+                    .fetch_optional(uow.conn())
+                    .await?;
+                    let reaction = row.map(|(message_id, user_id, emoji)| ReactionFact {
+                        reaction_id,
+                        message_id,
+                        user_id,
+                        emoji,
+                    });
+                    let remove = ConversationCommand::RemoveReaction { actor_id, reaction };
+                    uow.execute::<Conversation>(&conversation_id.to_string(), remove).await
+                })
+            })
+            .await?
+            .fresh()
+    }
+}
