@@ -6,6 +6,7 @@ mod concurrency;
 mod group_commit;
 mod http_api_keys;
 mod http_bad_input;
+mod http_chat;
 mod http_flow;
 mod http_roles;
 mod http_sessions;
