@@ -231,7 +231,51 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
             .await
             .position();
     }
+    // Every kind of chat change, so the rebuilt read models must reproduce each.
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let page = s.get_at(&format!("{path}?limit=5"), &owner.token, &last).await;
+    let ids: Vec<String> =
+        page.data().as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let emoji = ["👍", "🎉"][i % 2];
+        last = s
+            .post("/api/v1/reactions", &owner.token, json!({"message_id": id, "emoji": emoji}))
+            .await
+            .position();
+    }
+    let edit = s
+        .call(
+            Method::PATCH,
+            &format!("{path}/{}", ids[0]),
+            Some(&bob.token),
+            Some(json!({"body": "edited"})),
+            &[],
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{:?}", edit.body);
+    let gone = s.call(Method::DELETE, &format!("{path}/{}", ids[1]), Some(&owner.token), None, &[]).await;
+    assert_eq!(gone.status, 204);
+    let read = s
+        .post(
+            &format!("/api/v1/conversations/{conversation}/read"),
+            &owner.token,
+            json!({"message_id": ids[4]}),
+        )
+        .await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    let direct = s
+        .post("/api/v1/conversations", &owner.token, json!({"kind": "direct", "member_ids": [bob.id]}))
+        .await;
+    last = s
+        .post(
+            &format!("/api/v1/conversations/{}/messages", direct.data()["id"].as_str().unwrap()),
+            &bob.token,
+            json!({"body": "psst"}),
+        )
+        .await
+        .position();
     let reads = [
+        "/api/v1/conversations".to_owned(),
         "/api/v1/users/me".to_owned(),
         format!("/api/v1/conversations/{conversation}"),
         format!("/api/v1/conversations/{conversation}/messages?limit=100"),
@@ -243,6 +287,9 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
     for r in &reads {
         before.push(s.get_at(r, &owner.token, &last).await.body);
     }
+    let bobs_list = s.get_at("/api/v1/conversations", &bob.token, &last).await.body;
+    // Read up to the fifth newest: four newer, one of them deleted.
+    assert_eq!(before[0]["data"][1]["unread_count"], 3, "{}", before[0]);
     let cli = parley_api::cli::Cli::try_parse_from([
         "parley",
         "--database-url",
@@ -258,6 +305,7 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
         let now = s.get_at(r, &owner.token, &last).await;
         assert_eq!(&now.body, old, "{r} answers the same after the rebuild");
     }
+    assert_eq!(s.get_at("/api/v1/conversations", &bob.token, &last).await.body, bobs_list);
     s.stop().await;
 }
 
