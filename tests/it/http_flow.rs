@@ -238,10 +238,9 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
         page.data().as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
     for (i, id) in ids.iter().enumerate() {
         let emoji = ["👍", "🎉"][i % 2];
-        last = s
-            .post("/api/v1/reactions", &owner.token, json!({"message_id": id, "emoji": emoji}))
-            .await
-            .position();
+        let reacted =
+            s.post("/api/v1/reactions", &owner.token, json!({"message_id": id, "emoji": emoji})).await;
+        assert_eq!(reacted.status, 201, "{:?}", reacted.body);
     }
     let edit = s
         .call(
