@@ -3,6 +3,7 @@
 use crate::account::AccountError;
 use crate::api_key::ApiKeyError;
 use crate::conversation::ConversationError;
+use crate::inbox::InboxError;
 use crate::invitation::InvitationError;
 use crate::role::RoleError;
 use crate::session::SessionError;
@@ -24,4 +25,6 @@ pub enum DomainError {
     Role(#[from] RoleError),
     #[error(transparent)]
     ApiKey(#[from] ApiKeyError),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
 }

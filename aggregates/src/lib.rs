@@ -8,6 +8,7 @@ pub mod account;
 pub mod api_key;
 pub mod conversation;
 mod error;
+pub mod inbox;
 pub mod invitation;
 mod payload;
 pub mod permissions;

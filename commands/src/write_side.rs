@@ -62,6 +62,8 @@ pub trait WriteSide:
 
 impl WriteSide for Account {}
 
+impl WriteSide for parley_aggregates::inbox::Inbox {}
+
 impl WriteSide for Session {
     async fn write_side(
         conn: &mut PgConnection,

@@ -10,6 +10,7 @@ use crate::cursor::LogCursor;
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::upcast::Upcasters;
+use crate::StreamKey;
 
 /// The columns of a recorded event. The transaction id travels as text (sqlx has no `xid8`), under
 /// its own name: aliased `transaction_id`, it would capture a bare `ORDER BY transaction_id`, which
@@ -97,6 +98,23 @@ pub(crate) async fn events_behind_horizon(conn: &mut PgConnection) -> Result<boo
     .fetch_one(&mut *conn)
     .await?;
     Ok(pending)
+}
+
+/// The cursor of a stream's newest committed event (readable or not yet: a reader waiting for
+/// it waits for the horizon too).
+pub(crate) async fn stream_head(
+    conn: &mut PgConnection,
+    stream: &StreamKey,
+) -> Result<Option<LogCursor>, StoreError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text AS transaction_id_text, position FROM events \
+         WHERE stream_type = $1 AND stream_id = $2 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(&stream.stream_type)
+    .bind(&stream.stream_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(tx, pos)| Ok(LogCursor::new(parse_xid(&tx)?, pos))).transpose()
 }
 
 /// The cursor of the newest readable event (the log head as readers see it).

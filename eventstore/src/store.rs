@@ -124,6 +124,12 @@ impl EventStore {
         read::events_behind_horizon(&mut conn).await
     }
 
+    /// The cursor of a stream's newest committed event, if it has one.
+    pub async fn stream_head(&self, stream: &StreamKey) -> Result<Option<LogCursor>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        read::stream_head(&mut conn, stream).await
+    }
+
     /// The cursor of the newest event readers can see.
     pub async fn head(&self) -> Result<LogCursor, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;

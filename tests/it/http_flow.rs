@@ -273,6 +273,14 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
         )
         .await
         .position();
+    let mention = s
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            &owner.token,
+            json!({"body": "@Member see"}),
+        )
+        .await;
+    assert_eq!(mention.data()["mentions"], json!([bob.id]));
     let reads = [
         "/api/v1/conversations".to_owned(),
         "/api/v1/users/me".to_owned(),
@@ -286,9 +294,14 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
     for r in &reads {
         before.push(s.get_at(r, &owner.token, &last).await.body);
     }
+    let last = mention.position();
     let bobs_list = s.get_at("/api/v1/conversations", &bob.token, &last).await.body;
+    let bobs_notifications = s.get_at("/api/v1/notifications", &bob.token, &last).await.body;
+    // Added to the group and to the direct conversation, and mentioned.
+    assert_eq!(bobs_notifications["data"].as_array().unwrap().len(), 3, "{bobs_notifications}");
     // Read up to the fifth newest: four newer, one of them deleted.
-    assert_eq!(before[0]["data"][1]["unread_count"], 3, "{}", before[0]);
+    let group_entry = before[0]["data"].as_array().unwrap().iter().find(|c| c["kind"] == "group").unwrap();
+    assert_eq!(group_entry["unread_count"], 3, "{}", before[0]);
     let cli = parley_api::cli::Cli::try_parse_from([
         "parley",
         "--database-url",
@@ -305,6 +318,7 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
         assert_eq!(&now.body, old, "{r} answers the same after the rebuild");
     }
     assert_eq!(s.get_at("/api/v1/conversations", &bob.token, &last).await.body, bobs_list);
+    assert_eq!(s.get_at("/api/v1/notifications", &bob.token, &last).await.body, bobs_notifications);
     s.stop().await;
 }
 

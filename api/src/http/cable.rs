@@ -89,6 +89,8 @@ struct Subscription {
     channel: &'static str,
     id: Option<String>,
     filter: EventFilter,
+    /// The `user` channel: only the account's events that concern this user.
+    user: Option<Uuid>,
     cursor: LogCursor,
 }
 
@@ -97,6 +99,7 @@ impl Subscription {
         Some(e.account_id) == self.filter.account_id
             && self.filter.stream_type.as_deref().is_none_or(|t| t == e.stream_type)
             && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
+            && self.user.is_none_or(|user| concerns(e, user))
     }
 
     /// Why `e` ends this subscription for `me`, if it does: a conversation's member removed
@@ -284,7 +287,9 @@ impl Connection {
                     self.subscriptions.remove(key);
                     return Ok(());
                 }
-                send(socket, sub.frame(event)).await?;
+                if sub.matches(event) {
+                    send(socket, sub.frame(event)).await?;
+                }
                 sub.cursor = event.cursor();
             }
             if (page.len() as i64) < CATCH_UP_PAGE {
@@ -328,7 +333,15 @@ impl Connection {
             Some(Err(_)) => return send(socket, rejected("bad_request")).await,
         };
         let account_id = self.principal.account_id();
+        let mut user = None;
         let (name, filter) = match channel.as_str() {
+            "user" => {
+                let Ok(me) = self.principal.user_id() else {
+                    return send(socket, rejected("forbidden")).await;
+                };
+                user = Some(me);
+                ("user", EventFilter { account_id: Some(account_id), ..Default::default() })
+            }
             "account" => {
                 if !self.principal.ctx.actor.can(Permission::AuditView) {
                     return send(socket, rejected("forbidden")).await;
@@ -359,7 +372,7 @@ impl Connection {
             Err(_) => return Err(Closed),
         };
         let key = (channel.clone(), id.clone());
-        let sub = Subscription { channel: name, id: id.clone(), filter, cursor: after.unwrap_or(head) };
+        let sub = Subscription { channel: name, id: id.clone(), filter, user, cursor: after.unwrap_or(head) };
         self.subscriptions.insert(key.clone(), sub);
         send(
             socket,
@@ -391,6 +404,22 @@ impl Connection {
                 && !l.aggregate.archived
                 && l.aggregate.is_member(user_id)
         }))
+    }
+}
+
+/// Whether `e` is news for `user`'s own channel: a mention, being added to a conversation by
+/// someone else, their notifications marked read (on another device).
+fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
+    let is_user = |field: &str| e.payload.get(field).and_then(|v| v.as_str()) == Some(&user.to_string());
+    match e.event_type.as_str() {
+        "MessagePosted" => e
+            .payload
+            .get("mentions")
+            .and_then(|m| m.as_array())
+            .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&user.to_string()))),
+        "MemberAdded" => is_user("user_id") && !is_user("added_by"),
+        "NotificationRead" | "NotificationsReadAll" => is_user("user_id"),
+        _ => false,
     }
 }
 

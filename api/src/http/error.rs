@@ -173,6 +173,7 @@ impl From<DomainError> for ApiError {
             DomainError::Role(RoleError::NotFound) => Code::NotFound,
             DomainError::Role(RoleError::AlreadyCreated) => Code::Conflict,
             DomainError::ApiKey(ApiKeyError::NotFound) => Code::NotFound,
+            DomainError::Inbox(_) => Code::NotFound,
             DomainError::ApiKey(ApiKeyError::AlreadyCreated) => Code::Conflict,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.

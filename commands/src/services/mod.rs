@@ -4,6 +4,7 @@ mod api_keys;
 mod conversations;
 mod invitations;
 mod messages;
+mod notifications;
 mod registration;
 pub mod roles;
 mod sessions;

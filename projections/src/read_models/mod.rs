@@ -4,6 +4,7 @@ mod api_keys;
 mod conversations;
 mod invitations;
 mod messages;
+pub mod notifications;
 mod roles;
 mod users;
 
@@ -13,6 +14,7 @@ pub use api_keys::ApiKeysProjection;
 pub use conversations::ConversationsProjection;
 pub use invitations::InvitationsProjection;
 pub use messages::MessagesProjection;
+pub use notifications::NotificationsProjection;
 pub use roles::RolesProjection;
 pub use users::UsersProjection;
 
@@ -26,6 +28,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(InvitationsProjection),
         Arc::new(RolesProjection),
         Arc::new(ApiKeysProjection),
+        Arc::new(NotificationsProjection),
     ]
 }
 

@@ -131,8 +131,10 @@ async fn create_direct(
         Idempotent::Fresh(DirectStarted::Created(done)) => Ok(idempotent(Idempotent::Fresh(*done), &render)),
         Idempotent::Replayed(stored) => Ok(idempotent(Idempotent::Replayed(stored), &render)),
         Idempotent::Fresh(DirectStarted::Existing(id)) => {
-            // The pair's conversation as the read model has it, once it includes the log's head.
-            let head = state.app.store.head().await.map_err(|e| ApiError::internal(&e))?;
+            // The pair's conversation as the read model has it, once it includes the stream.
+            let stream = parley_eventstore::StreamKey::new("Conversation", id.to_string());
+            let head = state.app.store.stream_head(&stream).await.map_err(|e| ApiError::internal(&e))?;
+            let head = head.ok_or_else(ApiError::not_found)?;
             consistency::projections(&state, &["conversations"], Some(head)).await?;
             let (data, version) = conversation_json(state.app.store.pool(), &principal, id).await?;
             Ok(with_etag(respond(StatusCode::OK, envelope(data, json!({}), Some(head)), Some(head)), version))

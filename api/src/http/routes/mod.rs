@@ -9,6 +9,7 @@ pub mod conversations;
 pub mod health;
 pub mod invitations;
 pub mod messages;
+pub mod notifications;
 pub mod reactions;
 pub mod roles;
 pub mod users;
@@ -79,6 +80,7 @@ pub fn api() -> Routes {
         .merge(roles::router())
         .merge(api_keys::router())
         .merge(reactions::router())
+        .merge(notifications::router())
 }
 
 /// Every endpoint: method and full path, with path parameters as `{name}`.

@@ -1,0 +1,133 @@
+//! Each user's notifications: being mentioned in a message, being added to a conversation. A
+//! notification's id is derived from the event that caused it and its user, so a rebuild gives
+//! every notification the id clients already know.
+
+use async_trait::async_trait;
+use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::inbox::InboxEvent;
+use parley_eventstore::RecordedEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::decode;
+use crate::error::ProjectionError;
+use crate::projection::Projection;
+
+pub struct NotificationsProjection;
+
+pub const MENTION: &str = "mention";
+pub const ADDED_TO_CONVERSATION: &str = "added_to_conversation";
+
+/// The notification `event` gives `user`: the same on every rebuild.
+pub fn notification_id(event_id: Uuid, user_id: Uuid) -> Uuid {
+    Uuid::from_u128(event_id.as_u128() ^ user_id.as_u128().rotate_left(64))
+}
+
+#[async_trait]
+impl Projection for NotificationsProjection {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["notifications"]
+    }
+
+    fn schema(&self) -> &'static str {
+        r#"
+        CREATE TABLE notifications (
+            id              uuid PRIMARY KEY,
+            account_id      uuid NOT NULL,
+            user_id         uuid NOT NULL,
+            kind            text NOT NULL,
+            conversation_id uuid NOT NULL,
+            message_id      uuid,
+            actor_id        uuid NOT NULL,
+            created_at      timestamptz NOT NULL,
+            position        text NOT NULL,
+            read_at         timestamptz
+        );
+        CREATE INDEX notifications_user_idx ON notifications (user_id, created_at DESC, id);
+        CREATE INDEX notifications_unread_idx ON notifications (user_id) WHERE read_at IS NULL;
+        "#
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "MessagePosted" | "MemberAdded" | "NotificationRead" | "NotificationsReadAll")
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        for e in events {
+            match e.event_type.as_str() {
+                "NotificationRead" | "NotificationsReadAll" => read(conn, e).await?,
+                _ => notify(conn, e).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The notifications a conversation event gives.
+async fn notify(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
+    let (kind, conversation_id, message_id, actor_id, users) = match decode::<ConversationEvent>(e)? {
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, mentions, .. } => {
+            (MENTION, conversation_id, Some(message_id), author_id, mentions)
+        }
+        // Those who start a conversation or join on their own are not told about it.
+        ConversationEvent::MemberAdded { conversation_id, user_id, added_by, .. } if user_id != added_by => {
+            (ADDED_TO_CONVERSATION, conversation_id, None, added_by, vec![user_id])
+        }
+        _ => return Ok(()),
+    };
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = users.iter().map(|u| notification_id(e.event_id, *u)).collect();
+    sqlx::query(
+        "INSERT INTO notifications (id, account_id, user_id, kind, conversation_id, message_id, actor_id, \
+           created_at, position) \
+         SELECT n.id, $3, n.user_id, $4, $5, $6, $7, $8, $9 FROM unnest($1::uuid[], $2::uuid[]) AS n(id, user_id) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&users)
+    .bind(e.account_id)
+    .bind(kind)
+    .bind(conversation_id)
+    .bind(message_id)
+    .bind(actor_id)
+    .bind(e.recorded_at)
+    .bind(e.cursor().to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A user marked one notification, or all they had, read.
+async fn read(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
+    match decode::<InboxEvent>(e)? {
+        InboxEvent::NotificationRead { user_id, notification_id } => {
+            sqlx::query(
+                "UPDATE notifications SET read_at = $3 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
+            )
+            .bind(notification_id)
+            .bind(user_id)
+            .bind(e.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // Every notification so far is from an earlier event: all of them, on a rebuild too.
+        InboxEvent::NotificationsReadAll { user_id } => {
+            sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+                .bind(user_id)
+                .bind(e.recorded_at)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
