@@ -455,3 +455,48 @@ async fn mentions_and_additions_notify_live_on_the_user_channel_and_are_marked_r
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_added_later_gets_the_history_through_after_then_live_events() {
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let ann = s.invite_member(&owner, "ann@example.com").await;
+    let stranger = s.register("stranger@example.com").await;
+    let group = s.group(&owner, &[]).await;
+    for i in 0..3 {
+        post_message(&s, &owner, &group, &format!("early {i}")).await;
+    }
+    // Someone of another account is no one here.
+    let memberships = format!("/api/v1/conversations/{group}/memberships");
+    let before = s.events().await;
+    let foreign = s.post(&memberships, &owner.token, json!({"user_id": stranger.id})).await;
+    foreign.assert_error(404, "not_found");
+    let direct = s
+        .post("/api/v1/conversations", &owner.token, json!({"kind": "direct", "member_ids": [stranger.id]}))
+        .await;
+    direct.assert_error(422, "validation_failed");
+    assert_eq!(s.events().await, before, "nothing written");
+
+    let added = s.post(&memberships, &owner.token, json!({"user_id": ann.id})).await;
+    assert_eq!(added.status, 201, "{:?}", added.body);
+    let mut cable = s.cable(Some(&ann.token)).await;
+    assert_eq!(cable.frame().await["type"], "welcome");
+    assert_eq!(cable.subscribe("conversation", Some(&group), Some("0")).await["type"], "subscribed");
+    let history = cable.events(6).await;
+    let types: Vec<&str> = history.iter().map(|f| f["event"]["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "ConversationStarted",
+            "MemberAdded",
+            "MessagePosted",
+            "MessagePosted",
+            "MessagePosted",
+            "MemberAdded"
+        ],
+        "the whole history, from before they joined"
+    );
+    post_message(&s, &owner, &group, "live").await;
+    assert_eq!(cable.events(1).await[0]["event"]["data"]["body"], "live");
+    s.stop().await;
+}
