@@ -8,10 +8,15 @@
 //!   alternated in rounds (the median round is reported).
 //! - `auth`: authenticated `GET /users/me` and `GET /api/v1/permissions` next to `GET /health`,
 //!   64 clients: what token checking (signature and revocation) costs.
+//! - `chat`: posting message number 100,000 of one conversation next to message number 100
+//!   (p50 of sequential posts at each size), and fan-out: 1,000 WebSocket clients over 100
+//!   conversations while messages are posted at 500/s, latency from each POST's answer to each
+//!   subscriber's receipt, and the process's memory over the run.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
 mod auth;
+mod chat;
 mod http;
 mod rebuild;
 mod store;
@@ -32,6 +37,7 @@ enum Suite {
     Rebuild,
     Http,
     Auth,
+    Chat,
     All,
 }
 
@@ -52,6 +58,21 @@ struct Args {
     /// Events in the large rebuild (the small one has a quarter of them).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
+    /// Messages in the large conversation of the chat suite.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// WebSocket clients of the chat fan-out.
+    #[arg(long, default_value_t = 1000)]
+    ws_clients: usize,
+    /// Conversations the fan-out's clients subscribe to.
+    #[arg(long, default_value_t = 100)]
+    conversations: usize,
+    /// Posts per second during the fan-out.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// How long the fan-out runs, in seconds.
+    #[arg(long, default_value_t = 300)]
+    fanout_seconds: u64,
 }
 
 /// A scratch database, dropped at the end.
@@ -108,6 +129,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Auth | Suite::All) {
         auth::run(&server, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Chat | Suite::All) {
+        chat::growth(&server, args.messages).await?;
+        chat::fanout(&server, args.ws_clients, args.conversations, args.rate, args.fanout_seconds).await?;
     }
     Ok(())
 }
