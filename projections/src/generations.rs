@@ -426,13 +426,33 @@ pub async fn rebuild(
     }
 }
 
-/// Makes sure every projection has a live generation, so its tables exist before anything reads
-/// them (a node serves queries from its first request, before its runners take their leases).
-pub async fn ensure_live(pool: &PgPool, projections: &[Arc<dyn Projection>]) -> Result<(), ProjectionError> {
+/// Makes sure every projection has a live generation of its current shape, so its tables exist
+/// before anything reads them (a node serves queries from its first request, before its runners
+/// take their leases). A live generation of an older version (its tables or their meaning changed)
+/// is rebuilt from the log first; one of a newer version (a newer node already upgraded it) is
+/// left serving.
+pub async fn ensure_live(
+    store: &EventStore,
+    projections: &[Arc<dyn Projection>],
+    lease: LeaseOptions,
+) -> Result<(), ProjectionError> {
+    let pool = store.pool();
     for projection in projections {
-        let live = load(pool, projection.name()).await?.into_iter().any(|g| g.state == GenerationState::Live);
-        if !live {
-            create(pool, projection.as_ref(), GenerationState::Live, None).await?;
+        let generations = load(pool, projection.name()).await?;
+        match generations.iter().find(|g| g.state == GenerationState::Live) {
+            None => {
+                create(pool, projection.as_ref(), GenerationState::Live, None).await?;
+            }
+            Some(live) if live.version < projection.version() => {
+                tracing::info!(
+                    projection = projection.name(),
+                    from = live.version,
+                    to = projection.version(),
+                    "read model changed shape: rebuilding it from the log before serving"
+                );
+                rebuild(store, projection.clone(), lease.clone(), |_| {}).await?;
+            }
+            Some(_) => {}
         }
     }
     Ok(())

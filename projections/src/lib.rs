@@ -13,7 +13,7 @@ mod runner;
 mod status;
 
 pub use error::ProjectionError;
-pub use generations::{ensure_live, rebuild, Generation, GenerationState, RebuildProgress};
+pub use generations::{ensure_live, rebuild, schema_name, Generation, GenerationState, RebuildProgress};
 pub use projection::{Projection, Projections};
 pub use runner::{LeaseOptions, Runner, StepOutcome};
 pub use status::{list, wait_for, ProjectionStatus};

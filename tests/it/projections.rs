@@ -373,3 +373,42 @@ async fn the_cli_rebuilds_every_projection_while_the_workers_serve_and_nothing_c
     workers.shutdown().await;
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_read_model_of_an_older_shape_is_rebuilt_before_the_server_serves() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 200, 50).await;
+    t.settle().await;
+    let pool = t.app.store.pool().clone();
+    let messages: Arc<dyn Projection> = Arc::new(MessagesProjection);
+    parley_projections::ensure_live(&t.app.store, std::slice::from_ref(&messages), t.fast_lease())
+        .await
+        .unwrap();
+    // As an older release left it: version 1, without the read states table.
+    let (generation,): (i32,) = sqlx::query_as(
+        "UPDATE projection_generations SET version = 1 WHERE name = 'messages' AND state = 'live' RETURNING generation",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let schema = parley_projections::schema_name("messages", generation);
+    sqlx::query(&format!("DROP TABLE {schema}.read_states CASCADE")).execute(&pool).await.unwrap();
+
+    parley_projections::ensure_live(&t.app.store, &[messages], t.fast_lease()).await.unwrap();
+    let (version, rebuilt): (i32, i32) = sqlx::query_as(
+        "SELECT version, generation FROM projection_generations WHERE name = 'messages' AND state = 'live'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(version, MessagesProjection.version());
+    assert!(rebuilt > generation, "a new generation serves");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 200, "rebuilt from the log");
+    sqlx::query("SELECT count(*) FROM read_states")
+        .execute(&pool)
+        .await
+        .expect("the new shape's tables exist");
+    t.finish().await;
+}

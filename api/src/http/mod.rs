@@ -131,7 +131,7 @@ impl Server {
     /// Binds (port 0 picks a free port), starts the live feed, the workers and the server.
     pub async fn start(app: App, options: ServeOptions) -> anyhow::Result<Self> {
         app.store.spawn_listener().await?;
-        parley_projections::ensure_live(app.store.pool(), app.projections.all()).await?;
+        parley_projections::ensure_live(&app.store, app.projections.all(), app.lease_options()).await?;
         let secret = load_secret(app.store.pool(), options.jwt_secret.as_deref()).await?;
         let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
         let revocations = revocations::Revocations::start(&app.store, &live).await?;
