@@ -265,14 +265,14 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
     let direct = s
         .post("/api/v1/conversations", &owner.token, json!({"kind": "direct", "member_ids": [bob.id]}))
         .await;
-    last = s
+    let psst = s
         .post(
             &format!("/api/v1/conversations/{}/messages", direct.data()["id"].as_str().unwrap()),
             &bob.token,
             json!({"body": "psst"}),
         )
-        .await
-        .position();
+        .await;
+    assert_eq!(psst.status, 201, "{:?}", psst.body);
     let mention = s
         .post(
             &format!("/api/v1/conversations/{conversation}/messages"),
@@ -290,11 +290,11 @@ async fn rebuilding_every_projection_while_the_server_runs_changes_no_answer() {
         format!("/api/v1/conversations/{conversation}/messages?after=10&limit=5"),
         "/api/v1/audit/events?limit=1000".to_owned(),
     ];
+    let last = mention.position();
     let mut before: Vec<Value> = Vec::new();
     for r in &reads {
         before.push(s.get_at(r, &owner.token, &last).await.body);
     }
-    let last = mention.position();
     let bobs_list = s.get_at("/api/v1/conversations", &bob.token, &last).await.body;
     let bobs_notifications = s.get_at("/api/v1/notifications", &bob.token, &last).await.body;
     // Added to the group and to the direct conversation, and mentioned.

@@ -17,11 +17,11 @@ use parley_aggregates::secrets::redact;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::auth::{origin, Credential, Principal};
 use super::extract::ApiQuery;
+use super::fanout::{Interest, LagSignal, Listener};
 use super::state::AppState;
 
 /// Close code for a missing, bad or revoked token.
@@ -88,6 +88,8 @@ enum ClientCommand {
 struct Subscription {
     channel: &'static str,
     id: Option<String>,
+    /// What the connection listens to for it.
+    interest: Interest,
     filter: EventFilter,
     /// The `user` channel: only the account's events that concern this user.
     user: Option<Uuid>,
@@ -149,6 +151,8 @@ struct Connection {
     state: AppState,
     principal: Principal,
     subscriptions: BTreeMap<(String, Option<String>), Subscription>,
+    /// The events of its subscriptions' streams and accounts, routed from the node's feed.
+    listener: Listener,
 }
 
 /// The connection ends: the client left or the socket failed.
@@ -156,22 +160,18 @@ struct Closed;
 
 impl Connection {
     fn new(state: AppState, principal: Principal) -> Self {
-        Self { state, principal, subscriptions: BTreeMap::new() }
+        let listener = state.fanout.listen();
+        Self { state, principal, subscriptions: BTreeMap::new(), listener }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
         metrics::gauge!("parley_ws_connections").increment(1.0);
-        // Subscribe to the feed before anything else: every event after this point reaches us.
-        let mut live = self.state.live.subscribe();
-        let _ = self.serve(&mut socket, &mut live).await;
+        let _ = self.serve(&mut socket).await;
         metrics::gauge!("parley_ws_connections").decrement(1.0);
     }
 
-    async fn serve(
-        &mut self,
-        socket: &mut WebSocket,
-        live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<RecordedEvent>>,
-    ) -> Result<(), Closed> {
+    async fn serve(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+        let lag = self.listener.lag_signal();
         send(socket, json!({"type": "welcome"}).to_string()).await?;
         let stopping = stopping(self.state.shutdown.clone());
         tokio::pin!(stopping);
@@ -195,29 +195,24 @@ impl Connection {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
                     Some(Ok(_)) => {}
                 },
-                event = live.recv() => match event {
-                    Ok(event) if self.ends_my_credential(&event) => {
+                event = self.listener.recv() => match event {
+                    // Events were dropped before this one: deliver nothing newer before them.
+                    Some(_) if lag.is_lagged() => self.catch_up_lagged(socket, &lag).await?,
+                    // Its own end is not news for it: the connection closes instead.
+                    Some(event) if self.ends_my_credential(&event) => {
                         close_unauthorized_ref(socket).await;
                         return Err(Closed);
                     }
-                    Ok(event) => self.deliver(socket, &event).await?,
-                    Err(RecvError::Lagged(_)) if self.credential_ended() => {
-                        close_unauthorized_ref(socket).await;
-                        return Err(Closed);
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "websocket fell behind the live feed; catching up from the store");
-                        metrics::counter!("parley_ws_catch_ups_total").increment(1);
-                        self.catch_up_all(socket).await?;
-                    }
-                    Err(RecvError::Closed) => return Err(Closed),
+                    Some(event) => self.deliver(socket, &event).await?,
+                    None => return Err(Closed),
                 },
+                _ = lag.lagged() => self.catch_up_lagged(socket, &lag).await?,
             }
         }
     }
 
     /// Whether `event` ends the credential this connection authenticated with: its session
-    /// (logout, revocation, deactivation) or its API key (revocation).
+    /// (logout, revocation, deactivation) or its API key.
     fn ends_my_credential(&self, event: &RecordedEvent) -> bool {
         let (event_type, field, id) = match &self.principal.credential {
             Credential::Session(claims) => (super::revocations::SESSION_ENDED, "session_id", claims.sid),
@@ -227,7 +222,8 @@ impl Connection {
             && event.payload.get(field).and_then(|v| v.as_str()) == Some(&id.to_string())
     }
 
-    /// Whether the credential ended while this connection was not looking (the feed lagged).
+    /// Whether the credential ended: each node learns it at its commit (logout, revocation,
+    /// deactivation, a revoked API key).
     fn credential_ended(&self) -> bool {
         match &self.principal.credential {
             Credential::Session(claims) => self.state.revocations.is_revoked(claims.sid),
@@ -250,9 +246,19 @@ impl Connection {
             }
         }
         for key in ended {
-            self.subscriptions.remove(&key);
+            if let Some(sub) = self.subscriptions.remove(&key) {
+                self.listener.stop_listening(&sub.interest);
+            }
         }
         Ok(())
+    }
+
+    /// Catches up from the store after the router dropped events for this connection.
+    async fn catch_up_lagged(&mut self, socket: &mut WebSocket, lag: &LagSignal) -> Result<(), Closed> {
+        lag.caught_up();
+        tracing::debug!("websocket fell behind the live feed; catching up from the store");
+        metrics::counter!("parley_ws_catch_ups_total").increment(1);
+        self.catch_up_all(socket).await
     }
 
     async fn catch_up_all(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
@@ -284,7 +290,9 @@ impl Connection {
             for event in &page {
                 if let Some(reason) = sub.ended_by(event, me) {
                     send(socket, sub.unsubscribed(reason)).await?;
-                    self.subscriptions.remove(key);
+                    if let Some(sub) = self.subscriptions.remove(key) {
+                        self.listener.stop_listening(&sub.interest);
+                    }
                     return Ok(());
                 }
                 if sub.matches(event) {
@@ -309,7 +317,9 @@ impl Connection {
         match command {
             ClientCommand::Ping => send(socket, json!({"type": "pong"}).to_string()).await,
             ClientCommand::Unsubscribe { channel, id } => {
-                self.subscriptions.remove(&(channel.clone(), id.clone()));
+                if let Some(sub) = self.subscriptions.remove(&(channel.clone(), id.clone())) {
+                    self.listener.stop_listening(&sub.interest);
+                }
                 send(socket, json!({"type": "unsubscribed", "channel": channel, "id": id}).to_string()).await
             }
             ClientCommand::Subscribe { channel, id, after } => {
@@ -367,13 +377,26 @@ impl Connection {
             }
             _ => return send(socket, rejected("not_found")).await,
         };
+        let interest = match &filter.stream_id {
+            Some(stream_id) => Interest::Stream {
+                account_id,
+                stream_type: filter.stream_type.clone().unwrap_or_default(),
+                stream_id: stream_id.clone(),
+            },
+            None => Interest::Account(account_id),
+        };
+        // Listen first, then read where to start: no event falls between the two.
+        self.listener.listen_to(interest.clone());
         let head = match self.state.app.store.head().await {
             Ok(head) => head,
             Err(_) => return Err(Closed),
         };
         let key = (channel.clone(), id.clone());
-        let sub = Subscription { channel: name, id: id.clone(), filter, user, cursor: after.unwrap_or(head) };
-        self.subscriptions.insert(key.clone(), sub);
+        let cursor = after.unwrap_or(head);
+        let sub = Subscription { channel: name, id: id.clone(), interest, filter, user, cursor };
+        if let Some(replaced) = self.subscriptions.insert(key.clone(), sub) {
+            self.listener.stop_listening(&replaced.interest);
+        }
         send(
             socket,
             json!({"type": "subscribed", "channel": channel, "id": id, "position": head.to_string()})

@@ -7,6 +7,7 @@ pub mod cable;
 pub mod consistency;
 pub mod error;
 pub mod extract;
+pub mod fanout;
 pub mod limits;
 pub mod live;
 pub mod respond;
@@ -142,6 +143,7 @@ impl Server {
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),
+            fanout: fanout::Fanout::start(&live, options.live_capacity),
             live,
             revocations,
             roles,

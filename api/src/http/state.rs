@@ -13,6 +13,8 @@ pub struct AppState {
     pub app: App,
     pub jwt: Arc<JwtKeys>,
     pub live: LiveFeed,
+    /// The feed routed to each WebSocket connection by what it subscribed to.
+    pub fanout: super::fanout::Fanout,
     /// Ended sessions: their tokens are refused without a database round trip.
     pub revocations: super::revocations::Revocations,
     /// Custom roles' permissions: a token's roles resolve without a database round trip.

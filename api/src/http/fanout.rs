@@ -1,0 +1,210 @@
+//! Routes the live feed to the WebSocket connections that asked for each event: one task reads
+//! the node's feed and hands every event only to the connections subscribed to its stream (a
+//! conversation) or its account (the `account` and `user` channels). Work per event is its
+//! subscribers, not every connection of the node.
+//!
+//! Each connection has a bounded queue. When it is full, or the router itself fell behind the
+//! feed, the connection is told it lagged and catches up from the store by its cursors: a slow
+//! client costs its own queue, never memory or other clients.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use parley_eventstore::RecordedEvent;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+
+use super::live::LiveFeed;
+
+/// What a connection listens to: one stream of an account, or the whole account.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    Stream { account_id: Uuid, stream_type: String, stream_id: String },
+    Account(Uuid),
+}
+
+impl Interest {
+    fn of_stream(e: &RecordedEvent) -> Self {
+        Interest::Stream {
+            account_id: e.account_id,
+            stream_type: e.stream_type.clone(),
+            stream_id: e.stream_id.clone(),
+        }
+    }
+}
+
+/// The router's side of one connection.
+#[derive(Clone)]
+struct Tap {
+    tx: mpsc::Sender<Arc<RecordedEvent>>,
+    lagged: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl Tap {
+    fn lag(&self) {
+        self.lagged.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    taps: HashMap<u64, Tap>,
+    interests: HashMap<Interest, HashSet<u64>>,
+}
+
+#[derive(Clone)]
+pub struct Fanout {
+    table: Arc<RwLock<Table>>,
+    next: Arc<AtomicU64>,
+    capacity: usize,
+}
+
+impl Fanout {
+    /// Starts routing `live`; each connection queues up to `capacity` events before it lags.
+    pub fn start(live: &LiveFeed, capacity: usize) -> Self {
+        let fanout = Self { table: Arc::default(), next: Arc::default(), capacity: capacity.max(1) };
+        let mut feed = live.subscribe();
+        let router = fanout.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(event) => router.route(&event),
+                    Err(RecvError::Lagged(_)) => router.lag_all(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        fanout
+    }
+
+    fn route(&self, event: &Arc<RecordedEvent>) {
+        let Ok(table) = self.table.read() else { return };
+        let stream = table.interests.get(&Interest::of_stream(event));
+        let account = table.interests.get(&Interest::Account(event.account_id));
+        let mut sent = HashSet::new();
+        for id in stream.into_iter().chain(account).flatten() {
+            if !sent.insert(*id) {
+                continue;
+            }
+            let Some(tap) = table.taps.get(id) else { continue };
+            if let Err(mpsc::error::TrySendError::Full(_)) = tap.tx.try_send(event.clone()) {
+                tap.lag();
+            }
+        }
+    }
+
+    fn lag_all(&self) {
+        if let Ok(table) = self.table.read() {
+            table.taps.values().for_each(Tap::lag);
+        }
+    }
+
+    /// A new connection's listener: it hears nothing until it says what it wants.
+    pub fn listen(&self) -> Listener {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let tap = Tap { tx, lagged: Arc::default(), wake: Arc::default() };
+        let (lagged, wake) = (tap.lagged.clone(), tap.wake.clone());
+        if let Ok(mut table) = self.table.write() {
+            table.taps.insert(id, tap);
+        }
+        Listener { id, rx, lag: LagSignal { lagged, wake }, fanout: self.clone(), interests: HashMap::new() }
+    }
+}
+
+/// A connection's side: the events of what it listens to, in log order.
+pub struct Listener {
+    id: u64,
+    rx: mpsc::Receiver<Arc<RecordedEvent>>,
+    lag: LagSignal,
+    fanout: Fanout,
+    /// What it listens to, with how many of its subscriptions want each.
+    interests: HashMap<Interest, usize>,
+}
+
+/// Tells a connection that events were dropped for it (it must catch up from the store).
+#[derive(Clone)]
+pub struct LagSignal {
+    lagged: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl LagSignal {
+    /// Whether events were dropped for the connection since it last caught up. Set before any
+    /// newer event is queued: a connection that sees it must deliver nothing more before it
+    /// catches up, or it would skip what was dropped.
+    pub fn is_lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+
+    /// Completes once the connection lagged.
+    pub async fn lagged(&self) {
+        while !self.lagged.load(Ordering::Acquire) {
+            self.wake.notified().await;
+        }
+    }
+
+    /// Takes note of having caught up.
+    pub fn caught_up(&self) {
+        self.lagged.store(false, Ordering::Release);
+    }
+}
+
+impl Listener {
+    /// Hears `interest` from now on. Say it before reading where to start from (the log head or
+    /// the store): then no event falls between the two.
+    pub fn listen_to(&mut self, interest: Interest) {
+        let wanted = self.interests.entry(interest.clone()).or_default();
+        *wanted += 1;
+        if *wanted == 1 {
+            if let Ok(mut table) = self.fanout.table.write() {
+                table.interests.entry(interest).or_default().insert(self.id);
+            }
+        }
+    }
+
+    /// One subscription less wants `interest`; the last one stops hearing it.
+    pub fn stop_listening(&mut self, interest: &Interest) {
+        let Some(wanted) = self.interests.get_mut(interest) else { return };
+        *wanted -= 1;
+        if *wanted == 0 {
+            self.interests.remove(interest);
+            if let Ok(mut table) = self.fanout.table.write() {
+                forget(&mut table, interest, self.id);
+            }
+        }
+    }
+
+    /// The next event, or `None` once the router is gone.
+    pub async fn recv(&mut self) -> Option<Arc<RecordedEvent>> {
+        self.rx.recv().await
+    }
+
+    pub fn lag_signal(&self) -> LagSignal {
+        self.lag.clone()
+    }
+}
+
+fn forget(table: &mut Table, interest: &Interest, id: u64) {
+    if let Some(ids) = table.interests.get_mut(interest) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            table.interests.remove(interest);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Ok(mut table) = self.fanout.table.write() {
+            table.taps.remove(&self.id);
+            for interest in self.interests.keys() {
+                forget(&mut table, interest, self.id);
+            }
+        }
+    }
+}
