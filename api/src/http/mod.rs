@@ -90,7 +90,22 @@ async fn track(req: Request, next: Next) -> Response {
 /// The process-wide Prometheus recorder (installed once; later servers in the process share it).
 fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            // Histogram samples pile up until drained: by a scrape of /metrics, or here, so a
+            // node nobody scrapes does not grow (one thread for the process, as the recorder is).
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
 }
 
 /// How to serve.
