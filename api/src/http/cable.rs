@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::auth::{origin, Credential, Principal};
 use super::extract::ApiQuery;
-use super::fanout::{Interest, LagSignal, Listener};
+use super::fanout::{Interest, LagSignal, Listener, Routed};
 use super::state::AppState;
 
 /// Close code for a missing, bad or revoked token.
@@ -124,27 +124,36 @@ impl Subscription {
         json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
     }
 
-    fn frame(&self, e: &RecordedEvent) -> String {
-        let mut data = e.payload.clone();
-        redact(&mut data);
-        json!({
-            "type": "event",
-            "channel": self.channel,
-            "id": self.id,
-            "position": e.cursor().to_string(),
-            "event": {
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "stream_type": e.stream_type,
-                "stream_id": e.stream_id,
-                "version": e.version,
-                "data": data,
-                "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                "actor_id": e.actor_id(),
-            }
-        })
-        .to_string()
+    /// The frame of `e` on this subscription; `event_json` is its `event` object, rendered once
+    /// per event for every subscriber (see [`event_json`]).
+    fn frame(&self, e: &RecordedEvent, event_json: &str) -> String {
+        let head = json!({"type": "event", "channel": self.channel, "id": self.id, "position": e.cursor().to_string()})
+            .to_string();
+        // `{...}` + `,"event":<event_json>}`
+        let mut frame = String::with_capacity(head.len() + event_json.len() + 10);
+        frame.push_str(&head[..head.len() - 1]);
+        frame.push_str(",\"event\":");
+        frame.push_str(event_json);
+        frame.push('}');
+        frame
     }
+}
+
+/// The `event` object of a frame: the same for every subscriber, secrets redacted.
+pub fn event_json(e: &RecordedEvent) -> String {
+    let mut data = e.payload.clone();
+    redact(&mut data);
+    json!({
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "stream_type": e.stream_type,
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "data": data,
+        "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "actor_id": e.actor_id(),
+    })
+    .to_string()
 }
 
 struct Connection {
@@ -199,7 +208,7 @@ impl Connection {
                     // Events were dropped before this one: deliver nothing newer before them.
                     Some(_) if lag.is_lagged() => self.catch_up_lagged(socket, &lag).await?,
                     // Its own end is not news for it: the connection closes instead.
-                    Some(event) if self.ends_my_credential(&event) => {
+                    Some(routed) if self.ends_my_credential(&routed.event) => {
                         close_unauthorized_ref(socket).await;
                         return Err(Closed);
                     }
@@ -231,7 +240,8 @@ impl Connection {
         }
     }
 
-    async fn deliver(&mut self, socket: &mut WebSocket, event: &RecordedEvent) -> Result<(), Closed> {
+    async fn deliver(&mut self, socket: &mut WebSocket, routed: &Routed) -> Result<(), Closed> {
+        let event = &routed.event;
         let me = self.principal.user_id().ok();
         let mut ended = Vec::new();
         for (key, sub) in self.subscriptions.iter_mut() {
@@ -241,7 +251,7 @@ impl Connection {
                     ended.push(key.clone());
                     continue;
                 }
-                send(socket, sub.frame(event)).await?;
+                send(socket, sub.frame(event, routed.event_json())).await?;
                 sub.cursor = event.cursor();
             }
         }
@@ -296,7 +306,7 @@ impl Connection {
                     return Ok(());
                 }
                 if sub.matches(event) {
-                    send(socket, sub.frame(event)).await?;
+                    send(socket, sub.frame(event, &event_json(event))).await?;
                 }
                 sub.cursor = event.cursor();
             }

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use parley_eventstore::RecordedEvent;
 use tokio::sync::broadcast::error::RecvError;
@@ -17,6 +17,19 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 use super::live::LiveFeed;
+
+/// An event on its way to its subscribers, with the `event` object of its frames rendered at
+/// most once however many connections send it.
+pub struct Routed {
+    pub event: Arc<RecordedEvent>,
+    rendered: OnceLock<String>,
+}
+
+impl Routed {
+    pub fn event_json(&self) -> &str {
+        self.rendered.get_or_init(|| super::cable::event_json(&self.event))
+    }
+}
 
 /// What a connection listens to: one stream of an account, or the whole account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -38,7 +51,7 @@ impl Interest {
 /// The router's side of one connection.
 #[derive(Clone)]
 struct Tap {
-    tx: mpsc::Sender<Arc<RecordedEvent>>,
+    tx: mpsc::Sender<Arc<Routed>>,
     lagged: Arc<AtomicBool>,
     wake: Arc<Notify>,
 }
@@ -85,13 +98,14 @@ impl Fanout {
         let Ok(table) = self.table.read() else { return };
         let stream = table.interests.get(&Interest::of_stream(event));
         let account = table.interests.get(&Interest::Account(event.account_id));
+        let routed = Arc::new(Routed { event: event.clone(), rendered: OnceLock::new() });
         let mut sent = HashSet::new();
         for id in stream.into_iter().chain(account).flatten() {
             if !sent.insert(*id) {
                 continue;
             }
             let Some(tap) = table.taps.get(id) else { continue };
-            if let Err(mpsc::error::TrySendError::Full(_)) = tap.tx.try_send(event.clone()) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tap.tx.try_send(routed.clone()) {
                 tap.lag();
             }
         }
@@ -119,7 +133,7 @@ impl Fanout {
 /// A connection's side: the events of what it listens to, in log order.
 pub struct Listener {
     id: u64,
-    rx: mpsc::Receiver<Arc<RecordedEvent>>,
+    rx: mpsc::Receiver<Arc<Routed>>,
     lag: LagSignal,
     fanout: Fanout,
     /// What it listens to, with how many of its subscriptions want each.
@@ -180,7 +194,7 @@ impl Listener {
     }
 
     /// The next event, or `None` once the router is gone.
-    pub async fn recv(&mut self) -> Option<Arc<RecordedEvent>> {
+    pub async fn recv(&mut self) -> Option<Arc<Routed>> {
         self.rx.recv().await
     }
 
