@@ -87,7 +87,9 @@ impl Tail {
                 return Ok(events);
             }
             if self.store.events_behind_horizon().await? {
-                tokio::time::sleep(horizon_delay).await;
+                // The transaction holding them back is most likely one of ours: its commit wakes
+                // us at once; one elsewhere in the cluster is re-polled with backoff.
+                self.wake.wait(horizon_delay).await;
                 horizon_delay = (horizon_delay * 2).min(HORIZON_POLL_MAX);
                 continue;
             }
