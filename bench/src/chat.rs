@@ -145,16 +145,26 @@ fn rss_mib() -> f64 {
 /// however long the run.
 struct Histogram {
     buckets: Vec<u64>,
+    /// The same since the last window was taken.
+    window: Vec<u64>,
 }
 
 impl Histogram {
     fn new() -> Self {
-        Self { buckets: vec![0; 10_001] }
+        Self { buckets: vec![0; 10_001], window: vec![0; 10_001] }
     }
 
     fn add(&mut self, d: Duration) {
         let i = ((d.as_secs_f64() * 10_000.0) as usize).min(10_000);
         self.buckets[i] += 1;
+        self.window[i] += 1;
+    }
+
+    /// p50 and p99 of the window since the last call, which starts a new one.
+    fn take_window(&mut self) -> (f64, f64) {
+        let window =
+            Histogram { buckets: std::mem::replace(&mut self.window, vec![0; 10_001]), window: vec![] };
+        (window.percentile(0.5), window.percentile(0.99))
     }
 
     fn count(&self) -> u64 {
@@ -242,6 +252,7 @@ pub async fn fanout(
     }
     let memory_start = rss_mib();
     let mut memory = vec![(0u64, memory_start)];
+    let mut windows = Vec::new();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,7 +261,7 @@ pub async fn fanout(
     while started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         let conversation = ids[posted as usize % conversations].clone();
-        let (b, flight, hist) = (b.clone(), flight.clone(), hist.clone());
+        let (b, flight, hist_of_post) = (b.clone(), flight.clone(), hist.clone());
         posts.push(tokio::spawn(async move {
             let id = b.post(&conversation, "fan-out").await?;
             let answered = Instant::now();
@@ -260,7 +271,7 @@ pub async fn fanout(
                 f.answered.insert(id, (answered, early));
             }
             drop(f);
-            if let Ok(mut h) = hist.lock() {
+            if let Ok(mut h) = hist_of_post.lock() {
                 (0..early).for_each(|_| h.add(Duration::ZERO));
             }
             anyhow::Ok(())
@@ -272,6 +283,9 @@ pub async fn fanout(
         let elapsed = started.elapsed().as_secs();
         if elapsed >= memory.last().map_or(0, |m| m.0) + 30 {
             memory.push((elapsed, rss_mib()));
+            if let Ok(mut h) = hist.lock() {
+                windows.push(h.take_window());
+            }
         }
     }
     while let Some(done) = posts.next().await {
@@ -304,6 +318,8 @@ pub async fn fanout(
         "  POST answered -> received by each subscriber: p50 {p50:.1} ms  p90 {p90:.1} ms  p99 {p99:.1} ms \
          (target p99 < 50 ms)"
     );
+    let by_window: Vec<String> = windows.iter().map(|(p50, p99)| format!("{p50:.1}/{p99:.1}")).collect();
+    println!("  p50/p99 ms of each 30 s: {}", by_window.join(", "));
     let samples: Vec<String> = memory.iter().map(|(s, m)| format!("{s}s {m:.0}")).collect();
     println!("  process memory (server and clients), MiB: {}", samples.join(", "));
     for r in readers {
