@@ -4,9 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use parley_api::http::{ServeOptions, Server};
-use parley_api::{App, Config};
-use parley_commands::password::PasswordHasher;
 use parley_tests::server::{Answer, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -155,11 +152,7 @@ async fn a_key_works_on_a_server_started_later_and_its_revocation_reaches_it_wit
             .await;
     let secret = str_of(created.data(), "secret").to_owned();
     // Server B starts after the key was made: it can only know the key from the write side.
-    let mut config = Config::new(s.t.db.url());
-    config.pool_size = 5;
-    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
-    let options = ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into()));
-    let b = Server::start(other, options).await.unwrap();
+    let b = s.second_server(|_| {}).await;
     let users_on_b = || s.http.get(format!("http://{}/api/v1/users", b.addr)).bearer_auth(&secret).send();
     assert_eq!(users_on_b().await.unwrap().status(), 200, "B finds a key made before it started");
 

@@ -2,9 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use parley_api::http::{ServeOptions, Server};
-use parley_api::{App, Config};
-use parley_commands::password::PasswordHasher;
 use parley_tests::server::TestServer;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -58,15 +55,7 @@ async fn refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session() 
 async fn logout_on_one_server_is_refused_by_another_within_a_second_and_closes_websockets() {
     let s = TestServer::start().await;
     // Server B: its own process state (pool, store, wake-ups, denylist), the same database.
-    let mut config = Config::new(s.t.db.url());
-    config.pool_size = 5;
-    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
-    let b = Server::start(
-        other,
-        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into())),
-    )
-    .await
-    .unwrap();
+    let b = s.second_server(|_| {}).await;
     let owner = s.register("owner@example.com").await;
     let on_b = |path: &str| format!("http://{}{path}", b.addr);
     let me_on_b = || {
@@ -103,15 +92,7 @@ async fn logout_on_one_server_is_refused_by_another_within_a_second_and_closes_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ended_credentials_reach_another_server_even_while_an_old_transaction_holds_the_log_back() {
     let s = TestServer::start().await;
-    let mut config = Config::new(s.t.db.url());
-    config.pool_size = 5;
-    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
-    let b = Server::start(
-        other,
-        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into())),
-    )
-    .await
-    .unwrap();
+    let b = s.second_server(|_| {}).await;
     let owner = s.register("owner@example.com").await;
     let key =
         s.post("/api/v1/api_keys", &owner.token, json!({"name": "k", "permissions": ["users.view"]})).await;
@@ -500,13 +481,7 @@ async fn failed_logins_per_email_and_auth_requests_per_ip_are_limited_with_retry
     limited.assert_error(429, "rate_limited");
     assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
     // Every node counts the same failures: server B (same database) refuses too.
-    let mut config = Config::new(s.t.db.url());
-    config.pool_size = 3;
-    let other = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
-    let mut options =
-        ServeOptions::new("127.0.0.1:0", false, Some("test-secret-test-secret-test-secret".into()));
-    options.failed_logins = 3;
-    let b = Server::start(other, options).await.unwrap();
+    let b = s.second_server(|o| o.failed_logins = 3).await;
     let on_b = s
         .http
         .post(format!("http://{}/api/v1/auth/login", b.addr))

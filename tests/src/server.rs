@@ -12,6 +12,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::TestApp;
 
+/// The JWT secret of every test server, so that servers on one database share tokens.
+const SECRET: &str = "test-secret-test-secret-test-secret";
+
 /// A server over its own database, and an HTTP client.
 pub struct TestServer {
     pub t: TestApp,
@@ -69,13 +72,24 @@ impl TestServer {
     /// A server whose options `adjust` changes first.
     pub async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Self {
         let t = TestApp::with_pool(20).await;
-        let mut options =
-            ServeOptions::new("127.0.0.1:0", true, Some("test-secret-test-secret-test-secret".into()));
+        let mut options = ServeOptions::new("127.0.0.1:0", true, Some(SECRET.into()));
         adjust(&mut options);
         let server = Server::start(t.app.clone(), options).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self { t, server: Some(server), base, http }
+    }
+
+    /// Another server on the same database, as another process would be: its own pool, store,
+    /// wake-ups and in-memory state (denylists, directories), no workers; `adjust` its options.
+    pub async fn second_server(&self, adjust: impl FnOnce(&mut ServeOptions)) -> Server {
+        let mut config = parley_api::Config::new(self.t.db.url());
+        config.pool_size = 5;
+        let hasher = parley_commands::password::PasswordHasher::fast_insecure();
+        let app = parley_api::App::connect_with(&config, false, hasher).await.expect("second app connects");
+        let mut options = ServeOptions::new("127.0.0.1:0", false, Some(SECRET.into()));
+        adjust(&mut options);
+        Server::start(app, options).await.expect("second server starts")
     }
 
     pub async fn stop(mut self) {
