@@ -253,6 +253,8 @@ pub async fn fanout(
     let memory_start = rss_mib();
     let mut memory = vec![(0u64, memory_start)];
     let mut windows = Vec::new();
+    let mut post_windows = Vec::new();
+    let post_hist = Arc::new(Mutex::new(Histogram::new()));
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -261,10 +263,14 @@ pub async fn fanout(
     while started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         let conversation = ids[posted as usize % conversations].clone();
-        let (b, flight, hist_of_post) = (b.clone(), flight.clone(), hist.clone());
+        let (b, flight, hist_of_post, timed) = (b.clone(), flight.clone(), hist.clone(), post_hist.clone());
         posts.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let id = b.post(&conversation, "fan-out").await?;
             let answered = Instant::now();
+            if let Ok(mut h) = timed.lock() {
+                h.add(answered - sent);
+            }
             let Ok(mut f) = flight.lock() else { return anyhow::Ok(()) };
             let early = f.early.remove(&id).unwrap_or(0);
             if early < per_conversation {
@@ -285,6 +291,9 @@ pub async fn fanout(
             memory.push((elapsed, rss_mib()));
             if let Ok(mut h) = hist.lock() {
                 windows.push(h.take_window());
+            }
+            if let Ok(mut h) = post_hist.lock() {
+                post_windows.push(h.take_window());
             }
         }
     }
@@ -320,6 +329,8 @@ pub async fn fanout(
     );
     let by_window: Vec<String> = windows.iter().map(|(p50, p99)| format!("{p50:.1}/{p99:.1}")).collect();
     println!("  p50/p99 ms of each 30 s: {}", by_window.join(", "));
+    let by_window: Vec<String> = post_windows.iter().map(|(p50, p99)| format!("{p50:.1}/{p99:.1}")).collect();
+    println!("  the POSTs themselves, p50/p99 ms of each 30 s: {}", by_window.join(", "));
     let samples: Vec<String> = memory.iter().map(|(s, m)| format!("{s}s {m:.0}")).collect();
     println!("  process memory (server and clients), MiB: {}", samples.join(", "));
     for r in readers {
