@@ -91,13 +91,16 @@ pub(crate) async fn read_all_after(
 /// Whether committed events wait behind the horizon: a transaction older than them is still open.
 /// Readers then re-poll within milliseconds instead of waiting for the next wake-up.
 pub(crate) async fn events_behind_horizon(conn: &mut PgConnection) -> Result<bool, StoreError> {
-    let (pending,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM events \
-         WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    // The newest event's transaction, by one step down the commit-order index: an `EXISTS` with
+    // the same condition was planned as a sequential scan of the whole log when the table had no
+    // statistics (autovacuum off), and the readers' latency grew with the log.
+    let newest: Option<(bool,)> = sqlx::query_as(
+        "SELECT transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) FROM events \
+         ORDER BY transaction_id DESC, position DESC LIMIT 1",
     )
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(pending)
+    Ok(newest.is_some_and(|(pending,)| pending))
 }
 
 /// The cursor of a stream's newest committed event (readable or not yet: a reader waiting for
