@@ -98,12 +98,14 @@ impl Fanout {
         let Ok(table) = self.table.read() else { return };
         let stream = table.interests.get(&Interest::of_stream(event));
         let account = table.interests.get(&Interest::Account(event.account_id));
+        if stream.is_none() && account.is_none() {
+            return;
+        }
         let routed = Arc::new(Routed { event: event.clone(), rendered: OnceLock::new() });
-        let mut sent = HashSet::new();
-        for id in stream.into_iter().chain(account).flatten() {
-            if !sent.insert(*id) {
-                continue;
-            }
+        // A connection listening to both the stream and its account gets the event once.
+        let twice = |id: &u64| stream.is_some_and(|s| s.contains(id));
+        let account_only = account.into_iter().flatten().filter(|id| !twice(id));
+        for id in stream.into_iter().flatten().chain(account_only) {
             let Some(tap) = table.taps.get(id) else { continue };
             if let Err(mpsc::error::TrySendError::Full(_)) = tap.tx.try_send(routed.clone()) {
                 tap.lag();

@@ -99,8 +99,7 @@ impl Commands {
             sqlx::query_as("SELECT api_key_id FROM api_key_facts WHERE secret_hash = $1")
                 .bind(secret_hash)
                 .fetch_optional(self.dispatcher.store.pool())
-                .await
-                .map_err(parley_eventstore::StoreError::from)?;
+                .await?;
         match found {
             Some((id,)) => self.dispatcher.load::<ApiKey>(&id.to_string()).await,
             None => Ok(None),

@@ -166,8 +166,7 @@ impl Commands {
         }
         let pair = direct_pair_key(ctx.account_id, creator_id, other_id);
         let existing = |holder: &parley_eventstore::StreamKey| holder.stream_id.parse::<Uuid>().ok();
-        let mut conn =
-            self.dispatcher.store.pool().acquire().await.map_err(parley_eventstore::StoreError::from)?;
+        let mut conn = self.dispatcher.store.pool().acquire().await?;
         if let Some(id) =
             claims::holder(&mut conn, DIRECT_PAIR_CLAIM, &pair).await?.as_ref().and_then(existing)
         {
@@ -277,8 +276,7 @@ impl Commands {
         .bind(account_id)
         .bind(&names)
         .fetch_all(self.dispatcher.store.pool())
-        .await
-        .map_err(parley_eventstore::StoreError::from)?;
+        .await?;
         Ok(found.into_iter().map(|(id,)| id).collect())
     }
 }

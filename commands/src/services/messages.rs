@@ -2,6 +2,7 @@
 //! on the message's write-side facts, read under the conversation's lock in the same transaction
 //! that appends, so two requests never decide on the same stale fact.
 
+use cqrs_es::Aggregate;
 use parley_aggregates::conversation::{Conversation, ConversationCommand, MessageFact, ReactionFact};
 use parley_aggregates::permissions::Permission;
 use parley_aggregates::values::{Emoji, MessageBody};
@@ -22,7 +23,7 @@ pub struct Reacted {
 }
 
 fn stream(conversation_id: Uuid) -> StreamKey {
-    StreamKey::new("Conversation", conversation_id.to_string())
+    StreamKey::new(Conversation::TYPE, conversation_id.to_string())
 }
 
 /// The facts of a message of this conversation (of another, or none: `None`).
@@ -52,8 +53,7 @@ async fn conversation_of_message(
             .bind(message_id)
             .bind(account_id)
             .fetch_optional(commands.dispatcher.store.pool())
-            .await
-            .map_err(parley_eventstore::StoreError::from)?;
+            .await?;
     row.map(|(c,)| c).ok_or(DispatchError::NotFound("message"))
 }
 
@@ -199,8 +199,7 @@ impl Commands {
         .bind(reaction_id)
         .bind(ctx.account_id)
         .fetch_optional(self.dispatcher.store.pool())
-        .await
-        .map_err(parley_eventstore::StoreError::from)?;
+        .await?;
         let (conversation_id,) = found.ok_or(DispatchError::NotFound("reaction"))?;
         self.dispatcher
             .transact(ctx, None, |uow| {

@@ -23,8 +23,7 @@ impl Commands {
                 .bind(notification_id)
                 .bind(user_id)
                 .fetch_optional(self.dispatcher.store.pool())
-                .await
-                .map_err(parley_eventstore::StoreError::from)?;
+                .await?;
         match found {
             None => Err(DispatchError::NotFound("notification")),
             Some((true,)) => Ok(None),

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use parley_aggregates::conversation::{Conversation, ConversationEvent, MemberRole};
 use parley_commands::services::DirectStarted;
 use parley_commands::{Executed, Idempotent};
@@ -132,7 +133,7 @@ async fn create_direct(
         Idempotent::Replayed(stored) => Ok(idempotent(Idempotent::Replayed(stored), &render)),
         Idempotent::Fresh(DirectStarted::Existing(id)) => {
             // The pair's conversation as the read model has it, once it includes the stream.
-            let stream = parley_eventstore::StreamKey::new("Conversation", id.to_string());
+            let stream = parley_eventstore::StreamKey::new(Conversation::TYPE, id.to_string());
             let head = state.app.store.stream_head(&stream).await.map_err(|e| ApiError::internal(&e))?;
             let head = head.ok_or_else(ApiError::not_found)?;
             consistency::projections(&state, &["conversations"], Some(head)).await?;
