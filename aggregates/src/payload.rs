@@ -33,9 +33,22 @@ pub fn from_payload<E: DomainEvent>(event_type: &str, payload: &Value) -> Result
         .map_err(|source| PayloadError::Decode { event_type: event_type.to_owned(), source })
 }
 
-/// Test helper: every event's serde tag must equal its `event_type()`.
+/// Test helper: given one example of each variant, their `event_type()`s must be exactly the
+/// types the catalog lists for the enum, and each must round-trip ([`assert_round_trips`]).
 #[cfg(test)]
-pub(crate) fn assert_stored_names<E: DomainEvent>(events: &[E]) {
+pub(crate) fn assert_stored_names<E: DomainEvent + crate::catalog::EventTypes>(events: &[E]) {
+    let mut named: Vec<String> = events.iter().map(|e| e.event_type()).collect();
+    named.sort();
+    named.dedup();
+    let mut listed: Vec<String> = E::TYPES.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(named, listed, "the examples and the catalog's list of event types differ");
+    assert_round_trips(events);
+}
+
+/// Test helper: every event's serde tag must equal its `event_type()`, and it must decode back.
+#[cfg(test)]
+pub(crate) fn assert_round_trips<E: DomainEvent>(events: &[E]) {
     for e in events {
         let (name, _) = to_payload(e).expect("event serializes");
         assert_eq!(name, e.event_type(), "serde tag and event_type differ");

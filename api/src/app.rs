@@ -29,9 +29,11 @@ impl App {
         migrate: bool,
         passwords: PasswordHasher,
     ) -> anyhow::Result<Self> {
-        let connect = db::connect_options(&config.database_url, "parley")?;
-        db::create_database_if_missing(&connect).await?;
-        let pool = db::pool(connect.clone(), config.pool_size).await?;
+        let connect = db::connect_options(config.database_url.expose(), "parley")
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string: {e}"))?;
+        db::create_database_if_missing(&connect).await.map_err(|e| unreachable(&connect, &e))?;
+        let pool =
+            db::pool(connect.clone(), config.pool_size).await.map_err(|e| unreachable(&connect, &e))?;
         if migrate {
             parley_migrations::MIGRATOR.run(&pool).await?;
         }
@@ -44,4 +46,19 @@ impl App {
     pub fn lease_options(&self) -> LeaseOptions {
         LeaseOptions::new(self.connect.clone())
     }
+}
+
+/// The error of a database that cannot be reached, naming where Parley looked and what to do.
+fn unreachable(options: &PgConnectOptions, cause: &sqlx::Error) -> anyhow::Error {
+    let database = options.get_database().unwrap_or("postgres");
+    let at = match options.get_socket() {
+        Some(socket) => format!("the Unix socket in {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    anyhow::anyhow!(
+        "cannot use PostgreSQL database {database:?} at {at}: {cause}\n\
+         Parley keeps everything in a PostgreSQL server (15 or newer). Start one there, point \
+         DATABASE_URL at one (postgres://user@host:port/database), or run `scripts/run`, which \
+         starts the local cluster or installs Debian's `postgresql` package first."
+    )
 }

@@ -1,44 +1,131 @@
-//! Typed configuration, from flags and the environment (API.md, "Running").
+//! The one configuration of a Parley process (API.md, "Running"), layered: the defaults here,
+//! then the environment, then flags (clap applies both, in that order). `parley serve`, the tests
+//! and the benchmark all start a server from a [`Config`], so a setting cannot be parsed in one
+//! place and ignored in another. Secrets are [`Secret`]s: they never print.
+
+use std::fmt;
+use std::str::FromStr;
 
 use clap::Args;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/parley";
+pub const DEFAULT_BIND: &str = "127.0.0.1:3001";
+pub const DEFAULT_POOL_SIZE: u32 = 20;
+pub const DEFAULT_AUTH_PER_MINUTE: u32 = 60;
+pub const DEFAULT_FAILED_LOGINS: u32 = 10;
+/// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
+pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
 
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// PostgreSQL connection string; the database is created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, global = true)]
+    pub database_url: Secret,
     /// Connections in this process's pool.
-    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 20, global = true)]
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, global = true)]
     pub pool_size: u32,
-    /// Where to listen.
-    #[arg(long, env = "PARLEY_BIND", default_value = "127.0.0.1:3001", global = true)]
+    /// Where to listen (port 0 picks a free port).
+    #[arg(long, env = "PARLEY_BIND", default_value = DEFAULT_BIND, global = true)]
     pub bind: String,
     /// HS256 secret for access tokens; generated once and kept in the database when unset.
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// Requests to `/auth/*` allowed per client IP per minute.
-    #[arg(long, env = "PARLEY_AUTH_RATE_PER_MINUTE", default_value_t = 60, global = true)]
+    #[arg(long, env = "PARLEY_AUTH_RATE_PER_MINUTE", default_value_t = DEFAULT_AUTH_PER_MINUTE, global = true)]
     pub auth_per_minute: u32,
     /// Failed logins allowed per email per 15 minutes.
-    #[arg(long, env = "PARLEY_FAILED_LOGINS_PER_EMAIL", default_value_t = 10, global = true)]
+    #[arg(long, env = "PARLEY_FAILED_LOGINS_PER_EMAIL", default_value_t = DEFAULT_FAILED_LOGINS, global = true)]
     pub failed_logins: u32,
+    /// Events the live feed keeps for slow WebSocket connections before they catch up from the
+    /// store.
+    #[arg(long, env = "PARLEY_LIVE_CAPACITY", default_value_t = DEFAULT_LIVE_CAPACITY, global = true, hide = true)]
+    pub live_capacity: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
+    /// Run the projection workers in this process (`parley serve --no-workers` clears it).
+    #[arg(skip = true)]
+    pub workers: bool,
 }
 
 impl Config {
+    /// The defaults, on `database_url`.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
-            database_url: database_url.into(),
-            pool_size: 20,
-            bind: "127.0.0.1:3001".into(),
+            database_url: Secret::new(database_url),
+            pool_size: DEFAULT_POOL_SIZE,
+            bind: DEFAULT_BIND.into(),
             jwt_secret: None,
-            auth_per_minute: 60,
-            failed_logins: 10,
+            auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
+            failed_logins: DEFAULT_FAILED_LOGINS,
+            live_capacity: DEFAULT_LIVE_CAPACITY,
             log_format: "text".into(),
+            workers: true,
         }
+    }
+}
+
+/// A value that must not appear in logs or error messages: its `Debug` and `Display` say
+/// `[redacted]`; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut config = Config::new("postgres://parley:hunter2@db/parley");
+        config.jwt_secret = Some(Secret::new("very-secret"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("very-secret"), "{printed}");
+    }
+
+    #[test]
+    fn flags_are_read_over_the_defaults() {
+        let cli = Cli::parse_from(["parley", "--auth-per-minute", "3", "--bind", "127.0.0.1:0"]);
+        assert_eq!(cli.config.auth_per_minute, 3);
+        assert_eq!(cli.config.bind, "127.0.0.1:0");
+        assert_eq!(cli.config.failed_logins, DEFAULT_FAILED_LOGINS);
+        assert!(cli.config.workers);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use parley_api::http::{ServeOptions, Server};
+use parley_api::http::Server;
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
 use sqlx::postgres::PgConnectOptions;
@@ -38,7 +38,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let mut config = Config::new(scratch.options.to_url_lossy().to_string());
     config.pool_size = 32;
     let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
-    let srv = Server::start(app, ServeOptions::new("127.0.0.1:0", true, Some("bench".into()))).await?;
+    let srv = Server::start(app, &crate::serving(config)).await?;
     let base = format!("http://{}", srv.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let (token, position) = register(&http, &base).await?;
@@ -74,8 +74,8 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     // The check itself, in isolation: signature, claims, revocation lookup, context. Warm: a
     // token seen before (a client presents one for up to 15 minutes); cold: first sight of each.
     let keys = parley_api::http::auth::JwtKeys::new(b"bench");
-    let revocations = parley_api::http::revocations::Revocations::default();
-    let roles = parley_api::http::roles::RoleDirectory::default();
+    let revocations = parley_api::live::revocations::Revocations::default();
+    let roles = parley_api::live::roles::RoleDirectory::default();
     let check = |token: &str| -> anyhow::Result<()> {
         let claims = keys.verify(token).map_err(|e| anyhow::anyhow!(e.message))?;
         if revocations.is_revoked(claims.sid) {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use parley_api::http::{ServeOptions, Server};
+use parley_api::http::Server;
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ impl Bench {
         let mut config = Config::new(scratch.options.to_url_lossy().to_string());
         config.pool_size = 48;
         let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
-        let srv = Server::start(app, ServeOptions::new("127.0.0.1:0", true, Some("bench".into()))).await?;
+        let srv = Server::start(app, &crate::serving(config)).await?;
         let base = format!("http://{}", srv.addr);
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let (token, _) = register(&http, &base).await?;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_api::http::{ServeOptions, Server};
+use parley_api::http::Server;
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
 use parley_eventstore::db;
@@ -49,8 +49,8 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     config.pool_size = CLIENTS as u32 + 8;
     let app = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await?;
     let workers = std::env::var("BENCH_NO_WORKERS").is_err();
-    let options = ServeOptions::new("127.0.0.1:0", workers, Some("bench".into()));
-    let srv = Server::start(app, options).await?;
+    config.workers = workers;
+    let srv = Server::start(app, &crate::serving(config)).await?;
     let base = format!("http://{}", srv.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let (token, _) = register(&http, &base).await?;

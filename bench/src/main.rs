@@ -108,6 +108,14 @@ impl Scratch {
     }
 }
 
+/// `config` as the benchmark serves it: a free port and a fixed token secret; the rest as
+/// `parley serve` has it.
+pub fn serving(mut config: parley_api::Config) -> parley_api::Config {
+    config.bind = "127.0.0.1:0".into();
+    config.jwt_secret = Some(parley_api::config::Secret::new("bench"));
+    config
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -202,16 +202,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Runs one command on one aggregate under an idempotency key.
-    pub async fn execute_idempotent<A: WriteSide>(
+    /// Runs one command on one aggregate under an optional idempotency key.
+    pub async fn execute_with<A: WriteSide>(
         &self,
         ctx: &CommandContext,
         stream_id: &str,
         command: A::Command,
-        idempotency: &Idempotency<'_, Executed<A>>,
+        idempotency: Option<&Idempotency<'_, Executed<A>>>,
     ) -> Result<Idempotent<Executed<A>>, DispatchError> {
         let stream_id = stream_id.to_owned();
-        self.transact(ctx, Some(idempotency), move |uow| {
+        self.transact(ctx, idempotency, move |uow| {
             let (stream_id, command) = (stream_id.clone(), command.clone());
             Box::pin(async move { uow.execute::<A>(&stream_id, command).await })
         })

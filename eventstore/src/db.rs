@@ -18,11 +18,16 @@ pub fn connect_options(url: &str, application_name: &str) -> Result<PgConnectOpt
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_millis(500)))
 }
 
+/// How long a caller waits for a pooled connection. It bounds how long a request waits while the
+/// database restarts or is out of reach (each try to connect is refused or times out within it)
+/// before it answers 503, so clients are told to come back instead of hanging.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// A pool of at most `max_connections`.
 pub async fn pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
 }

@@ -29,6 +29,30 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the database is restarting, stopped or out of reach (see [`is_unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(e) if is_unavailable(e))
+    }
+}
+
+/// Whether `e` says the database cannot be reached or is going away rather than that a
+/// statement is wrong: no connection could be had in time, the connection broke, or the server
+/// is shutting down, starting or out of connections. Clients should try again later (503), and
+/// nothing a client sent can cause it.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // A connection that died mid-message surfaces as a protocol error.
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-03: admin or crash shutdown, cannot connect now;
+            // 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
 }
 
 /// Serialization failures and deadlocks are safe to retry.

@@ -19,9 +19,9 @@ mod upcast;
 
 pub use append::{Appended, AppendedEvent, StreamAppend, StreamHead};
 pub use cursor::{CursorError, LogCursor};
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
 pub use read::EventFilter;
-pub use store::{EventStore, StoreTransaction};
+pub use store::{CommitObserver, EventStore, StoreTransaction};
 pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 pub use upcast::{Upcaster, Upcasters};

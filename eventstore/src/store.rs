@@ -1,6 +1,6 @@
 //! The store handle: a pool, the upcasters, and the node's wake-up channel.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
@@ -31,6 +31,20 @@ struct Inner {
     wake: watch::Sender<u64>,
     /// Asks the notifier task to send one `NOTIFY` (coalesced: many commits, one notification).
     notify_others: Arc<Notify>,
+    /// Told of this process's own events at their commit (held weakly: an observer that is
+    /// dropped stops being told).
+    observers: RwLock<Vec<Weak<dyn CommitObserver>>>,
+}
+
+/// Told of the events this process commits, at their commit, before the call that commits
+/// returns: a node's in-memory state (credential directories) learns of its own changes before
+/// it answers the request that made them. Other processes' events reach it through the log.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// Whether it cares for events of this type (others are not even built for it: most events
+    /// are messages, which no observer wants).
+    fn wants(&self, event_type: &str) -> bool;
+    /// One committed event it wants, in commit order.
+    fn committed(&self, event: &RecordedEvent);
 }
 
 impl EventStore {
@@ -38,7 +52,13 @@ impl EventStore {
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
         let (wake, _) = watch::channel(0);
         let notify_others = Arc::new(Notify::new());
-        let inner = Arc::new(Inner { pool, upcasters, wake, notify_others: notify_others.clone() });
+        let inner = Arc::new(Inner {
+            pool,
+            upcasters,
+            wake,
+            notify_others: notify_others.clone(),
+            observers: RwLock::default(),
+        });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(notifier(Arc::downgrade(&inner), notify_others));
         }
@@ -59,13 +79,74 @@ impl EventStore {
         let mut conn = self.inner.pool.acquire().await?;
         let appended = append::append(&mut conn, batch).await?;
         self.committed();
+        let mut observed = Vec::new();
+        self.observable(batch, &appended, &mut observed);
+        self.tell_observers(&observed);
         Ok(appended)
+    }
+
+    /// Tells `observer` of every event this process commits from now on, until it is dropped.
+    pub fn observe_commits(&self, observer: &Arc<dyn CommitObserver>) {
+        if let Ok(mut observers) = self.inner.observers.write() {
+            observers.retain(|o| o.strong_count() > 0);
+            observers.push(Arc::downgrade(observer));
+        }
+    }
+
+    /// The live observers, or none.
+    fn observers(&self) -> Vec<Arc<dyn CommitObserver>> {
+        self.inner.observers.read().map(|o| o.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default()
+    }
+
+    /// Adds to `out` the events of `batch` (appended as `appended`) that some observer wants.
+    fn observable(&self, batch: &StreamAppend, appended: &Appended, out: &mut Vec<RecordedEvent>) {
+        let observers = self.observers();
+        if observers.is_empty() {
+            return;
+        }
+        let mut metadata = None;
+        for (event, placed) in batch.events.iter().zip(&appended.events) {
+            if !observers.iter().any(|o| o.wants(&event.event_type)) {
+                continue;
+            }
+            let metadata = metadata.get_or_insert_with(|| batch.metadata.to_json()).clone();
+            out.push(RecordedEvent {
+                position: placed.position,
+                transaction_id: placed.transaction_id,
+                event_id: placed.event_id,
+                account_id: batch.account_id,
+                stream_type: batch.stream.stream_type.clone(),
+                stream_id: batch.stream.stream_id.clone(),
+                version: placed.version,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata,
+                recorded_at: placed.recorded_at,
+            });
+        }
+    }
+
+    fn tell_observers(&self, events: &[RecordedEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        for observer in self.observers() {
+            for event in events.iter().filter(|e| observer.wants(&e.event_type)) {
+                observer.committed(event);
+            }
+        }
     }
 
     /// Starts a write transaction: lock streams, read them, append, write claims and
     /// idempotency rows, then commit. Keep it short: any open transaction holds readers back.
     pub async fn begin(&self) -> Result<StoreTransaction, StoreError> {
-        Ok(StoreTransaction { tx: self.inner.pool.begin().await?, store: self.clone(), appended: false })
+        Ok(StoreTransaction {
+            tx: self.inner.pool.begin().await?,
+            store: self.clone(),
+            appended: false,
+            observed: Vec::new(),
+        })
     }
 
     /// Wakes this node's tailers now and other nodes through one coalesced `NOTIFY`.
@@ -187,6 +268,8 @@ pub struct StoreTransaction {
     tx: sqlx::Transaction<'static, Postgres>,
     store: EventStore,
     appended: bool,
+    /// The appended events commit observers want, told at commit.
+    observed: Vec<RecordedEvent>,
 }
 
 impl StoreTransaction {
@@ -222,6 +305,7 @@ impl StoreTransaction {
     pub async fn append(&mut self, batch: &StreamAppend) -> Result<Appended, StoreError> {
         let appended = append::append(&mut self.tx, batch).await?;
         self.appended |= !appended.events.is_empty();
+        self.store.observable(batch, &appended, &mut self.observed);
         Ok(appended)
     }
 
@@ -230,6 +314,9 @@ impl StoreTransaction {
     pub async fn append_all(&mut self, appends: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
         let appended = append::append_all(&mut self.tx, appends).await?;
         self.appended |= appended.iter().any(|a| !a.events.is_empty());
+        for (batch, placed) in appends.iter().zip(&appended) {
+            self.store.observable(batch, placed, &mut self.observed);
+        }
         Ok(appended)
     }
 
@@ -249,6 +336,7 @@ impl StoreTransaction {
         if self.appended {
             self.store.committed();
         }
+        self.store.tell_observers(&self.observed);
         Ok(())
     }
 }

@@ -9,11 +9,13 @@ mod error;
 mod generations;
 mod projection;
 pub mod read_models;
+mod reads;
 mod runner;
 mod status;
 
 pub use error::ProjectionError;
 pub use generations::{ensure_live, rebuild, schema_name, Generation, GenerationState, RebuildProgress};
-pub use projection::{Projection, Projections};
+pub use projection::{Decisions, Projection, Projections};
+pub use reads::{ReadModel, Reads, MAX_WAIT};
 pub use runner::{LeaseOptions, Runner, StepOutcome};
 pub use status::{list, wait_for, ProjectionStatus};

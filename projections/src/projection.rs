@@ -21,12 +21,25 @@ pub trait Projection: Send + Sync + 'static {
     /// DDL creating its tables and indexes, unqualified; run with `search_path` set to the
     /// generation's schema.
     fn schema(&self) -> &'static str;
-    /// Whether it reads events of this type. Others are skipped, and the checkpoint moves past
-    /// them all the same.
-    fn handles(&self, event_type: &str) -> bool;
+    /// What it does with each event type of the domain: every type of
+    /// `parley_aggregates::catalog` is in one of the two lists (a test checks every read model),
+    /// so a new event type is never skipped by omission. Ignored events are skipped, and the
+    /// checkpoint moves past them all the same.
+    fn decides(&self) -> Decisions;
+    /// Whether it reads events of this type.
+    fn handles(&self, event_type: &str) -> bool {
+        self.decides().handles.contains(&event_type)
+    }
     /// Applies events, in log order, inside the batch's transaction (whose `search_path` is the
     /// generation's schema). Must not commit, and must be deterministic.
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// A projection's decision about every event type: those it applies, those it ignores.
+#[derive(Clone, Copy, Debug)]
+pub struct Decisions {
+    pub handles: &'static [&'static str],
+    pub ignores: &'static [&'static str],
 }
 
 /// The set of projections a process runs.

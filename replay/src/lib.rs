@@ -8,5 +8,5 @@ mod verify;
 
 pub use error::ReplayError;
 pub use events::{events, redacted, to_json};
-pub use state::{state, AsOf, StateAsOf, STREAM_TYPES};
+pub use state::{state, AsOf, StateAsOf};
 pub use verify::{verify, ChainHead, Problem, ProblemKind, VerifyReport};

@@ -4,9 +4,13 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
+use parley_aggregates::api_key::ApiKey;
+use parley_aggregates::catalog;
 use parley_aggregates::conversation::Conversation;
 use parley_aggregates::from_payload;
+use parley_aggregates::inbox::Inbox;
 use parley_aggregates::invitation::Invitation;
+use parley_aggregates::role::Role;
 use parley_aggregates::secrets::redact;
 use parley_aggregates::session::Session;
 use parley_aggregates::user::User;
@@ -15,9 +19,6 @@ use serde_json::Value;
 
 use crate::error::ReplayError;
 use crate::events::redacted;
-
-/// Every stream type whose state can be shown.
-pub const STREAM_TYPES: &[&str] = &["Account", "User", "Session", "Invitation", "Conversation"];
 
 /// Which past state to show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub async fn state(
     stream_id: &str,
     as_of: AsOf,
 ) -> Result<StateAsOf, ReplayError> {
-    if !STREAM_TYPES.contains(&stream_type) {
+    if !catalog::is_stream_type(stream_type) {
         return Err(ReplayError::UnknownStreamType(stream_type.to_owned()));
     }
     let stream = StreamKey::new(stream_type, stream_id);
@@ -63,11 +64,15 @@ pub async fn state(
         return Err(ReplayError::EmptyStream(stream.to_string()));
     }
     let mut state = match stream_type {
-        "Account" => fold::<Account>(&events)?,
-        "User" => fold::<User>(&events)?,
-        "Session" => fold::<Session>(&events)?,
-        "Invitation" => fold::<Invitation>(&events)?,
-        _ => fold::<Conversation>(&events)?,
+        Account::TYPE => fold::<Account>(&events)?,
+        User::TYPE => fold::<User>(&events)?,
+        Session::TYPE => fold::<Session>(&events)?,
+        Invitation::TYPE => fold::<Invitation>(&events)?,
+        Conversation::TYPE => fold::<Conversation>(&events)?,
+        Role::TYPE => fold::<Role>(&events)?,
+        ApiKey::TYPE => fold::<ApiKey>(&events)?,
+        Inbox::TYPE => fold::<Inbox>(&events)?,
+        other => return Err(ReplayError::UnknownStreamType(other.to_owned())),
     };
     redact(&mut state);
     Ok(StateAsOf {

@@ -291,11 +291,14 @@ async fn another_accounts_conversation_messages_and_events_are_invisible_over_ht
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_configured_secret_every_server_on_the_database_accepts_the_same_tokens() {
-    use parley_api::http::{ServeOptions, Server};
+    use parley_api::http::Server;
     let s = TestServer::start().await;
-    let options = ServeOptions::new("127.0.0.1:0", false, None);
-    let a = Server::start(s.t.app.clone(), options.clone()).await.unwrap();
-    let b = Server::start(s.t.app.clone(), options).await.unwrap();
+    let mut config = s.t.config.clone();
+    config.bind = "127.0.0.1:0".into();
+    config.workers = false;
+    assert!(config.jwt_secret.is_none());
+    let a = Server::start(s.t.app.clone(), &config).await.unwrap();
+    let b = Server::start(s.t.app.clone(), &config).await.unwrap();
     let http = reqwest::Client::new();
     let registered: Value = http
         .post(format!("http://{}/api/v1/auth/register", a.addr))

@@ -58,7 +58,7 @@ async fn the_same_command_with_the_same_key_appends_once_and_returns_the_stored_
     let k = key(&owner, "k-1", "hello");
 
     let first = dispatcher
-        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &idem(&k))
+        .execute_with::<Conversation>(&owner, &id, post(&owner, "hello"), Some(&idem(&k)))
         .await
         .unwrap();
     let Idempotent::Fresh(done) = first else { panic!("the first request runs") };
@@ -66,7 +66,7 @@ async fn the_same_command_with_the_same_key_appends_once_and_returns_the_stored_
     let after_first = events(&t).await;
 
     let again = dispatcher
-        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &idem(&k))
+        .execute_with::<Conversation>(&owner, &id, post(&owner, "hello"), Some(&idem(&k)))
         .await
         .unwrap();
     let Idempotent::Replayed(replayed) = again else { panic!("the retry is replayed") };
@@ -75,14 +75,14 @@ async fn the_same_command_with_the_same_key_appends_once_and_returns_the_stored_
 
     let other_body = key(&owner, "k-1", "something else");
     let refused = dispatcher
-        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "something else"), &idem(&other_body))
+        .execute_with::<Conversation>(&owner, &id, post(&owner, "something else"), Some(&idem(&other_body)))
         .await;
     assert!(matches!(refused, Err(DispatchError::IdempotencyKeyReused)), "{refused:?}");
     assert_eq!(events(&t).await, after_first);
 
     let new_key = key(&owner, "k-2", "hello");
     let fresh = dispatcher
-        .execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &idem(&new_key))
+        .execute_with::<Conversation>(&owner, &id, post(&owner, "hello"), Some(&idem(&new_key)))
         .await
         .unwrap();
     assert!(matches!(fresh, Idempotent::Fresh(_)), "another key is another request");
@@ -102,7 +102,7 @@ async fn a_duplicate_while_the_first_is_running_is_refused() {
     let mut first = dispatcher.begin(&owner).await.unwrap();
     assert_eq!(first.check_idempotency(&k).await.unwrap(), IdempotencyCheck::New);
     let second =
-        dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&owner, "hello"), &idem(&k)).await;
+        dispatcher.execute_with::<Conversation>(&owner, &id, post(&owner, "hello"), Some(&idem(&k))).await;
     assert!(matches!(second, Err(DispatchError::IdempotencyInProgress)), "{second:?}");
     drop(first);
     t.finish().await;
@@ -119,10 +119,10 @@ async fn a_refused_request_is_stored_and_replayed_with_its_refusal() {
     // A stranger's post is refused by the aggregate (not a member): a client error, stored.
     let k = key(&stranger, "k-refused", "hello");
     let refused =
-        dispatcher.execute_idempotent::<Conversation>(&owner, &id, post(&stranger, "hello"), &idem(&k)).await;
+        dispatcher.execute_with::<Conversation>(&owner, &id, post(&stranger, "hello"), Some(&idem(&k))).await;
     assert!(matches!(refused, Err(DispatchError::Domain(_))), "{refused:?}");
     let again = dispatcher
-        .execute_idempotent::<Conversation>(&owner, &id, post(&stranger, "hello"), &idem(&k))
+        .execute_with::<Conversation>(&owner, &id, post(&stranger, "hello"), Some(&idem(&k)))
         .await
         .unwrap();
     let Idempotent::Replayed(stored) = again else { panic!("the refusal is replayed") };

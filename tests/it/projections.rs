@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parley_eventstore::RecordedEvent;
 use parley_projections::read_models::MessagesProjection;
-use parley_projections::{list, rebuild, wait_for, Projection, ProjectionError, Runner, StepOutcome};
+use parley_projections::{
+    list, rebuild, wait_for, Decisions, Projection, ProjectionError, Runner, StepOutcome,
+};
 use parley_tests::{assert_same_rows, dump, TestApp};
 use sqlx::PgConnection;
 use tokio::sync::Notify;
@@ -35,8 +37,8 @@ impl Projection for StallsMidBatch {
     fn schema(&self) -> &'static str {
         self.inner.schema()
     }
-    fn handles(&self, event_type: &str) -> bool {
-        self.inner.handles(event_type)
+    fn decides(&self) -> Decisions {
+        self.inner.decides()
     }
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
         let (first, rest) = events.split_at(events.len() / 2);
@@ -269,8 +271,8 @@ impl Projection for FailsOn {
     fn schema(&self) -> &'static str {
         "CREATE TABLE fails_on_seen (body text PRIMARY KEY);"
     }
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == "MessagePosted"
+    fn decides(&self) -> Decisions {
+        Decisions { handles: &["MessagePosted"], ignores: &[] }
     }
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
         for e in events {

@@ -125,6 +125,8 @@ impl TestDb {
 pub struct TestApp {
     pub db: TestDb,
     pub app: App,
+    /// The configuration the app was made with; servers start from it.
+    pub config: Config,
 }
 
 impl TestApp {
@@ -138,7 +140,7 @@ impl TestApp {
         config.pool_size = pool_size;
         let app =
             App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.expect("app connects");
-        Self { db, app }
+        Self { db, app, config }
     }
 
     /// Lease options that react quickly, for tests of hand-over.

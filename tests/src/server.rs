@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use parley_api::http::{ServeOptions, Server};
+use parley_api::config::{Config, Secret};
+use parley_api::http::Server;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -64,32 +65,39 @@ pub struct User {
     pub position: String,
 }
 
+/// `config` as test servers use it: a free port, the shared token secret.
+pub fn serving(mut config: Config) -> Config {
+    config.bind = "127.0.0.1:0".into();
+    config.jwt_secret = Some(Secret::new(SECRET));
+    config
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    /// A server whose options `adjust` changes first.
-    pub async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Self {
+    /// A server whose configuration `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let t = TestApp::with_pool(20).await;
-        let mut options = ServeOptions::new("127.0.0.1:0", true, Some(SECRET.into()));
-        adjust(&mut options);
-        let server = Server::start(t.app.clone(), options).await.expect("server starts");
+        let mut config = serving(t.config.clone());
+        adjust(&mut config);
+        let server = Server::start(t.app.clone(), &config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self { t, server: Some(server), base, http }
     }
 
     /// Another server on the same database, as another process would be: its own pool, store,
-    /// wake-ups and in-memory state (denylists, directories), no workers; `adjust` its options.
-    pub async fn second_server(&self, adjust: impl FnOnce(&mut ServeOptions)) -> Server {
-        let mut config = parley_api::Config::new(self.t.db.url());
+    /// wake-ups and in-memory state (denylists, directories), no workers; `adjust` its configuration.
+    pub async fn second_server(&self, adjust: impl FnOnce(&mut Config)) -> Server {
+        let mut config = serving(Config::new(self.t.db.url()));
         config.pool_size = 5;
+        config.workers = false;
+        adjust(&mut config);
         let hasher = parley_commands::password::PasswordHasher::fast_insecure();
         let app = parley_api::App::connect_with(&config, false, hasher).await.expect("second app connects");
-        let mut options = ServeOptions::new("127.0.0.1:0", false, Some(SECRET.into()));
-        adjust(&mut options);
-        Server::start(app, options).await.expect("second server starts")
+        Server::start(app, &config).await.expect("second server starts")
     }
 
     pub async fn stop(mut self) {

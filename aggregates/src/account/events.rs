@@ -12,6 +12,10 @@ pub enum AccountEvent {
     OwnerRemoved { account_id: Uuid, user_id: Uuid },
 }
 
+impl crate::catalog::EventTypes for AccountEvent {
+    const TYPES: &'static [&'static str] = &["AccountOpened", "OwnerAdded", "OwnerRemoved"];
+}
+
 impl DomainEvent for AccountEvent {
     fn event_type(&self) -> String {
         match self {

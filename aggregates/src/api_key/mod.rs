@@ -54,6 +54,10 @@ pub enum ApiKeyEvent {
     ApiKeyUsed { api_key_id: Uuid, account_id: Uuid, at: DateTime<Utc> },
 }
 
+impl crate::catalog::EventTypes for ApiKeyEvent {
+    const TYPES: &'static [&'static str] = &["ApiKeyCreated", "ApiKeyRevoked", "ApiKeyUsed"];
+}
+
 impl DomainEvent for ApiKeyEvent {
     fn event_type(&self) -> String {
         match self {

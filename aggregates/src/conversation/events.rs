@@ -62,6 +62,22 @@ pub enum ConversationEvent {
     MessagesRead { conversation_id: Uuid, user_id: Uuid, message_id: Uuid },
 }
 
+impl crate::catalog::EventTypes for ConversationEvent {
+    const TYPES: &'static [&'static str] = &[
+        "ConversationStarted",
+        "ConversationUpdated",
+        "ConversationArchived",
+        "MemberAdded",
+        "MemberRemoved",
+        "MessagePosted",
+        "MessageEdited",
+        "MessageDeleted",
+        "ReactionAdded",
+        "ReactionRemoved",
+        "MessagesRead",
+    ];
+}
+
 impl DomainEvent for ConversationEvent {
     fn event_type(&self) -> String {
         match self {

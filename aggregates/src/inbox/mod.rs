@@ -27,6 +27,10 @@ pub enum InboxEvent {
     NotificationsReadAll { user_id: Uuid },
 }
 
+impl crate::catalog::EventTypes for InboxEvent {
+    const TYPES: &'static [&'static str] = &["NotificationRead", "NotificationsReadAll"];
+}
+
 impl DomainEvent for InboxEvent {
     fn event_type(&self) -> String {
         match self {

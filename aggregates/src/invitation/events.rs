@@ -22,6 +22,10 @@ pub enum InvitationEvent {
     InvitationRevoked { invitation_id: Uuid, revoked_by: Uuid },
 }
 
+impl crate::catalog::EventTypes for InvitationEvent {
+    const TYPES: &'static [&'static str] = &["InvitationCreated", "InvitationAccepted", "InvitationRevoked"];
+}
+
 impl DomainEvent for InvitationEvent {
     fn event_type(&self) -> String {
         match self {

@@ -51,6 +51,10 @@ pub enum RoleEvent {
     RoleDeleted { role_id: Uuid, account_id: Uuid, name: String, deleted_by: Uuid },
 }
 
+impl crate::catalog::EventTypes for RoleEvent {
+    const TYPES: &'static [&'static str] = &["RoleCreated", "RoleUpdated", "RoleDeleted"];
+}
+
 impl DomainEvent for RoleEvent {
     fn event_type(&self) -> String {
         match self {
@@ -254,6 +258,13 @@ mod tests {
     fn stored_names_are_the_event_types() {
         let events = [
             created(),
+            RoleEvent::RoleUpdated {
+                role_id: id(),
+                account_id: Uuid::nil(),
+                name: "y".into(),
+                permissions: vec![],
+                updated_by: Uuid::nil(),
+            },
             RoleEvent::RoleDeleted {
                 role_id: id(),
                 account_id: Uuid::nil(),

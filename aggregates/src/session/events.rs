@@ -26,6 +26,10 @@ pub enum SessionEvent {
     SessionEnded { session_id: Uuid, user_id: Uuid, reason: String },
 }
 
+impl crate::catalog::EventTypes for SessionEvent {
+    const TYPES: &'static [&'static str] = &["SessionStarted", "RefreshTokenRotated", "SessionEnded"];
+}
+
 impl DomainEvent for SessionEvent {
     fn event_type(&self) -> String {
         match self {

@@ -333,6 +333,15 @@ mod tests {
                 roles: vec!["member".into()],
                 by: Uuid::nil(),
             },
+            UserEvent::UserProfileUpdated {
+                user_id: Uuid::nil(),
+                name: Some("n".into()),
+                display_name: Some(None),
+                avatar_url: None,
+                bio: Some(Some("b".into())),
+                by: Uuid::nil(),
+            },
+            UserEvent::PasswordChanged { user_id: Uuid::nil(), password_hash: "h".into() },
         ]);
         assert_eq!(User::TYPE, "User");
     }

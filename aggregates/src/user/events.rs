@@ -63,6 +63,11 @@ mod double_option {
     }
 }
 
+impl crate::catalog::EventTypes for UserEvent {
+    const TYPES: &'static [&'static str] =
+        &["UserRegistered", "UserDeactivated", "UserRolesChanged", "UserProfileUpdated", "PasswordChanged"];
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{ServeOptions, Server};
+use crate::http::Server;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -57,10 +57,10 @@ pub async fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { no_workers, no_migrate } => {
-            let app = App::connect(&cli.config, !no_migrate).await?;
-            let options =
-                ServeOptions::new(cli.config.bind.clone(), !no_workers, cli.config.jwt_secret.clone());
-            serve(app, options).await?;
+            let mut config = cli.config;
+            config.workers = !no_workers;
+            let app = App::connect(&config, !no_migrate).await?;
+            serve(app, &config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -81,8 +81,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (the workers give their leases to
 /// other nodes).
-pub async fn serve(app: App, options: ServeOptions) -> anyhow::Result<()> {
-    let server = Server::start(app, options).await?;
+pub async fn serve(app: App, config: &Config) -> anyhow::Result<()> {
+    let server = Server::start(app, config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.stop().await;

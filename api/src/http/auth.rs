@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::api_keys::KeyHolder;
 use super::error::ApiError;
-use super::roles::RoleDirectory;
 use super::state::AppState;
+use crate::live::api_keys::{KeyHolder, KeyRefused};
+use crate::live::roles::RoleDirectory;
 
 /// Seconds an access token lives.
 pub const ACCESS_TTL: i64 = 15 * 60;
@@ -218,20 +218,29 @@ impl Principal {
         client_ip: Option<String>,
     ) -> Result<Self, ApiError> {
         if credential.starts_with(API_KEY_PREFIX) {
-            let key = state.api_keys.authenticate(credential).await?;
+            let key = state.live.api_keys.authenticate(credential).await?;
             return Ok(Self::from_key(key, request_id, client_ip));
         }
         let claims = state.jwt.verify(credential)?;
-        if state.revocations.is_revoked(claims.sid) {
+        if state.live.revocations.is_revoked(claims.sid) {
             return Err(ApiError::new(super::error::Code::Unauthorized, "the session has ended"));
         }
-        if state.revocations.roles_changed_since(claims.sub, claims.rv) {
+        if state.live.revocations.roles_changed_since(claims.sub, claims.rv) {
             return Err(ApiError::new(
                 super::error::Code::Unauthorized,
                 "your roles changed: refresh your token",
             ));
         }
-        Ok(Self::from_claims(claims, &state.roles, request_id, client_ip))
+        Ok(Self::from_claims(claims, &state.live.roles, request_id, client_ip))
+    }
+}
+
+impl From<KeyRefused> for ApiError {
+    fn from(refused: KeyRefused) -> Self {
+        match refused {
+            KeyRefused::Lookup(e) => e.into(),
+            refused => ApiError::new(super::error::Code::Unauthorized, refused.to_string()),
+        }
     }
 }
 

@@ -7,22 +7,26 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::response::Response;
-use parley_aggregates::conversation::Conversation;
+use axum::response::{IntoResponse, Response};
+use parley_aggregates::conversation::{Conversation, ConversationEvent};
 use parley_aggregates::permissions::Permission;
 use parley_aggregates::secrets::redact;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
+use parley_projections::read_models::messages::query::MessageView;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::{origin, Credential, Principal};
+use super::error::{ApiError, Code};
 use super::extract::ApiQuery;
-use super::fanout::{Interest, LagSignal, Listener, Routed};
 use super::state::AppState;
+use crate::live::fanout::{Interest, LagSignal, Listener, Routed};
+use crate::live::{api_keys, revocations};
 
 /// Close code for a missing, bad or revoked token.
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
@@ -52,8 +56,12 @@ pub async fn cable(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<CableParams>,
     Origin(request_id, client_ip): Origin,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::new(Code::BadRequest, "this endpoint speaks WebSocket: send an upgrade request")
+            .into_response();
+    };
     let principal = match params.token.as_deref() {
         Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
         None => None,
@@ -124,26 +132,27 @@ impl Subscription {
         json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
     }
 
-    /// The frame of `e` on this subscription; `event_json` is its `event` object, rendered once
-    /// per event for every subscriber (see [`event_json`]).
-    fn frame(&self, e: &RecordedEvent, event_json: &str) -> String {
+    /// The frame of `e` on this subscription; `body` is the part every subscriber gets alike,
+    /// rendered once per event (see [`frame_body`]).
+    fn frame(&self, e: &RecordedEvent, body: &str) -> String {
         let head = json!({"type": "event", "channel": self.channel, "id": self.id, "position": e.cursor().to_string()})
             .to_string();
-        // `{...}` + `,"event":<event_json>}`
-        let mut frame = String::with_capacity(head.len() + event_json.len() + 10);
+        // `{...}` + `,<body>}`
+        let mut frame = String::with_capacity(head.len() + body.len() + 2);
         frame.push_str(&head[..head.len() - 1]);
-        frame.push_str(",\"event\":");
-        frame.push_str(event_json);
+        frame.push(',');
+        frame.push_str(body);
         frame.push('}');
         frame
     }
 }
 
-/// The `event` object of a frame: the same for every subscriber, secrets redacted.
-pub fn event_json(e: &RecordedEvent) -> String {
+/// The part of an event's frame that is the same for every subscriber: `"event":{...}` (secrets
+/// redacted) and, for a posted message, `"message":{...}`, the message as every answer shows it.
+pub fn frame_body(e: &RecordedEvent) -> String {
     let mut data = e.payload.clone();
     redact(&mut data);
-    json!({
+    let event = json!({
         "event_id": e.event_id,
         "event_type": e.event_type,
         "stream_type": e.stream_type,
@@ -152,8 +161,34 @@ pub fn event_json(e: &RecordedEvent) -> String {
         "data": data,
         "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "actor_id": e.actor_id(),
-    })
-    .to_string()
+    });
+    let mut body = format!("\"event\":{event}");
+    if let Some(message) = posted_message(e) {
+        body.push_str(",\"message\":");
+        body.push_str(&json!(message).to_string());
+    }
+    body
+}
+
+/// The message a `MessagePosted` event posts, as the read model will show it.
+fn posted_message(e: &RecordedEvent) -> Option<MessageView> {
+    if e.event_type != "MessagePosted" {
+        return None;
+    }
+    match parley_aggregates::from_payload(&e.event_type, &e.payload).ok()? {
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } => {
+            Some(MessageView::posted(
+                message_id,
+                conversation_id,
+                author_id,
+                body,
+                mentions,
+                e.recorded_at,
+                e.version,
+            ))
+        }
+        _ => None,
+    }
 }
 
 struct Connection {
@@ -169,7 +204,7 @@ struct Closed;
 
 impl Connection {
     fn new(state: AppState, principal: Principal) -> Self {
-        let listener = state.fanout.listen();
+        let listener = state.live.fanout.listen();
         Self { state, principal, subscriptions: BTreeMap::new(), listener }
     }
 
@@ -182,7 +217,8 @@ impl Connection {
     async fn serve(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
         let lag = self.listener.lag_signal();
         send(socket, json!({"type": "welcome"}).to_string()).await?;
-        let stopping = stopping(self.state.shutdown.clone());
+        let mut stop = self.state.live.stopped();
+        let stopping = stop.stopped();
         tokio::pin!(stopping);
         // The denylist learns of ended credentials at their commit, before the feed may bring
         // the event (an old transaction elsewhere can hold the feed back): look at it often.
@@ -224,8 +260,8 @@ impl Connection {
     /// (logout, revocation, deactivation) or its API key.
     fn ends_my_credential(&self, event: &RecordedEvent) -> bool {
         let (event_type, field, id) = match &self.principal.credential {
-            Credential::Session(claims) => (super::revocations::SESSION_ENDED, "session_id", claims.sid),
-            Credential::ApiKey(id) => (super::api_keys::API_KEY_REVOKED, "api_key_id", *id),
+            Credential::Session(claims) => (revocations::SESSION_ENDED, "session_id", claims.sid),
+            Credential::ApiKey(id) => (api_keys::API_KEY_REVOKED, "api_key_id", *id),
         };
         event.event_type == event_type
             && event.payload.get(field).and_then(|v| v.as_str()) == Some(&id.to_string())
@@ -235,8 +271,8 @@ impl Connection {
     /// deactivation, a revoked API key).
     fn credential_ended(&self) -> bool {
         match &self.principal.credential {
-            Credential::Session(claims) => self.state.revocations.is_revoked(claims.sid),
-            Credential::ApiKey(id) => self.state.api_keys.is_revoked(*id),
+            Credential::Session(claims) => self.state.live.revocations.is_revoked(claims.sid),
+            Credential::ApiKey(id) => self.state.live.api_keys.is_revoked(*id),
         }
     }
 
@@ -251,7 +287,7 @@ impl Connection {
                     ended.push(key.clone());
                     continue;
                 }
-                send(socket, sub.frame(event, routed.event_json())).await?;
+                send(socket, sub.frame(event, routed.rendered(frame_body))).await?;
                 sub.cursor = event.cursor();
             }
         }
@@ -306,7 +342,7 @@ impl Connection {
                     return Ok(());
                 }
                 if sub.matches(event) {
-                    send(socket, sub.frame(event, &event_json(event))).await?;
+                    send(socket, sub.frame(event, &frame_body(event))).await?;
                 }
                 sub.cursor = event.cursor();
             }
@@ -454,11 +490,6 @@ fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
         "NotificationRead" | "NotificationsReadAll" => is_user("user_id"),
         _ => false,
     }
-}
-
-/// Completes when the server starts shutting down.
-async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> Result<(), Closed> {

@@ -1,21 +1,13 @@
-//! Read-your-writes: queries given `X-Min-Position` answer once what they read includes it.
+//! Read-your-writes for what reads the log itself (the audit API): it answers once the log is
+//! readable up to `X-Min-Position`. Read models wait through `parley_projections::Reads`.
 
 use std::time::{Duration, Instant};
 
 use parley_eventstore::LogCursor;
-use parley_projections::wait_for;
+use parley_projections::MAX_WAIT;
 
 use super::error::{lagging, ApiError};
 use super::state::AppState;
-
-/// How long a query waits for its read models before answering 503 `projection_lagging`.
-pub const MAX_WAIT: Duration = Duration::from_secs(5);
-
-/// Waits until the live generation of every projection in `names` has applied `min`.
-pub async fn projections(state: &AppState, names: &[&str], min: Option<LogCursor>) -> Result<(), ApiError> {
-    let Some(min) = min else { return Ok(()) };
-    wait_for(state.app.store.pool(), names, min, MAX_WAIT).await.map_err(ApiError::from)
-}
 
 /// Waits until the log itself is readable up to `min` (queries that read the log directly).
 pub async fn log(state: &AppState, min: Option<LogCursor>) -> Result<(), ApiError> {

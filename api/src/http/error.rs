@@ -228,10 +228,9 @@ impl From<DispatchError> for ApiError {
                 Code::IdempotencyInProgress,
                 "a request with this Idempotency-Key is still in progress",
             ),
-            DispatchError::Store(StoreError::Timeout(_)) => lagging(),
-            DispatchError::Unavailable(why) => ApiError::new(Code::ServiceUnavailable, why),
+            DispatchError::Unavailable(why) => ApiError::new(Code::ServiceUnavailable, why).retry_after(1),
             DispatchError::Payload(e) => ApiError::internal(&e),
-            DispatchError::Store(e) => ApiError::internal(&e),
+            DispatchError::Store(e) => e.into(),
         }
     }
 }
@@ -240,6 +239,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Timeout(_) => lagging(),
+            StoreError::Database(e) => e.into(),
             e => ApiError::internal(&e),
         }
     }
@@ -249,6 +249,7 @@ impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
         match e {
             ProjectionError::Store(e) => e.into(),
+            ProjectionError::Database(e) => e.into(),
             e => ApiError::internal(&e),
         }
     }
@@ -256,8 +257,18 @@ impl From<ProjectionError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if parley_eventstore::is_unavailable(&e) {
+            return unavailable(&e);
+        }
         ApiError::internal(&e)
     }
+}
+
+/// The database is restarting, stopped or out of reach: come back in a moment. Logged (with the
+/// request id) as a warning, not an error: nothing is wrong with the request or the code.
+pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %cause, "database unavailable");
+    ApiError::new(Code::ServiceUnavailable, "the database is unavailable; try again shortly").retry_after(1)
 }
 
 pub fn lagging() -> ApiError {

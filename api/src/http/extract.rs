@@ -6,10 +6,12 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use parley_eventstore::LogCursor;
+use parley_projections::Reads;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
+use super::state::AppState;
 
 /// A JSON body parsed into `T`, keeping the raw value (idempotency compares bodies as JSON).
 pub struct ApiJson<T> {
@@ -22,6 +24,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let axum::Json(raw) = axum::Json::<Value>::from_request(req, state).await.map_err(json_rejection)?;
+        if let Some(field) = nul_in(&raw, "") {
+            let message = "must not contain NUL characters";
+            return Err(ApiError::new(Code::ValidationFailed, format!("{field}: {message}"))
+                .with_details(json!({ field: [message] })));
+        }
         let value = serde_path_to_error::deserialize(&raw).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "body".to_owned() } else { path };
@@ -35,6 +42,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 .with_details(json!({ field: [message] }))
         })?;
         Ok(Self { value, raw })
+    }
+}
+
+/// The path (`title`, `member_ids[0]`, `metadata.name`) of the first string or key of `value`
+/// holding a NUL character, which PostgreSQL cannot store in text or JSON: refused at the edge,
+/// so no field of any body can reach a statement with one.
+fn nul_in(value: &Value, at: &str) -> Option<String> {
+    let join = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at.into() }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, &format!("{at}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                return Some(join(&k.replace('\0', "\\u0000")));
+            }
+            nul_in(v, &join(k))
+        }),
+        _ => None,
     }
 }
 
@@ -98,6 +123,28 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     }
 }
 
+/// A query's access to the read models, with the request's `X-Min-Position`: each query waits
+/// on the read models it names before it reads (see [`parley_projections::Reads`]).
+pub struct Reading {
+    pool: sqlx::PgPool,
+    min: Option<LogCursor>,
+}
+
+impl Reading {
+    pub fn get(&self) -> Reads<'_> {
+        Reads::new(&self.pool, self.min)
+    }
+}
+
+impl FromRequestParts<AppState> for Reading {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let MinPosition(min) = MinPosition::from_request_parts(parts, state).await?;
+        Ok(Self { pool: state.app.store.pool().clone(), min })
+    }
+}
+
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters.
 pub struct IdempotencyKeyHeader(pub Option<String>);
 
@@ -115,23 +162,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )),
         }
-    }
-}
-
-/// For endpoints whose answer carries a secret: a key would store the secret, so it is refused.
-pub struct NoIdempotencyKey;
-
-impl<S: Send + Sync> FromRequestParts<S> for NoIdempotencyKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key("idempotency-key") {
-            return Err(ApiError::new(
-                Code::IdempotencyNotSupported,
-                "this endpoint's answer carries a secret and is never stored: send it without Idempotency-Key",
-            ));
-        }
-        Ok(Self)
     }
 }
 
@@ -200,5 +230,22 @@ pub fn nullable_field(raw: &serde_json::Value, name: &str) -> Result<Option<Opti
         Some(serde_json::Value::Null) => Ok(Some(None)),
         Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
         Some(_) => Err(ApiError::invalid(name, "must be a string or null")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::nul_in;
+
+    #[test]
+    fn a_nul_is_named_by_its_place_in_the_body() {
+        assert_eq!(nul_in(&json!({"body": "a\u{0}b"}), ""), Some("body".into()));
+        assert_eq!(nul_in(&json!({"ok": "x", "tags": ["a", "b\u{0}"]}), ""), Some("tags[1]".into()));
+        assert_eq!(nul_in(&json!({"meta": {"name": "\u{0}"}}), ""), Some("meta.name".into()));
+        assert_eq!(nul_in(&json!("\u{0}"), ""), Some("body".into()));
+        assert_eq!(nul_in(&json!({"a\u{0}": 1}), ""), Some("a\\u0000".into()));
+        assert_eq!(nul_in(&json!({"body": "fine", "n": 1, "list": [null, true]}), ""), None);
     }
 }

@@ -41,9 +41,9 @@ impl RateLimiter {
         format!("{}:{key}", self.namespace)
     }
 
-    /// Counts a hit; `Err(seconds)` to wait when the key is over its limit. Counting and
+    /// Counts a hit; 429 with the seconds to wait when the key is over its limit. Counting and
     /// deciding are one statement, so concurrent hits on any nodes cannot pass the limit.
-    pub async fn hit(&self, key: &str) -> Result<(), u64> {
+    pub async fn hit(&self, key: &str) -> Result<(), ApiError> {
         let counted = sqlx::query_as::<_, (i32, i64)>(
             "INSERT INTO rate_limits AS r (key, window_start, hits) VALUES ($1, now(), 1) \
              ON CONFLICT (key) DO UPDATE SET \
@@ -58,9 +58,11 @@ impl RateLimiter {
         .await;
         self.sweep_now_and_then();
         match counted {
-            Ok((hits, wait)) if hits as u32 > self.limit => Err(wait.max(1) as u64),
+            Ok((hits, wait)) if hits as u32 > self.limit => Err(too_many(wait.max(1) as u64)),
             Ok(_) => Ok(()),
-            // Without the database there is nothing to log in to either; let the request fail there.
+            // Without the database there is nothing to log in to either: say so now rather than
+            // wait for a connection a second time.
+            Err(e) if parley_eventstore::is_unavailable(&e) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limit not counted");
                 Ok(())
@@ -130,6 +132,6 @@ pub async fn per_ip(State(state): State<AppState>, req: Request, next: Next) -> 
         req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
     match state.limits.auth_per_ip.hit(&ip).await {
         Ok(()) => next.run(req).await,
-        Err(wait) => too_many(wait).into_response(),
+        Err(refused) => refused.into_response(),
     }
 }

@@ -1,18 +1,15 @@
 //! The HTTP and WebSocket API (API.md): one router per resource, the envelope and error table,
 //! authentication, read-your-writes, idempotency, the live feed.
 
-pub mod api_keys;
 pub mod auth;
 pub mod cable;
 pub mod consistency;
+pub mod door;
+pub mod edge;
 pub mod error;
 pub mod extract;
-pub mod fanout;
 pub mod limits;
-pub mod live;
 pub mod respond;
-pub mod revocations;
-pub mod roles;
 pub mod routes;
 pub mod state;
 
@@ -35,26 +32,28 @@ use tower_http::trace::TraceLayer;
 
 use self::auth::{load_secret, JwtKeys};
 use self::error::{ApiError, Code};
-use self::live::LiveFeed;
 use self::state::AppState;
 use crate::app::App;
+use crate::config::{Config, Secret};
+use crate::live::Live;
 use crate::workers::Workers;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let (auth, _) = routes::auth::router().into_parts();
+    let auth = routes::auth::router().into_router();
     let auth = auth.layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
-    let api = routes::api().into_parts().0.merge(auth).route("/cable", get(cable::cable));
+    let api = routes::api().into_router().merge(auth).route("/cable", get(cable::cable));
     Router::new()
         .nest("/api/v1", api)
-        .merge(routes::health::router().into_parts().0)
+        .merge(routes::health::router().into_router())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(Code::MethodNotAllowed, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(edge::edge))
         .layer(middleware::from_fn(track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -108,74 +107,39 @@ fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// How to serve.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub bind: String,
-    pub workers: bool,
-    pub jwt_secret: Option<String>,
-    /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
-    pub live_capacity: usize,
-    /// Requests to `/auth/*` per client IP per minute.
-    pub auth_per_minute: u32,
-    /// Failed logins per email per 15 minutes.
-    pub failed_logins: u32,
-}
-
-impl ServeOptions {
-    pub fn new(bind: impl Into<String>, workers: bool, jwt_secret: Option<String>) -> Self {
-        Self {
-            bind: bind.into(),
-            workers,
-            jwt_secret,
-            live_capacity: live::DEFAULT_CAPACITY,
-            auth_per_minute: 60,
-            failed_logins: 10,
-        }
-    }
-}
-
 /// A running server. [`Server::stop`] shuts it down gracefully.
 pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     workers: Option<Workers>,
+    live: Live,
 }
 
 impl Server {
-    /// Binds (port 0 picks a free port), starts the live feed, the workers and the server.
-    pub async fn start(app: App, options: ServeOptions) -> anyhow::Result<Self> {
+    /// Binds `config.bind` (port 0 picks a free port), starts the node's followers of the log,
+    /// the workers (when `config.workers`) and the server.
+    pub async fn start(app: App, config: &Config) -> anyhow::Result<Self> {
         app.store.spawn_listener().await?;
         parley_projections::ensure_live(&app.store, app.projections.all(), app.lease_options()).await?;
-        let secret = load_secret(app.store.pool(), options.jwt_secret.as_deref()).await?;
-        let live = LiveFeed::start(app.store.clone(), options.live_capacity).await?;
-        let revocations = revocations::Revocations::start(&app.store, &live).await?;
-        let roles = roles::RoleDirectory::start(&app.store, &live).await?;
-        let api_keys = api_keys::ApiKeyDirectory::start(&app.store, &live, app.commands.clone()).await?;
-        let (stop, stopped) = watch::channel(false);
-        revocations::listen(app.store.pool(), revocations.clone(), api_keys.clone(), stopped.clone()).await?;
+        let secret = load_secret(app.store.pool(), config.jwt_secret.as_ref().map(Secret::expose)).await?;
+        let live = Live::start(&app, config.live_capacity).await?;
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),
-            fanout: fanout::Fanout::start(&live, options.live_capacity),
-            live,
-            revocations,
-            roles,
-            api_keys,
+            live: live.clone(),
             limits: limits::Limits::new(
                 app.store.pool().clone(),
-                options.auth_per_minute,
-                options.failed_logins,
+                config.auth_per_minute,
+                config.failed_logins,
             ),
             metrics: prometheus(),
-            shutdown: stopped.clone(),
         };
-        let listener = TcpListener::bind(&options.bind).await?;
+        let listener = TcpListener::bind(&config.bind).await?;
         let addr = listener.local_addr()?;
-        let workers = options.workers.then(|| Workers::spawn(&app));
+        let workers = config.workers.then(|| Workers::spawn(&app));
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let mut stopped = stopped;
+        let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
@@ -183,13 +147,15 @@ impl Server {
                 })
                 .await
         });
-        tracing::info!(%addr, workers = options.workers, "parley is listening");
-        Ok(Self { addr, stop, task, workers })
+        tracing::info!(%addr, workers = config.workers, "parley is listening");
+        Ok(Self { addr, stop, task, workers, live })
     }
 
-    /// Stops accepting, closes WebSockets, drains requests, stops the workers.
+    /// Stops accepting, closes WebSockets, drains requests, stops the followers and the workers.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        // WebSockets close when the followers stop; requests drain meanwhile.
+        self.live.stop().await;
         let _ = self.task.await;
         if let Some(workers) = self.workers {
             workers.shutdown().await;

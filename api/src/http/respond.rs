@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use parley_commands::{DispatchError, Idempotency, Idempotent};
+use parley_commands::{DispatchError, Idempotent};
 use parley_eventstore::idempotency::{request_hash, IdempotencyKey, StoredResponse};
 use parley_eventstore::LogCursor;
 use serde_json::{json, Value};
@@ -98,33 +98,28 @@ fn clone_client_error(e: &DispatchError) -> Option<DispatchError> {
     })
 }
 
-/// A 201 answer as it is stored under an idempotency key: the whole envelope, so a replay is
-/// byte-for-byte the original.
-pub fn created_stored(data: Value, position: Option<LogCursor>) -> StoredResponse {
-    stored(StatusCode::CREATED, envelope(data, json!({}), position), position)
-}
-
 /// The answer to an idempotent command: `render`ed when fresh, else the stored answer marked as
 /// replayed.
 pub fn idempotent<T>(outcome: Idempotent<T>, render: &dyn Fn(&T) -> StoredResponse) -> Response {
-    let (response, replayed) = match outcome {
-        Idempotent::Fresh(t) => (render(&t), false),
-        Idempotent::Replayed(r) => (r, true),
-    };
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-    let mut answer = respond(status, response.body, response.position);
-    if replayed {
-        answer.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    match outcome {
+        Idempotent::Fresh(t) => stored_response(render(&t)),
+        Idempotent::Replayed(r) => replayed(r),
     }
+}
+
+/// A stored answer given again, marked `Idempotent-Replayed: true`.
+pub fn replayed(stored: StoredResponse) -> Response {
+    let mut answer = stored_response(stored);
+    answer.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     answer
 }
 
-/// Builds the optional idempotency of a request from its key and renderer.
-pub fn with_key<'a, T>(
-    key: Option<&'a IdempotencyKey>,
-    render: &'a (dyn Fn(&T) -> StoredResponse + Send + Sync),
-) -> Option<Idempotency<'a, T>> {
-    key.map(|key| Idempotency { key, render, render_error: &stored_error })
+fn stored_response(response: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    match (status, response.position) {
+        (StatusCode::NO_CONTENT, Some(position)) => no_content(position),
+        _ => respond(status, response.body, response.position),
+    }
 }
 
 /// Sets `ETag: "<version>"`, the version `If-Match` takes back.

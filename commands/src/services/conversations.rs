@@ -109,20 +109,23 @@ impl Commands {
         conversation_id: Uuid,
         body: &str,
     ) -> Result<Executed<Conversation>, DispatchError> {
-        self.post_message_with(ctx, conversation_id, body, None).await?.fresh()
+        self.post_message_with(ctx, conversation_id, body, Vec::new(), None).await?.fresh()
     }
 
+    /// [`Commands::post_message`] with the users the body mentions (resolved by the caller from
+    /// the users read model: the write side reads no read model; the conversation keeps only its
+    /// members among them), under an optional idempotency key.
     #[tracing::instrument(skip_all)]
     pub async fn post_message_with(
         &self,
         ctx: &CommandContext,
         conversation_id: Uuid,
         body: &str,
+        mentions: Vec<Uuid>,
         idempotency: Option<&ConversationIdempotency<'_>>,
     ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let author_id = ctx.user_id()?;
         let body = field("body", MessageBody::parse(body))?;
-        let mentions = self.mentioned(ctx.account_id, body.as_str()).await?;
         let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body, mentions };
         if idempotency.is_none() {
             // Nothing to store beside the events: commit it with concurrent posts.
@@ -254,30 +257,6 @@ impl Commands {
         let actor_id = ctx.user_id()?;
         let remove = ConversationCommand::RemoveMember { actor_id, user_id };
         self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), remove).await
-    }
-
-    /// The users of the account a body names with `@name` (display name or name, any case).
-    async fn mentioned(&self, account_id: Uuid, body: &str) -> Result<Vec<Uuid>, DispatchError> {
-        let names: Vec<String> = body
-            .split(|c: char| c.is_whitespace())
-            .filter_map(|w| w.strip_prefix('@'))
-            .map(|w| {
-                w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect();
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM users WHERE account_id = $1 AND active \
-               AND (lower(display_name) = ANY($2) OR lower(name) = ANY($2))",
-        )
-        .bind(account_id)
-        .bind(&names)
-        .fetch_all(self.dispatcher.store.pool())
-        .await?;
-        Ok(found.into_iter().map(|(id,)| id).collect())
     }
 }
 

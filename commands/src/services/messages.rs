@@ -9,8 +9,9 @@ use parley_aggregates::values::{Emoji, MessageBody};
 use parley_eventstore::StreamKey;
 use uuid::Uuid;
 
-use super::{field, Commands};
+use super::{field, Commands, ConversationIdempotency};
 use crate::context::CommandContext;
+use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
 use crate::unit_of_work::{Executed, UnitOfWork};
 
@@ -66,8 +67,20 @@ impl Commands {
         message_id: Uuid,
         command: impl Fn(Option<MessageFact>) -> ConversationCommand + Clone + Send + Sync + 'static,
     ) -> Result<Executed<Conversation>, DispatchError> {
+        self.on_message_with(ctx, conversation_id, message_id, None, command).await?.fresh()
+    }
+
+    /// [`Commands::on_message`] under an optional idempotency key.
+    async fn on_message_with(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        idempotency: Option<&ConversationIdempotency<'_>>,
+        command: impl Fn(Option<MessageFact>) -> ConversationCommand + Clone + Send + Sync + 'static,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         self.dispatcher
-            .transact(ctx, None, move |uow| {
+            .transact(ctx, idempotency, move |uow| {
                 let command = command.clone();
                 Box::pin(async move {
                     uow.lock(&[stream(conversation_id)]).await?;
@@ -75,8 +88,7 @@ impl Commands {
                     uow.execute::<Conversation>(&conversation_id.to_string(), command(fact)).await
                 })
             })
-            .await?
-            .fresh()
+            .await
     }
 
     /// Replaces a message's body; its author only. `expected_version` is the client's If-Match.
@@ -126,13 +138,11 @@ impl Commands {
         ctx: &CommandContext,
         conversation_id: Uuid,
         message_id: Uuid,
-    ) -> Result<Executed<Conversation>, DispatchError> {
+        idempotency: Option<&ConversationIdempotency<'_>>,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let user_id = ctx.user_id()?;
-        self.on_message(ctx, conversation_id, message_id, move |message| ConversationCommand::MarkRead {
-            user_id,
-            message,
-        })
-        .await
+        let read = move |message| ConversationCommand::MarkRead { user_id, message };
+        self.on_message_with(ctx, conversation_id, message_id, idempotency, read).await
     }
 
     /// Reacts to a message with one emoji; the same user and emoji again is the same reaction.
@@ -142,15 +152,15 @@ impl Commands {
         ctx: &CommandContext,
         message_id: Uuid,
         emoji: &str,
-    ) -> Result<Reacted, DispatchError> {
+        idempotency: Option<&Idempotency<'_, Reacted>>,
+    ) -> Result<Idempotent<Reacted>, DispatchError> {
         let actor_id = ctx.user_id()?;
         let emoji = Emoji::parse(emoji)
             .map_err(|e| DispatchError::Invalid { field: "emoji", message: e.to_string() })?;
         let conversation_id = conversation_of_message(self, ctx.account_id, message_id).await?;
         let reaction_id = Uuid::now_v7();
-        let reacted = self
-            .dispatcher
-            .transact(ctx, None, |uow| {
+        self.dispatcher
+            .transact(ctx, idempotency, |uow| {
                 let emoji = emoji.clone();
                 Box::pin(async move {
                     uow.lock(&[stream(conversation_id)]).await?;
@@ -181,8 +191,7 @@ impl Commands {
                     Ok(Reacted { done, reaction, created: existing.is_none() })
                 })
             })
-            .await?;
-        reacted.fresh()
+            .await
     }
 
     /// Takes a reaction back; its author only.

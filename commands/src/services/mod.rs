@@ -15,6 +15,7 @@ pub use api_keys::{ApiKeyIssued, API_KEY_PREFIX};
 pub use conversations::{ConversationIdempotency, DirectStarted};
 pub use invitations::{InvitationIssued, INVITATION_TTL_DAYS};
 pub use messages::Reacted;
+pub use notifications::InboxIdempotency;
 pub use registration::{Registered, Registration};
 pub use sessions::{LoggedIn, SessionStarted};
 pub use users::{Deactivated, ProfileChanges, ProfileUpdated, RolesAssigned, USER_DEACTIVATED};

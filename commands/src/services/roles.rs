@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{field, grantable, Commands};
 use crate::context::CommandContext;
+use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
 use crate::unit_of_work::{Executed, UnitOfWork};
 
@@ -36,14 +37,15 @@ impl Commands {
         ctx: &CommandContext,
         name: &str,
         permissions: &[String],
-    ) -> Result<Executed<Role>, DispatchError> {
+        idempotency: Option<&Idempotency<'_, Executed<Role>>>,
+    ) -> Result<Idempotent<Executed<Role>>, DispatchError> {
         ctx.require(Permission::RolesManage)?;
         let by = ctx.actor_id()?;
         let name = role_name(name)?;
         let permissions = grantable(ctx, permissions)?;
         let role_id = Uuid::now_v7();
         let create = RoleCommand::Create { role_id, account_id: ctx.account_id, name, permissions, by };
-        self.dispatcher.execute::<Role>(ctx, &role_id.to_string(), create).await
+        self.dispatcher.execute_with::<Role>(ctx, &role_id.to_string(), create, idempotency).await
     }
 
     /// Renames a role or replaces its permissions; `expected_version` is the client's `If-Match`.

@@ -1,12 +1,12 @@
 //! Every read model: real relational tables with the indexes their queries need.
 
-mod api_keys;
-mod conversations;
-mod invitations;
-mod messages;
+pub mod api_keys;
+pub mod conversations;
+pub mod invitations;
+pub mod messages;
 pub mod notifications;
-mod roles;
-mod users;
+pub mod roles;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -38,4 +38,36 @@ pub(crate) fn decode<E: cqrs_es::DomainEvent>(
 ) -> Result<E, crate::ProjectionError> {
     parley_aggregates::from_payload(&event.event_type, &event.payload)
         .map_err(|e| crate::ProjectionError::apply(event, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_aggregates::catalog;
+
+    use super::all;
+
+    /// A new event type must be handled or ignored by every read model, by name: none skips
+    /// it by omission.
+    #[test]
+    fn every_read_model_decides_about_every_event_type() {
+        for projection in all() {
+            let decided = projection.decides();
+            for event_type in catalog::event_types() {
+                let handled = decided.handles.contains(&event_type);
+                let ignored = decided.ignores.contains(&event_type);
+                assert!(
+                    handled ^ ignored,
+                    "{} must either handle or ignore {event_type} (handles: {handled}, ignores: {ignored})",
+                    projection.name()
+                );
+            }
+            for named in decided.handles.iter().chain(decided.ignores) {
+                assert!(
+                    catalog::is_event_type(named),
+                    "{} names {named}, which is no event type",
+                    projection.name()
+                );
+            }
+        }
+    }
 }

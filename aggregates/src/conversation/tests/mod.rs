@@ -140,7 +140,7 @@ fn stored_names_are_stable() {
         body: "b".into(),
         mentions: vec![C],
     });
-    crate::payload::assert_stored_names(&events);
+    crate::payload::assert_round_trips(&events);
 }
 
 #[test]
@@ -298,7 +298,15 @@ fn a_member_leaves_an_admin_removes_and_a_member_cannot_remove_others() {
 
 #[test]
 fn every_event_type_is_stored_under_its_name() {
-    crate::payload::assert_stored_names(&[
+    let mut events = with_bob();
+    events.extend([
+        ConversationEvent::MessagePosted {
+            message_id: M,
+            conversation_id: C,
+            author_id: C,
+            body: "b".into(),
+            mentions: vec![],
+        },
         ConversationEvent::ConversationUpdated {
             conversation_id: C,
             title: None,
@@ -337,4 +345,5 @@ fn every_event_type_is_stored_under_its_name() {
         },
         ConversationEvent::MessagesRead { conversation_id: C, user_id: C, message_id: M },
     ]);
+    crate::payload::assert_stored_names(&events);
 }

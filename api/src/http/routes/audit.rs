@@ -112,6 +112,8 @@ async fn stream(
         Err(ReplayError::UnknownStreamType(_) | ReplayError::EmptyStream(_)) => {
             return Err(ApiError::not_found())
         }
+        Err(ReplayError::Store(e)) => return Err(e.into()),
+        Err(ReplayError::Database(e)) => return Err(e.into()),
         Err(e) => return Err(ApiError::internal(&e)),
     };
     if found.events.first().is_some_and(|e| e.account_id != principal.account_id()) {

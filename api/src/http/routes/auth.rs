@@ -12,15 +12,15 @@ use uuid::Uuid;
 use super::Routes;
 use crate::http::auth::{origin, Principal};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, NoIdempotencyKey};
+use crate::http::extract::ApiJson;
 use crate::http::respond::{created, ok};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
-        .post("/auth/register", register)
-        .post("/auth/login", login)
-        .post("/auth/refresh", refresh)
+        .post_secret("/auth/register", register)
+        .post_secret("/auth/login", login)
+        .post_secret("/auth/refresh", refresh)
         .delete("/auth/logout", logout)
 }
 
@@ -85,7 +85,6 @@ fn tokens(state: &AppState, who: &Identity<'_>, session: &SessionStarted) -> Res
 #[tracing::instrument(skip_all)]
 async fn register(
     State(state): State<AppState>,
-    _: NoIdempotencyKey,
     Origin(request_id, client_ip): Origin,
     ApiJson { value: body, .. }: ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
@@ -121,13 +120,12 @@ async fn register(
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
-    _: NoIdempotencyKey,
     Origin(request_id, client_ip): Origin,
     ApiJson { value: body, .. }: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
     // The attempt takes a slot first; only a failure keeps it.
-    state.limits.failed_logins.hit(&email).await.map_err(crate::http::limits::too_many)?;
+    state.limits.failed_logins.hit(&email).await?;
     let logged_in = match state.app.commands.login(&body.email, &body.password, request_id, client_ip).await {
         Ok(logged_in) => logged_in,
         Err(e) => {
@@ -159,19 +157,12 @@ struct RefreshBody {
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,
-    _: NoIdempotencyKey,
     Origin(request_id, client_ip): Origin,
     ApiJson { value: body, .. }: ApiJson<RefreshBody>,
 ) -> Result<Response, ApiError> {
-    let refreshed = match state.app.commands.refresh(&body.refresh_token, request_id, client_ip).await {
-        Ok(r) => r,
-        Err(DispatchError::SessionRevoked(session)) => {
-            // Refuse the session's access tokens here at once, not only when the tail brings the event.
-            state.revocations.revoke(session);
-            return Err(DispatchError::SessionRevoked(session).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    // A reused refresh token ends the session: its `SessionEnded`, like every event this node
+    // commits, reaches the revocations before the answer.
+    let refreshed = state.app.commands.refresh(&body.refresh_token, request_id, client_ip).await?;
     let who = Identity {
         user_id: refreshed.user_id,
         account_id: refreshed.account_id,
@@ -190,6 +181,5 @@ async fn refresh(
 async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     let session = principal.session()?.sid;
     let position = state.app.commands.end_session(&principal.ctx, session, "logout").await?;
-    state.revocations.revoke(session);
     Ok(crate::http::respond::no_content(position))
 }

@@ -1,20 +1,23 @@
 //! `/api/v1/invitations`.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
+use parley_aggregates::permissions::Permission;
+use parley_projections::read_models::invitations::query as invitations;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, NoIdempotencyKey};
-use crate::http::respond::created;
+use crate::http::extract::{ApiJson, ApiPath, Pagination, Reading};
+use crate::http::respond::{created, envelope, no_content, respond};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
-        .post("/invitations", create)
+        .post_secret("/invitations", create)
         .get("/invitations", list)
         .delete("/invitations/{id}", revoke)
 }
@@ -31,7 +34,6 @@ struct CreateBody {
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    _: NoIdempotencyKey,
     ApiJson { value: body, .. }: ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let issued = state.app.commands.invite(&principal.ctx, &body.email, &body.role).await?;
@@ -46,51 +48,11 @@ async fn create(
 
 /// The account's invitations, newest first (never their tokens).
 #[tracing::instrument(skip_all)]
-async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
-    crate::http::extract::MinPosition(min): crate::http::extract::MinPosition,
-    page: crate::http::extract::Pagination,
-) -> Result<Response, ApiError> {
-    principal.ctx.require(parley_aggregates::permissions::Permission::UsersInvite)?;
-    crate::http::consistency::projections(&state, &["invitations"], min).await?;
-    let pool = state.app.store.pool();
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM invitations WHERE account_id = $1")
-        .bind(principal.account_id())
-        .fetch_one(pool)
-        .await?;
-    type Row = (
-        uuid::Uuid,
-        String,
-        String,
-        uuid::Uuid,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        chrono::DateTime<chrono::Utc>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, email, role, invited_by, status, expires_at, created_at FROM invitations \
-         WHERE account_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
-    )
-    .bind(principal.account_id())
-    .bind(page.per_page)
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
-    let now = chrono::Utc::now();
-    let items: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|(id, email, role, invited_by, status, expires_at, created_at)| {
-            let status = if status == "pending" && expires_at <= now { "expired".to_owned() } else { status };
-            json!({"id": id, "email": email, "role": role, "invited_by": invited_by, "status": status,
-                   "expires_at": expires_at, "created_at": created_at})
-        })
-        .collect();
-    Ok(crate::http::respond::respond(
-        axum::http::StatusCode::OK,
-        crate::http::respond::envelope(json!(items), page.meta(total), None),
-        None,
-    ))
+async fn list(principal: Principal, reads: Reading, page: Pagination) -> Result<Response, ApiError> {
+    principal.ctx.require(Permission::UsersInvite)?;
+    let (items, total) =
+        invitations::list(&reads.get(), principal.account_id(), page.per_page, page.offset()).await?;
+    Ok(respond(StatusCode::OK, envelope(json!(items), page.meta(total), None), None))
 }
 
 /// Revokes a pending invitation: its token no longer registers anyone.
@@ -98,8 +60,8 @@ async fn list(
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
-    crate::http::extract::ApiPath(id): crate::http::extract::ApiPath<uuid::Uuid>,
+    ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Result<Response, ApiError> {
     let cursor = state.app.commands.revoke_invitation(&principal.ctx, id).await?;
-    Ok(crate::http::respond::no_content(cursor))
+    Ok(no_content(cursor))
 }

@@ -1,6 +1,8 @@
 //! One router per resource, merged in `http::router`. Each is built through [`Routes`], which
-//! records every (method, path) it adds: [`list`] is the API's own list of endpoints, which tests
-//! walk (the cross-tenant matrix), so a new endpoint cannot be left out of them.
+//! records every endpoint it adds: [`endpoints`] is the API's own list, which tests walk (the
+//! cross-tenant matrix, idempotent replays, NUL in every input), so a new endpoint cannot be left
+//! out of them. A POST is a command that honours `Idempotency-Key` through the door
+//! ([`crate::http::door`]), unless it is routed with [`Routes::post_secret`].
 
 pub mod api_keys;
 pub mod audit;
@@ -14,18 +16,42 @@ pub mod reactions;
 pub mod roles;
 pub mod users;
 
+use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{on, MethodFilter};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
+use super::error::{ApiError, Code};
 use super::state::AppState;
+
+/// An endpoint as the router lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: Method,
+    /// The full path, parameters as `{name}`.
+    pub path: String,
+    /// For POSTs: whether `Idempotency-Key` is honoured, or refused because the answer carries
+    /// a secret.
+    pub idempotency: IdempotencyKeys,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdempotencyKeys {
+    /// Not a POST: keys do not apply.
+    NotApplicable,
+    Honoured,
+    /// 400 `idempotency_not_supported`: a stored answer would keep a secret.
+    Refused,
+}
 
 /// A router that lists what it routes.
 #[derive(Default)]
 pub struct Routes {
     router: Router<AppState>,
-    listed: Vec<(Method, &'static str)>,
+    listed: Vec<(Method, &'static str, IdempotencyKeys)>,
 }
 
 macro_rules! method {
@@ -47,14 +73,39 @@ impl Routes {
     method!(patch, PATCH, PATCH);
     method!(delete, DELETE, DELETE);
 
-    fn add<H, T>(mut self, method: Method, filter: MethodFilter, path: &'static str, handler: H) -> Self
+    /// A POST whose answer carries a secret (a token, a key): `Idempotency-Key` is refused
+    /// before the handler runs, since the stored answer would keep the secret.
+    pub fn post_secret<H, T>(mut self, path: &'static str, handler: H) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
+        let route = on(MethodFilter::POST, handler).layer(middleware::from_fn(refuse_idempotency_key));
+        self.router = self.router.route(path, route);
+        self.listed.push((Method::POST, path, IdempotencyKeys::Refused));
+        self
+    }
+
+    fn add<H, T>(self, method: Method, filter: MethodFilter, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let keys =
+            if method == Method::POST { IdempotencyKeys::Honoured } else { IdempotencyKeys::NotApplicable };
+        self.route(method, path, on(filter, handler), keys)
+    }
+
+    fn route(
+        mut self,
+        method: Method,
+        path: &'static str,
+        route: MethodRouter<AppState>,
+        keys: IdempotencyKeys,
+    ) -> Self {
         // Routing a path again adds the method to it.
-        self.router = self.router.route(path, on(filter, handler));
-        self.listed.push((method, path));
+        self.router = self.router.route(path, route);
+        self.listed.push((method, path, keys));
         self
     }
 
@@ -64,9 +115,29 @@ impl Routes {
         self
     }
 
-    pub fn into_parts(self) -> (Router<AppState>, Vec<(Method, &'static str)>) {
-        (self.router, self.listed)
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
     }
+
+    fn listed(self, prefix: &str) -> impl Iterator<Item = Endpoint> + use<'_> {
+        self.listed.into_iter().map(move |(method, path, idempotency)| Endpoint {
+            method,
+            path: format!("{prefix}{path}"),
+            idempotency,
+        })
+    }
+}
+
+/// Refuses a request carrying `Idempotency-Key` (see [`Routes::post_secret`]).
+async fn refuse_idempotency_key(req: Request, next: Next) -> Response {
+    if req.headers().contains_key("idempotency-key") {
+        return ApiError::new(
+            Code::IdempotencyNotSupported,
+            "this endpoint's answer carries a secret and is never stored: send it without Idempotency-Key",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The `/api/v1` resources (auth separately: it has its own rate-limit layer).
@@ -83,11 +154,20 @@ pub fn api() -> Routes {
         .merge(notifications::router())
 }
 
+/// Every endpoint, with its full path.
+pub fn endpoints() -> Vec<Endpoint> {
+    let cable = Endpoint {
+        method: Method::GET,
+        path: "/api/v1/cable".into(),
+        idempotency: IdempotencyKeys::NotApplicable,
+    };
+    let mut all: Vec<Endpoint> = auth::router().listed("/api/v1").chain(api().listed("/api/v1")).collect();
+    all.push(cable);
+    all.extend(health::router().listed(""));
+    all
+}
+
 /// Every endpoint: method and full path, with path parameters as `{name}`.
 pub fn list() -> Vec<(Method, String)> {
-    let versioned = auth::router().into_parts().1.into_iter().chain(api().into_parts().1);
-    let versioned = versioned.map(|(m, p)| (m, format!("/api/v1{p}")));
-    let cable = std::iter::once((Method::GET, "/api/v1/cable".to_owned()));
-    let operational = health::router().into_parts().1.into_iter().map(|(m, p)| (m, p.to_owned()));
-    versioned.chain(cable).chain(operational).collect()
+    endpoints().into_iter().map(|e| (e.method, e.path)).collect()
 }

@@ -3,17 +3,19 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::{DateTime, Utc};
+use parley_aggregates::inbox::Inbox;
+use parley_commands::{Executed, Idempotent};
+use parley_projections::read_models::notifications::query;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::Routes;
 use crate::http::auth::Principal;
-use crate::http::consistency;
+use crate::http::door::{self, BodilessCommand};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiPath, ApiQuery, MinPosition, Pagination};
-use crate::http::respond::{envelope, no_content, respond};
+use crate::http::extract::{ApiPath, ApiQuery, Pagination, Reading};
+use crate::http::respond::{self, envelope, respond};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
@@ -28,65 +30,58 @@ struct ListParams {
     unread: Option<bool>,
 }
 
-type Row = (Uuid, String, Uuid, Option<Uuid>, Uuid, DateTime<Utc>, String, Option<DateTime<Utc>>);
-
 /// Newest first; `?unread=true` for those not read yet. `meta.unread_count` counts them all.
 #[tracing::instrument(skip_all)]
 async fn list(
-    State(state): State<AppState>,
     principal: Principal,
-    MinPosition(min): MinPosition,
+    reads: Reading,
     page: Pagination,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let user_id = principal.user_id()?;
-    consistency::projections(&state, &["notifications"], min).await?;
-    let pool = state.app.store.pool();
     let unread_only = params.unread.unwrap_or(false);
-    let (total, unread): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE NOT $2 OR read_at IS NULL), count(*) FILTER (WHERE read_at IS NULL) \
-         FROM notifications WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .bind(unread_only)
-    .fetch_one(pool)
-    .await?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, kind, conversation_id, message_id, actor_id, created_at, position, read_at FROM notifications \
-         WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-    )
-    .bind(user_id)
-    .bind(unread_only)
-    .bind(page.per_page)
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, kind, conversation_id, message_id, actor_id, created_at, position, read_at)| {
-            json!({"id": id, "kind": kind, "conversation_id": conversation_id, "message_id": message_id,
-                   "actor_id": actor_id, "created_at": created_at, "position": position, "read_at": read_at})
-        })
-        .collect();
-    let mut meta = page.meta(total);
-    meta["unread_count"] = json!(unread);
-    Ok(respond(StatusCode::OK, envelope(json!(items), meta, None), None))
+    let found = query::page(&reads.get(), user_id, unread_only, page.per_page, page.offset()).await?;
+    let mut meta = page.meta(found.total);
+    meta["unread_count"] = json!(found.unread);
+    Ok(respond(StatusCode::OK, envelope(json!(found.items), meta, None), None))
+}
+
+/// 204: the notification is read (already, or now).
+fn marked(done: &Executed<Inbox>) -> parley_eventstore::idempotency::StoredResponse {
+    door::no_content(done.cursor.unwrap_or_default())
 }
 
 #[tracing::instrument(skip_all)]
 async fn read(
     State(state): State<AppState>,
-    principal: Principal,
+    reads: Reading,
     ApiPath(id): ApiPath<Uuid>,
+    BodilessCommand { principal, door }: BodilessCommand,
 ) -> Result<Response, ApiError> {
-    let cursor = match state.app.commands.mark_notification_read(&principal.ctx, id).await? {
-        Some(cursor) => cursor,
-        None => state.app.store.head().await.map_err(|e| ApiError::internal(&e))?,
-    };
-    Ok(no_content(cursor))
+    let user_id = principal.user_id()?;
+    if let Some(replayed) = door.replayed(&state.app.store).await? {
+        return Ok(replayed);
+    }
+    match query::is_read(&reads.get(), user_id, id).await? {
+        None => Err(ApiError::not_found()),
+        // Nothing to write: the position of the state shown.
+        Some(true) => Ok(respond::no_content(state.app.store.head().await?)),
+        Some(false) => {
+            let idempotency = door.idempotency(&marked);
+            let outcome =
+                state.app.commands.mark_notification_read(&principal.ctx, id, idempotency.as_ref()).await?;
+            Ok(door.answer(outcome, &marked))
+        }
+    }
 }
 
 #[tracing::instrument(skip_all)]
-async fn read_all(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
-    Ok(no_content(state.app.commands.mark_all_notifications_read(&principal.ctx).await?))
+async fn read_all(
+    State(state): State<AppState>,
+    BodilessCommand { principal, door }: BodilessCommand,
+) -> Result<Response, ApiError> {
+    let idempotency = door.idempotency(&marked);
+    let outcome: Idempotent<_> =
+        state.app.commands.mark_all_notifications_read(&principal.ctx, idempotency.as_ref()).await?;
+    Ok(door.answer(outcome, &marked))
 }

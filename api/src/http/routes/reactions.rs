@@ -1,16 +1,19 @@
 //! `/api/v1/reactions`: one emoji of one member on one message.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
+use parley_commands::services::Reacted;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::Routes;
 use crate::http::auth::Principal;
+use crate::http::door::{answer, Command};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::respond::{created, no_content, ok};
+use crate::http::extract::ApiPath;
+use crate::http::respond::no_content;
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
@@ -27,16 +30,24 @@ struct AddBody {
 #[tracing::instrument(skip_all)]
 async fn add(
     State(state): State<AppState>,
-    principal: Principal,
-    ApiJson { value: body, .. }: ApiJson<AddBody>,
+    Command { principal, body, door, .. }: Command<AddBody>,
 ) -> Result<Response, ApiError> {
-    let reacted = state.app.commands.add_reaction(&principal.ctx, body.message_id, &body.emoji).await?;
-    let r = &reacted.reaction;
-    let data = json!({
-        "id": r.reaction_id, "message_id": r.message_id, "conversation_id": reacted.done.aggregate.id,
-        "user_id": r.user_id, "emoji": r.emoji,
-    });
-    Ok(if reacted.created { created(data, reacted.done.cursor) } else { ok(data, reacted.done.cursor) })
+    let render = |reacted: &Reacted| {
+        let r = &reacted.reaction;
+        let data = json!({
+            "id": r.reaction_id, "message_id": r.message_id, "conversation_id": reacted.done.aggregate.id,
+            "user_id": r.user_id, "emoji": r.emoji,
+        });
+        let status = if reacted.created { StatusCode::CREATED } else { StatusCode::OK };
+        answer(status, data, reacted.done.cursor)
+    };
+    let idempotency = door.idempotency(&render);
+    let outcome = state
+        .app
+        .commands
+        .add_reaction(&principal.ctx, body.message_id, &body.emoji, idempotency.as_ref())
+        .await?;
+    Ok(door.answer(outcome, &render))
 }
 
 /// Takes a reaction back; its author only.

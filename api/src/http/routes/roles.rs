@@ -6,16 +6,17 @@ use axum::response::Response;
 use parley_aggregates::permissions::{system_role, ADMIN, MEMBER, OWNER};
 use parley_aggregates::role::Role;
 use parley_commands::Executed;
+use parley_projections::read_models::roles::query::{self as roles, RoleView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::Routes;
 use crate::http::auth::Principal;
-use crate::http::consistency;
+use crate::http::door::{answer, Command};
 use crate::http::error::{ApiError, Code};
-use crate::http::extract::{ApiJson, ApiPath, IfMatch, MinPosition};
-use crate::http::respond::{created, envelope, no_content, ok, respond, with_etag};
+use crate::http::extract::{ApiJson, ApiPath, IfMatch, Reading};
+use crate::http::respond::{envelope, no_content, ok, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
@@ -40,37 +41,33 @@ fn refuse_system(id: Uuid) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A custom role as its command left it: what the read model will show.
 fn shown(role: &Executed<Role>) -> Value {
     let r = &role.aggregate;
-    let permissions: Vec<&str> = r.permissions.iter().map(|p| p.name()).collect();
-    json!({"id": r.id, "name": r.name, "permissions": permissions, "system": false, "version": role.version})
+    let Some(id) = r.id else { return Value::Null };
+    json!(RoleView {
+        id,
+        name: r.name.clone(),
+        permissions: r.permissions.iter().map(|p| p.name().to_owned()).collect(),
+        system: false,
+        version: role.version,
+    })
 }
 
 /// Every role of the caller's account: the system roles first, then the custom ones by name.
 #[tracing::instrument(skip_all)]
-async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
-    MinPosition(min): MinPosition,
-) -> Result<Response, ApiError> {
-    consistency::projections(&state, &["roles"], min).await?;
-    let mut roles: Vec<Value> = SYSTEM_ROLES
+async fn list(principal: Principal, reads: Reading) -> Result<Response, ApiError> {
+    let mut roles: Vec<RoleView> = SYSTEM_ROLES
         .iter()
-        .map(|(id, name)| {
-            let permissions: Vec<&str> =
-                system_role(name).unwrap_or_default().iter().map(|p| p.name()).collect();
-            json!({"id": id, "name": name, "permissions": permissions, "system": true, "version": 0})
+        .map(|(id, name)| RoleView {
+            id: *id,
+            name: (*name).to_owned(),
+            permissions: system_role(name).unwrap_or_default().iter().map(|p| p.name().to_owned()).collect(),
+            system: true,
+            version: 0,
         })
         .collect();
-    let rows: Vec<(Uuid, String, Vec<String>, i64)> = sqlx::query_as(
-        "SELECT id, name, permissions, version FROM roles WHERE account_id = $1 ORDER BY lower(name), id",
-    )
-    .bind(principal.account_id())
-    .fetch_all(state.app.store.pool())
-    .await?;
-    roles.extend(rows.into_iter().map(|(id, name, permissions, version)| {
-        json!({"id": id, "name": name, "permissions": permissions, "system": false, "version": version})
-    }));
+    roles.extend(roles::custom_roles(&reads.get(), principal.account_id()).await?);
     Ok(respond(StatusCode::OK, envelope(json!(roles), json!({}), None), None))
 }
 
@@ -83,12 +80,16 @@ struct CreateBody {
 #[tracing::instrument(skip_all)]
 async fn create(
     State(state): State<AppState>,
-    principal: Principal,
-    ApiJson { value: body, .. }: ApiJson<CreateBody>,
+    Command { principal, body, door, .. }: Command<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let role = state.app.commands.create_role(&principal.ctx, &body.name, &body.permissions).await?;
-    state.roles.learn(&role);
-    Ok(with_etag(created(shown(&role), role.cursor), role.version))
+    let render = |role: &Executed<Role>| answer(StatusCode::CREATED, shown(role), role.cursor);
+    let idempotency = door.idempotency(&render);
+    let outcome = state
+        .app
+        .commands
+        .create_role(&principal.ctx, &body.name, &body.permissions, idempotency.as_ref())
+        .await?;
+    Ok(door.answer(outcome, &render))
 }
 
 #[derive(Deserialize)]
@@ -111,7 +112,6 @@ async fn update(
         .commands
         .update_role(&principal.ctx, id, body.name.as_deref(), body.permissions.as_deref(), expected)
         .await?;
-    state.roles.learn(&role);
     Ok(with_etag(ok(shown(&role), role.cursor), role.version))
 }
 
@@ -124,6 +124,5 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     refuse_system(id)?;
     let role = state.app.commands.delete_role(&principal.ctx, id).await?;
-    state.roles.learn(&role);
     role.cursor.map(no_content).ok_or_else(|| ApiError::new(Code::NotFound, "role not found"))
 }

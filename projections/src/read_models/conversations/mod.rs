@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct ConversationsProjection;
 
@@ -25,7 +28,7 @@ struct Activity {
 #[async_trait]
 impl Projection for ConversationsProjection {
     fn name(&self) -> &'static str {
-        "conversations"
+        ReadModel::Conversations.name()
     }
 
     fn version(&self) -> i32 {
@@ -70,16 +73,46 @@ impl Projection for ConversationsProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "ConversationStarted"
-                | "ConversationUpdated"
-                | "ConversationArchived"
-                | "MemberAdded"
-                | "MemberRemoved"
-                | "MessagePosted"
-        )
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &[
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+            ],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

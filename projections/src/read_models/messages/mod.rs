@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct MessagesProjection;
 
@@ -26,6 +29,8 @@ struct Rows {
     seqs: Vec<i64>,
     authors: Vec<Uuid>,
     bodies: Vec<String>,
+    /// Each post's mentions, as a JSON array (arrays of arrays of differing lengths do not bind).
+    mentions: Vec<serde_json::Value>,
     created: Vec<DateTime<Utc>>,
 }
 
@@ -42,9 +47,12 @@ impl Rows {
         }
         let rows = std::mem::take(self);
         sqlx::query(
-            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, created_at) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
-                                  $7::timestamptz[]) \
+            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
+             SELECT id, account_id, conversation_id, seq, author_id, body, \
+                    ARRAY(SELECT jsonb_array_elements_text(mentions)::uuid), created_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
+                         $7::jsonb[], $8::timestamptz[]) \
+                  AS p(id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&rows.ids)
@@ -53,6 +61,7 @@ impl Rows {
         .bind(&rows.seqs)
         .bind(&rows.authors)
         .bind(&rows.bodies)
+        .bind(&rows.mentions)
         .bind(&rows.created)
         .execute(&mut *conn)
         .await?;
@@ -77,11 +86,11 @@ impl Rows {
 #[async_trait]
 impl Projection for MessagesProjection {
     fn name(&self) -> &'static str {
-        "messages"
+        ReadModel::Messages.name()
     }
 
     fn version(&self) -> i32 {
-        3
+        4
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -97,6 +106,7 @@ impl Projection for MessagesProjection {
             seq             bigint NOT NULL,
             author_id       uuid NOT NULL,
             body            text,
+            mentions        uuid[] NOT NULL DEFAULT '{}',
             created_at      timestamptz NOT NULL,
             edited_at       timestamptz,
             deleted         boolean NOT NULL DEFAULT false,
@@ -128,18 +138,46 @@ impl Projection for MessagesProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "MessagePosted"
-                | "MessageEdited"
-                | "MessageDeleted"
-                | "ReactionAdded"
-                | "ReactionRemoved"
-                | "MemberAdded"
-                | "MemberRemoved"
-                | "MessagesRead"
-        )
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &[
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+            ],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     /// Posts are gathered into one insert; any other event first writes the posts before it,
@@ -148,9 +186,15 @@ impl Projection for MessagesProjection {
         let mut rows = Rows::default();
         for e in events {
             let event = decode::<ConversationEvent>(e)?;
-            if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, .. } =
-                event
+            if let ConversationEvent::MessagePosted {
+                message_id,
+                conversation_id,
+                author_id,
+                body,
+                mentions,
+            } = event
             {
+                rows.mentions.push(serde_json::json!(mentions));
                 rows.ids.push(message_id);
                 rows.accounts.push(e.account_id);
                 rows.conversations.push(conversation_id);

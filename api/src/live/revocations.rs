@@ -1,6 +1,7 @@
-//! Ended sessions, in memory: checking a token costs no database round trip. Fed by this node's
-//! live feed (every node learns of a logout or revocation from the log within moments) and, on
-//! the node that served a logout, directly before it answers.
+//! Ended sessions and role changes, in memory: checking a token costs no database round trip.
+//! Fed like every follower ([`super::follow`]): the recent ones from the store at start, then the
+//! live feed; this node's own at their commit; every node's at their commit through
+//! [`super::announcements`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use parley_eventstore::{EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
-use super::auth::ACCESS_TTL;
-use super::live::{follow, FollowsLog, LiveFeed};
+use super::follow::FollowsLog;
+use crate::http::auth::ACCESS_TTL;
 
 pub const SESSION_ENDED: &str = "SessionEnded";
 pub const USER_ROLES_CHANGED: &str = "UserRolesChanged";
@@ -29,12 +30,13 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Starts following the log: the sessions ended recently enough that their access tokens
-    /// could still be valid, then every new ending.
-    pub async fn start(store: &EventStore, live: &LiveFeed) -> Result<Self, StoreError> {
-        follow(Self::default(), store, live).await
+    /// The event types it takes note of.
+    pub fn wants(event_type: &str) -> bool {
+        event_type == SESSION_ENDED || event_type == USER_ROLES_CHANGED
     }
 
+    /// The sessions ended recently enough that their access tokens could still be valid, and the
+    /// recent role changes.
     async fn load_recent(&self, store: &EventStore) -> Result<(), StoreError> {
         let rows: Vec<(Option<String>,)> = sqlx::query_as(
             "SELECT payload->>'session_id' FROM events \
@@ -119,67 +121,7 @@ impl FollowsLog for Revocations {
         self.load_recent(store).await
     }
 
-    fn observe(&self, event: &RecordedEvent) {
+    fn observe(&self, event: &Arc<RecordedEvent>) {
         Revocations::observe(self, event);
     }
-}
-
-/// The channel on which the log's trigger announces ended credentials at commit.
-const REVOCATIONS_CHANNEL: &str = "parley_revocations";
-
-/// One announcement of [`REVOCATIONS_CHANNEL`].
-#[derive(serde::Deserialize)]
-struct Announced {
-    event_type: String,
-    account_id: Uuid,
-    stream_id: String,
-    version: i64,
-    session_id: Option<Uuid>,
-    api_key_id: Option<Uuid>,
-}
-
-/// Listens for ended credentials announced at commit: sessions, role changes and API keys reach
-/// this node in milliseconds, even while the log's commit-safe feed waits behind an old open
-/// transaction somewhere in the cluster. The feed stays the backstop: an announcement lost while
-/// reconnecting still arrives through it.
-pub async fn listen(
-    pool: &sqlx::PgPool,
-    revocations: Revocations,
-    api_keys: super::api_keys::ApiKeyDirectory,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), StoreError> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(REVOCATIONS_CHANNEL).await?;
-    tokio::spawn(async move {
-        loop {
-            let received = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
-                received = listener.recv() => received,
-            };
-            match received {
-                Ok(n) => match serde_json::from_str::<Announced>(n.payload()) {
-                    Ok(a) => match a.event_type.as_str() {
-                        SESSION_ENDED => a.session_id.into_iter().for_each(|s| revocations.revoke(s)),
-                        USER_ROLES_CHANGED => {
-                            if let Ok(user) = a.stream_id.parse() {
-                                revocations.change_roles(user, a.version);
-                            }
-                        }
-                        super::api_keys::API_KEY_REVOKED => {
-                            if let Some(key) = a.api_key_id {
-                                api_keys.revoked(key, a.account_id, a.version);
-                            }
-                        }
-                        _ => {}
-                    },
-                    Err(e) => tracing::warn!(error = %e, "unreadable revocation announcement"),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "revocation listener lost its connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-            }
-        }
-    });
-    Ok(())
 }

@@ -7,14 +7,17 @@ use sqlx::PgConnection;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct InvitationsProjection;
 
 #[async_trait]
 impl Projection for InvitationsProjection {
     fn name(&self) -> &'static str {
-        "invitations"
+        ReadModel::Invitations.name()
     }
 
     fn version(&self) -> i32 {
@@ -43,8 +46,42 @@ impl Projection for InvitationsProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "InvitationCreated" | "InvitationAccepted" | "InvitationRevoked")
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &["InvitationCreated", "InvitationAccepted", "InvitationRevoked"],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

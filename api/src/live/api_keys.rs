@@ -1,7 +1,7 @@
 //! API keys, in memory: a request with `Bearer pk_...` is authenticated by the hash of its
 //! secret without a database round trip once the node knows the key. A node learns of a key
-//! from the log (its creation and revocation arrive on the live feed), from the commands it
-//! serves itself, or, the first time it sees a key created before it started (or on another node
+//! from the log (its creation and revocation arrive on the live feed, and this node's own at
+//! their commit), or, the first time it sees a key created before it started (or on another node
 //! a moment ago), from the write side: one indexed lookup, then the key is known.
 //!
 //! Revocation reaches every node through the log like a logout; the node that served it knows
@@ -18,12 +18,11 @@ use parley_aggregates::api_key::{ApiKey, ApiKeyEvent};
 use parley_aggregates::from_payload;
 use parley_aggregates::permissions::Permission;
 use parley_commands::services::Commands;
-use parley_commands::{tokens, Executed};
+use parley_commands::{tokens, DispatchError};
 use parley_eventstore::{EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
-use super::error::{ApiError, Code};
-use super::live::{follow, FollowsLog, LiveFeed};
+use super::follow::FollowsLog;
 
 pub const API_KEY_REVOKED: &str = "ApiKeyRevoked";
 
@@ -62,26 +61,31 @@ pub struct ApiKeyDirectory {
 }
 
 impl ApiKeyDirectory {
-    /// Starts following the log. Keys are read from the write side when first presented, so
-    /// starting reads nothing.
-    pub async fn start(store: &EventStore, live: &LiveFeed, commands: Commands) -> Result<Self, StoreError> {
-        follow(Self { inner: Default::default(), commands }, store, live).await
+    /// An empty directory; keys are read from the write side when first presented, so loading
+    /// reads nothing.
+    pub fn new(commands: Commands) -> Self {
+        Self { inner: Default::default(), commands }
+    }
+
+    /// The event types it takes note of.
+    pub fn wants(event_type: &str) -> bool {
+        event_type == "ApiKeyCreated" || event_type == API_KEY_REVOKED
     }
 
     /// The key behind `secret`, if it exists, is not revoked and has not expired.
-    pub async fn authenticate(&self, secret: &str) -> Result<KeyHolder, ApiError> {
+    pub async fn authenticate(&self, secret: &str) -> Result<KeyHolder, KeyRefused> {
         let secret_hash = tokens::hash(secret);
         let known = match self.lookup(&secret_hash) {
             Some(known) => known,
-            None => self.fetch(&secret_hash).await?.ok_or_else(invalid)?,
+            None => self.fetch(&secret_hash).await?.ok_or(KeyRefused::Unknown)?,
         };
         let (api_key_id, key) = known;
         if key.revoked {
-            return Err(ApiError::new(Code::Unauthorized, "the API key has been revoked"));
+            return Err(KeyRefused::Revoked);
         }
         let now = Utc::now();
         if key.expires_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::new(Code::Unauthorized, "the API key has expired"));
+            return Err(KeyRefused::Expired);
         }
         self.record_use(api_key_id, key.account_id, now);
         Ok(KeyHolder { api_key_id, account_id: key.account_id, permissions: key.permissions })
@@ -99,7 +103,7 @@ impl ApiKeyDirectory {
     }
 
     /// Reads a key this node does not know from the write side, and remembers it.
-    async fn fetch(&self, secret_hash: &str) -> Result<Option<(Uuid, Known)>, ApiError> {
+    async fn fetch(&self, secret_hash: &str) -> Result<Option<(Uuid, Known)>, KeyRefused> {
         let Some(loaded) = self.commands.api_key_by_secret_hash(secret_hash).await? else {
             return Ok(None);
         };
@@ -131,16 +135,6 @@ impl ApiKeyDirectory {
                 tracing::warn!(error = %e, %api_key_id, "could not record an API key's use");
             }
         });
-    }
-
-    /// Takes note of a change this node just committed, before it answers.
-    pub fn learn(&self, done: &Executed<ApiKey>) {
-        let (Some(id), Some(account_id)) = (done.aggregate.id, done.aggregate.account_id) else { return };
-        let secret_hash = done.events.iter().find_map(|e| match e {
-            ApiKeyEvent::ApiKeyCreated { secret_hash, .. } => Some(secret_hash.clone()),
-            _ => None,
-        });
-        self.remember(id, Known::of(&done.aggregate, account_id, done.version), secret_hash);
     }
 
     /// Keeps the newest news of a key; older news than what is known is ignored.
@@ -205,8 +199,18 @@ impl Known {
     }
 }
 
-fn invalid() -> ApiError {
-    ApiError::new(Code::Unauthorized, "invalid API key")
+/// Why a presented key authenticates nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRefused {
+    #[error("invalid API key")]
+    Unknown,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error("the API key has expired")]
+    Expired,
+    /// The key could not be looked up.
+    #[error(transparent)]
+    Lookup(#[from] DispatchError),
 }
 
 impl FollowsLog for ApiKeyDirectory {
@@ -221,7 +225,7 @@ impl FollowsLog for ApiKeyDirectory {
         Ok(())
     }
 
-    fn observe(&self, event: &RecordedEvent) {
+    fn observe(&self, event: &Arc<RecordedEvent>) {
         ApiKeyDirectory::observe(self, event);
     }
 }

@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct NotificationsProjection;
 
@@ -26,7 +29,7 @@ pub fn notification_id(event_id: Uuid, user_id: Uuid) -> Uuid {
 #[async_trait]
 impl Projection for NotificationsProjection {
     fn name(&self) -> &'static str {
-        "notifications"
+        ReadModel::Notifications.name()
     }
 
     fn version(&self) -> i32 {
@@ -56,8 +59,41 @@ impl Projection for NotificationsProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "MessagePosted" | "MemberAdded" | "NotificationRead" | "NotificationsReadAll")
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &["MemberAdded", "MessagePosted", "NotificationRead", "NotificationsReadAll"],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberRemoved",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

@@ -7,14 +7,17 @@ use sqlx::PgConnection;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct RolesProjection;
 
 #[async_trait]
 impl Projection for RolesProjection {
     fn name(&self) -> &'static str {
-        "roles"
+        ReadModel::Roles.name()
     }
 
     fn version(&self) -> i32 {
@@ -40,8 +43,42 @@ impl Projection for RolesProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "RoleCreated" | "RoleUpdated" | "RoleDeleted")
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &["RoleCreated", "RoleUpdated", "RoleDeleted"],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

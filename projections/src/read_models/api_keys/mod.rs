@@ -8,14 +8,17 @@ use sqlx::PgConnection;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct ApiKeysProjection;
 
 #[async_trait]
 impl Projection for ApiKeysProjection {
     fn name(&self) -> &'static str {
-        "api_keys"
+        ReadModel::ApiKeys.name()
     }
 
     fn version(&self) -> i32 {
@@ -45,8 +48,42 @@ impl Projection for ApiKeysProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "ApiKeyCreated" | "ApiKeyRevoked" | "ApiKeyUsed")
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &["ApiKeyCreated", "ApiKeyRevoked", "ApiKeyUsed"],
+            ignores: &[
+                "AccountOpened",
+                "OwnerAdded",
+                "OwnerRemoved",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

@@ -1,19 +1,19 @@
 //! Custom roles' permissions, in memory: a request's permissions are resolved from its token's
-//! roles without a database round trip. Fed like the revocations: the whole set of role events
-//! read at start (after subscribing to the live feed, so nothing falls between), then the feed;
-//! on the node that served a change, directly before it answers.
+//! roles without a database round trip. Fed like every follower ([`super::follow`]): every role
+//! event at start, then the live feed; this node's own changes at their commit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cqrs_es::Aggregate;
+use parley_aggregates::catalog::EventTypes;
 use parley_aggregates::from_payload;
 use parley_aggregates::permissions::{permissions_of, Permission};
 use parley_aggregates::role::{Role, RoleEvent};
 use parley_eventstore::{EventFilter, EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
-use super::live::{follow, FollowsLog, LiveFeed};
+use super::follow::FollowsLog;
 
 /// A live custom role: its account, its permissions, the version of its stream they are from.
 #[derive(Clone, Debug)]
@@ -30,9 +30,9 @@ pub struct RoleDirectory {
 }
 
 impl RoleDirectory {
-    /// Starts following the log: every role event so far, then each new one.
-    pub async fn start(store: &EventStore, live: &LiveFeed) -> Result<Self, StoreError> {
-        follow(Self::default(), store, live).await
+    /// The event types it takes note of.
+    pub fn wants(event_type: &str) -> bool {
+        RoleEvent::TYPES.contains(&event_type)
     }
 
     /// Every role event (roles are few, and each change is small).
@@ -46,20 +46,6 @@ impl RoleDirectory {
                 self.observe(event);
             }
         }
-    }
-
-    /// Takes note of a change this node just committed, before it answers.
-    pub fn learn(&self, done: &parley_commands::Executed<Role>) {
-        let (Some(role_id), Some(account_id)) = (done.aggregate.id, done.aggregate.account_id) else {
-            return;
-        };
-        let known = Known {
-            account_id,
-            permissions: done.aggregate.permissions.clone(),
-            version: done.version,
-            deleted: done.aggregate.deleted,
-        };
-        self.remember(role_id, known);
     }
 
     fn remember(&self, role_id: Uuid, known: Known) {
@@ -114,7 +100,7 @@ impl FollowsLog for RoleDirectory {
         self.load_all(store).await
     }
 
-    fn observe(&self, event: &RecordedEvent) {
+    fn observe(&self, event: &Arc<RecordedEvent>) {
         RoleDirectory::observe(self, event);
     }
 }

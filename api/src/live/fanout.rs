@@ -11,12 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use parley_eventstore::RecordedEvent;
-use tokio::sync::broadcast::error::RecvError;
+use parley_eventstore::{EventStore, RecordedEvent, StoreError};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
-use super::live::LiveFeed;
+use super::follow::FollowsLog;
 
 /// An event on its way to its subscribers, with the `event` object of its frames rendered at
 /// most once however many connections send it.
@@ -26,8 +25,9 @@ pub struct Routed {
 }
 
 impl Routed {
-    pub fn event_json(&self) -> &str {
-        self.rendered.get_or_init(|| super::cable::event_json(&self.event))
+    /// What `render` makes of the event, rendered once for all the connections that send it.
+    pub fn rendered(&self, render: fn(&RecordedEvent) -> String) -> &str {
+        self.rendered.get_or_init(|| render(&self.event))
     }
 }
 
@@ -77,21 +77,10 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// Starts routing `live`; each connection queues up to `capacity` events before it lags.
-    pub fn start(live: &LiveFeed, capacity: usize) -> Self {
-        let fanout = Self { table: Arc::default(), next: Arc::default(), capacity: capacity.max(1) };
-        let mut feed = live.subscribe();
-        let router = fanout.clone();
-        tokio::spawn(async move {
-            loop {
-                match feed.recv().await {
-                    Ok(event) => router.route(&event),
-                    Err(RecvError::Lagged(_)) => router.lag_all(),
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        fanout
+    /// A router with no connections yet; each connection will queue up to `capacity` events
+    /// before it lags. It routes once it follows the feed ([`super::follow`]).
+    pub fn new(capacity: usize) -> Self {
+        Self { table: Arc::default(), next: Arc::default(), capacity: capacity.max(1) }
     }
 
     fn route(&self, event: &Arc<RecordedEvent>) {
@@ -222,5 +211,20 @@ impl Drop for Listener {
                 forget(&mut table, interest, self.id);
             }
         }
+    }
+}
+
+impl FollowsLog for Fanout {
+    const WHAT: &'static str = "the fan-out";
+
+    /// The router keeps no state of the log: when the feed left it behind, every connection
+    /// catches up from the store by its own cursors.
+    async fn load(&self, _store: &EventStore) -> Result<(), StoreError> {
+        self.lag_all();
+        Ok(())
+    }
+
+    fn observe(&self, event: &Arc<RecordedEvent>) {
+        self.route(event);
     }
 }

@@ -8,14 +8,17 @@ use sqlx::PgConnection;
 
 use super::decode;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::projection::{Decisions, Projection};
+use crate::reads::ReadModel;
+
+pub mod query;
 
 pub struct UsersProjection;
 
 #[async_trait]
 impl Projection for UsersProjection {
     fn name(&self) -> &'static str {
-        "users"
+        ReadModel::Users.name()
     }
 
     fn version(&self) -> i32 {
@@ -55,15 +58,46 @@ impl Projection for UsersProjection {
         "#
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            "AccountOpened"
-                | "UserRegistered"
-                | "UserDeactivated"
-                | "UserRolesChanged"
-                | "UserProfileUpdated"
-        )
+    fn decides(&self) -> Decisions {
+        Decisions {
+            handles: &[
+                "AccountOpened",
+                "UserRegistered",
+                "UserDeactivated",
+                "UserRolesChanged",
+                "UserProfileUpdated",
+            ],
+            ignores: &[
+                "OwnerAdded",
+                "OwnerRemoved",
+                "PasswordChanged",
+                "SessionStarted",
+                "RefreshTokenRotated",
+                "SessionEnded",
+                "InvitationCreated",
+                "InvitationAccepted",
+                "InvitationRevoked",
+                "ConversationStarted",
+                "ConversationUpdated",
+                "ConversationArchived",
+                "MemberAdded",
+                "MemberRemoved",
+                "MessagePosted",
+                "MessageEdited",
+                "MessageDeleted",
+                "ReactionAdded",
+                "ReactionRemoved",
+                "MessagesRead",
+                "RoleCreated",
+                "RoleUpdated",
+                "RoleDeleted",
+                "ApiKeyCreated",
+                "ApiKeyRevoked",
+                "ApiKeyUsed",
+                "NotificationRead",
+                "NotificationsReadAll",
+            ],
+        }
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {

@@ -1,0 +1,175 @@
+//! Users as answers show them: one's own profile, the account's list, a public profile, and
+//! who a message mentions.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ProjectionError;
+use crate::reads::{ReadModel, Reads};
+
+const READS: &[ReadModel] = &[ReadModel::Users];
+
+/// The caller's own profile, with email and roles (permissions are added by who resolves roles).
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct OwnProfile {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub bio: Option<String>,
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub version: i64,
+    #[sqlx(flatten)]
+    pub account: AccountView,
+}
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct AccountView {
+    #[sqlx(rename = "account_id")]
+    pub id: Uuid,
+    #[sqlx(rename = "account_name")]
+    pub name: String,
+}
+
+/// A user in the account's list.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct UserSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What anyone of the account may see of a user (no email).
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct PublicProfile {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub bio: Option<String>,
+    pub active: bool,
+    pub version: i64,
+}
+
+/// An active user's own profile.
+pub async fn own_profile(
+    reads: &Reads<'_>,
+    account_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<OwnProfile>, ProjectionError> {
+    let pool = reads.of(READS).await?;
+    Ok(sqlx::query_as(
+        "SELECT u.id, u.name, u.email, u.display_name, u.avatar_url, u.bio, u.roles, u.created_at, u.version, \
+                a.id AS account_id, a.name AS account_name \
+         FROM users u JOIN accounts a ON a.id = u.account_id \
+         WHERE u.id = $1 AND u.account_id = $2 AND u.active",
+    )
+    .bind(user_id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// `search` as a LIKE prefix, its wildcards taken literally.
+fn prefix_pattern(search: &str) -> String {
+    let escaped = search.trim().to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("{escaped}%")
+}
+
+/// The account's users by name, `limit` from `offset`, with how many match; `search` matches a
+/// name or email prefix.
+pub async fn list(
+    reads: &Reads<'_>,
+    account_id: Uuid,
+    search: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<UserSummary>, i64), ProjectionError> {
+    let pool = reads.of(READS).await?;
+    let pattern = search.filter(|s| !s.trim().is_empty()).map(prefix_pattern);
+    let (total,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM users WHERE account_id = $1 \
+           AND ($2::text IS NULL OR lower(name) LIKE $2 OR email LIKE $2)",
+    )
+    .bind(account_id)
+    .bind(&pattern)
+    .fetch_one(pool)
+    .await?;
+    let users = sqlx::query_as(
+        "SELECT id, name, email, display_name, avatar_url, roles, active, created_at FROM users \
+         WHERE account_id = $1 AND ($2::text IS NULL OR lower(name) LIKE $2 OR email LIKE $2) \
+         ORDER BY lower(name), id LIMIT $3 OFFSET $4",
+    )
+    .bind(account_id)
+    .bind(&pattern)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    Ok((users, total))
+}
+
+/// A user of the account.
+pub async fn public_profile(
+    reads: &Reads<'_>,
+    account_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<PublicProfile>, ProjectionError> {
+    let pool = reads.of(READS).await?;
+    Ok(sqlx::query_as(
+        "SELECT id, name, display_name, avatar_url, bio, active, version FROM users WHERE id = $1 AND account_id = $2",
+    )
+    .bind(user_id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The names a body mentions with `@name`, lowercased, without trailing punctuation.
+pub fn mention_names(body: &str) -> Vec<String> {
+    body.split(char::is_whitespace)
+        .filter_map(|w| w.strip_prefix('@'))
+        .map(|w| w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The active users of the account a body names with `@name` (display name or name, any case).
+pub async fn mentioned(
+    reads: &Reads<'_>,
+    account_id: Uuid,
+    body: &str,
+) -> Result<Vec<Uuid>, ProjectionError> {
+    let names = mention_names(body);
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pool = reads.of(READS).await?;
+    let found: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM users WHERE account_id = $1 AND active \
+           AND (lower(display_name) = ANY($2) OR lower(name) = ANY($2))",
+    )
+    .bind(account_id)
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    Ok(found.into_iter().map(|(id,)| id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mention_names;
+
+    #[test]
+    fn mentions_are_names_after_an_at_sign() {
+        assert_eq!(mention_names("hi @Ann, and @bob-b! @ alone, e@mail"), vec!["ann", "bob-b"]);
+    }
+}

@@ -1,0 +1,83 @@
+//! How queries read: through [`Reads`], which waits until the read models a query names have
+//! applied the client's `X-Min-Position` before the query runs. A query names what it reads as
+//! [`ReadModel`]s, so read-your-writes waits on exactly those, and a misspelt name does not
+//! compile.
+
+use std::time::Duration;
+
+use parley_eventstore::LogCursor;
+use sqlx::PgPool;
+
+use crate::error::ProjectionError;
+use crate::status::wait_for;
+
+/// Every read model, by the name its projection is stored under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadModel {
+    Users,
+    Conversations,
+    Messages,
+    Invitations,
+    Roles,
+    ApiKeys,
+    Notifications,
+}
+
+impl ReadModel {
+    pub const ALL: [ReadModel; 7] = [
+        ReadModel::Users,
+        ReadModel::Conversations,
+        ReadModel::Messages,
+        ReadModel::Invitations,
+        ReadModel::Roles,
+        ReadModel::ApiKeys,
+        ReadModel::Notifications,
+    ];
+
+    /// The stored name: its checkpoint rows, schemas and lease are named after it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReadModel::Users => "users",
+            ReadModel::Conversations => "conversations",
+            ReadModel::Messages => "messages",
+            ReadModel::Invitations => "invitations",
+            ReadModel::Roles => "roles",
+            ReadModel::ApiKeys => "api_keys",
+            ReadModel::Notifications => "notifications",
+        }
+    }
+}
+
+/// How long a query waits for its read models before answering `StoreError::Timeout`
+/// (503 `projection_lagging` over HTTP).
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// A query's access to the read models: the pool, and the position they must include.
+#[derive(Clone, Copy)]
+pub struct Reads<'a> {
+    pool: &'a PgPool,
+    min: Option<LogCursor>,
+}
+
+impl<'a> Reads<'a> {
+    /// Reads that include `min` when given (a client's `X-Min-Position`).
+    pub fn new(pool: &'a PgPool, min: Option<LogCursor>) -> Self {
+        Self { pool, min }
+    }
+
+    /// The pool, once every read model in `models` has applied the position (at once without
+    /// one). Every query starts here, naming what it reads.
+    pub async fn of(&self, models: &[ReadModel]) -> Result<&'a PgPool, ProjectionError> {
+        if let Some(min) = self.min {
+            let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+            wait_for(self.pool, &names, min, MAX_WAIT).await?;
+        }
+        Ok(self.pool)
+    }
+
+    /// The same reads without a position to wait for (a query that another one already waited
+    /// for, within the same request).
+    pub fn settled(&self) -> Reads<'a> {
+        Self { pool: self.pool, min: None }
+    }
+}
