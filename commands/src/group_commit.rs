@@ -199,6 +199,14 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) 
                 let _ = d.job.reply.send(Ok(executed));
             }
         }
+        // The database is away: running each alone would only wait for it again.
+        Err(DispatchError::Store(e)) if e.is_unavailable() => {
+            tracing::warn!(error = %e, commands = decided.len(), "group commit failed: the database is unavailable");
+            for d in decided {
+                dispatcher.cache.forget(&d.append.stream);
+                let _ = d.job.reply.send(Err(DispatchError::Unavailable("the database is unavailable")));
+            }
+        }
         Err(e) => {
             tracing::debug!(error = %e, commands = decided.len(), "group commit failed; running its commands alone");
             metrics::counter!("parley_command_group_fallbacks_total", "aggregate" => A::TYPE).increment(1);

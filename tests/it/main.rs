@@ -14,6 +14,8 @@ mod http_roles;
 mod http_sessions;
 mod http_users;
 mod idempotency;
+mod outage;
 mod projections;
 mod replay;
 mod store;
+mod walks;

@@ -107,21 +107,64 @@ impl Projection for NotificationsProjection {
     }
 }
 
-/// The notifications a conversation event gives.
-async fn notify(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    let (kind, conversation_id, message_id, actor_id, users) = match decode::<ConversationEvent>(e)? {
-        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, mentions, .. } => {
-            (MENTION, conversation_id, Some(message_id), author_id, mentions)
+/// What a conversation event tells whom.
+struct Notice {
+    kind: &'static str,
+    conversation_id: Uuid,
+    message_id: Option<Uuid>,
+    actor_id: Uuid,
+    users: Vec<Uuid>,
+}
+
+/// The notice a conversation event gives, if any: the one place that decides who is told.
+fn notice(event: ConversationEvent) -> Option<Notice> {
+    match event {
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, mentions, .. }
+            if !mentions.is_empty() =>
+        {
+            Some(Notice {
+                kind: MENTION,
+                conversation_id,
+                message_id: Some(message_id),
+                actor_id: author_id,
+                users: mentions,
+            })
         }
         // Those who start a conversation or join on their own are not told about it.
         ConversationEvent::MemberAdded { conversation_id, user_id, added_by, .. } if user_id != added_by => {
-            (ADDED_TO_CONVERSATION, conversation_id, None, added_by, vec![user_id])
+            Some(Notice {
+                kind: ADDED_TO_CONVERSATION,
+                conversation_id,
+                message_id: None,
+                actor_id: added_by,
+                users: vec![user_id],
+            })
         }
-        _ => return Ok(()),
-    };
-    if users.is_empty() {
-        return Ok(());
+        _ => None,
     }
+}
+
+/// Whether `e` is news for `user`'s own channel (the cable's `user` channel): it notifies them,
+/// or marks their notifications read (on another device).
+pub fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
+    match e.event_type.as_str() {
+        "MessagePosted" | "MemberAdded" => {
+            decode::<ConversationEvent>(e).ok().and_then(notice).is_some_and(|n| n.users.contains(&user))
+        }
+        "NotificationRead" | "NotificationsReadAll" => decode::<InboxEvent>(e).is_ok_and(|read| match read {
+            InboxEvent::NotificationRead { user_id, .. } | InboxEvent::NotificationsReadAll { user_id } => {
+                user_id == user
+            }
+        }),
+        _ => false,
+    }
+}
+
+/// The notifications a conversation event gives.
+async fn notify(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
+    let Some(Notice { kind, conversation_id, message_id, actor_id, users }) = notice(decode(e)?) else {
+        return Ok(());
+    };
     let ids: Vec<Uuid> = users.iter().map(|u| notification_id(e.event_id, *u)).collect();
     sqlx::query(
         "INSERT INTO notifications (id, account_id, user_id, kind, conversation_id, message_id, actor_id, \

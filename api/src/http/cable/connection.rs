@@ -1,32 +1,24 @@
-//! `GET /api/v1/cable`: the WebSocket feed (API.md, "WebSocket").
-//!
-//! Every subscription keeps the cursor of the last event it delivered. Events come live from the
-//! node's feed; one at or before a subscription's cursor is skipped, so the seam between catch-up
-//! (read from the store after the client's `after`) and live delivery has no gap and no
-//! duplicate. When the connection falls behind the feed it catches up from the store.
+//! The protocol loop of one connection, in Parley's dialect, written over a generic
+//! `Sink`/`Stream` of frames.
 
 use std::collections::BTreeMap;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
-use parley_aggregates::conversation::{Conversation, ConversationEvent};
+use axum::extract::ws::{CloseFrame, Message};
+use cqrs_es::Aggregate;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use parley_aggregates::conversation::Conversation;
 use parley_aggregates::permissions::Permission;
-use parley_aggregates::secrets::redact;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
-use parley_projections::read_models::messages::query::MessageView;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::auth::{origin, Credential, Principal};
-use super::error::{ApiError, Code};
-use super::extract::ApiQuery;
-use super::state::AppState;
+pub use super::subscription::frame_body;
+use super::subscription::Subscription;
+use crate::app::App;
+use crate::http::auth::{Credential, Principal};
 use crate::live::fanout::{Interest, LagSignal, Listener, Routed};
-use crate::live::{api_keys, revocations};
+use crate::live::{api_keys, revocations, Live};
 
 /// Close code for a missing, bad or revoked token.
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
@@ -34,54 +26,6 @@ pub const UNAUTHORIZED_CLOSE: u16 = 4401;
 const CATCH_UP_PAGE: i64 = 500;
 /// How often a connection looks whether its credential ended.
 const CREDENTIAL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
-
-#[derive(Deserialize)]
-pub struct CableParams {
-    token: Option<String>,
-}
-
-/// The request's origin, for the principal's metadata.
-pub struct Origin(Option<String>, Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let (request_id, client_ip) = origin(parts);
-        Ok(Self(request_id, client_ip))
-    }
-}
-
-pub async fn cable(
-    State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<CableParams>,
-    Origin(request_id, client_ip): Origin,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(ws) = ws else {
-        return ApiError::new(Code::BadRequest, "this endpoint speaks WebSocket: send an upgrade request")
-            .into_response();
-    };
-    let principal = match params.token.as_deref() {
-        Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
-        None => None,
-    };
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
-        match principal {
-            Some(principal) => Connection::new(state, principal).run(socket).await,
-            None => close_unauthorized(socket).await,
-        }
-    })
-}
-
-async fn close_unauthorized(mut socket: WebSocket) {
-    close_unauthorized_ref(&mut socket).await;
-}
-
-async fn close_unauthorized_ref(socket: &mut WebSocket) {
-    let frame = CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
 
 /// What a client may say.
 #[derive(Deserialize)]
@@ -92,107 +36,10 @@ enum ClientCommand {
     Ping,
 }
 
-/// One subscription: which events, and the last one delivered.
-struct Subscription {
-    channel: &'static str,
-    id: Option<String>,
-    /// What the connection listens to for it.
-    interest: Interest,
-    filter: EventFilter,
-    /// The `user` channel: only the account's events that concern this user.
-    user: Option<Uuid>,
-    cursor: LogCursor,
-}
-
-impl Subscription {
-    fn matches(&self, e: &RecordedEvent) -> bool {
-        Some(e.account_id) == self.filter.account_id
-            && self.filter.stream_type.as_deref().is_none_or(|t| t == e.stream_type)
-            && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
-            && self.user.is_none_or(|user| concerns(e, user))
-    }
-
-    /// Why `e` ends this subscription for `me`, if it does: a conversation's member removed
-    /// (`removed`: they get nothing after it, not even the event) or archived.
-    fn ended_by(&self, e: &RecordedEvent, me: Option<Uuid>) -> Option<&'static str> {
-        if self.channel != "conversation" {
-            return None;
-        }
-        match e.event_type.as_str() {
-            "MemberRemoved" => {
-                let removed = e.payload.get("user_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
-                (removed.is_some() && removed == me).then_some("removed")
-            }
-            "ConversationArchived" => Some("archived"),
-            _ => None,
-        }
-    }
-
-    fn unsubscribed(&self, reason: &str) -> String {
-        json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
-    }
-
-    /// The frame of `e` on this subscription; `body` is the part every subscriber gets alike,
-    /// rendered once per event (see [`frame_body`]).
-    fn frame(&self, e: &RecordedEvent, body: &str) -> String {
-        let head = json!({"type": "event", "channel": self.channel, "id": self.id, "position": e.cursor().to_string()})
-            .to_string();
-        // `{...}` + `,<body>}`
-        let mut frame = String::with_capacity(head.len() + body.len() + 2);
-        frame.push_str(&head[..head.len() - 1]);
-        frame.push(',');
-        frame.push_str(body);
-        frame.push('}');
-        frame
-    }
-}
-
-/// The part of an event's frame that is the same for every subscriber: `"event":{...}` (secrets
-/// redacted) and, for a posted message, `"message":{...}`, the message as every answer shows it.
-pub fn frame_body(e: &RecordedEvent) -> String {
-    let mut data = e.payload.clone();
-    redact(&mut data);
-    let event = json!({
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "stream_type": e.stream_type,
-        "stream_id": e.stream_id,
-        "version": e.version,
-        "data": data,
-        "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "actor_id": e.actor_id(),
-    });
-    let mut body = format!("\"event\":{event}");
-    if let Some(message) = posted_message(e) {
-        body.push_str(",\"message\":");
-        body.push_str(&json!(message).to_string());
-    }
-    body
-}
-
-/// The message a `MessagePosted` event posts, as the read model will show it.
-fn posted_message(e: &RecordedEvent) -> Option<MessageView> {
-    if e.event_type != "MessagePosted" {
-        return None;
-    }
-    match parley_aggregates::from_payload(&e.event_type, &e.payload).ok()? {
-        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } => {
-            Some(MessageView::posted(
-                message_id,
-                conversation_id,
-                author_id,
-                body,
-                mentions,
-                e.recorded_at,
-                e.version,
-            ))
-        }
-        _ => None,
-    }
-}
-
-struct Connection {
-    state: AppState,
+/// One client's connection, over any `Sink`/`Stream` of frames (a WebSocket in production).
+pub struct Connection {
+    app: App,
+    live: Live,
     principal: Principal,
     subscriptions: BTreeMap<(String, Option<String>), Subscription>,
     /// The events of its subscriptions' streams and accounts, routed from the node's feed.
@@ -203,21 +50,29 @@ struct Connection {
 struct Closed;
 
 impl Connection {
-    fn new(state: AppState, principal: Principal) -> Self {
-        let listener = state.live.fanout.listen();
-        Self { state, principal, subscriptions: BTreeMap::new(), listener }
+    pub fn new(app: App, live: Live, principal: Principal) -> Self {
+        let listener = live.fanout.listen();
+        Self { app, live, principal, subscriptions: BTreeMap::new(), listener }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    /// Speaks the protocol over `socket` until the client leaves, its credential ends or the
+    /// node stops.
+    pub async fn run<S, E>(mut self, mut socket: S)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    {
         metrics::gauge!("parley_ws_connections").increment(1.0);
         let _ = self.serve(&mut socket).await;
         metrics::gauge!("parley_ws_connections").decrement(1.0);
     }
 
-    async fn serve(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+    async fn serve<S, E>(&mut self, socket: &mut S) -> Result<(), Closed>
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    {
         let lag = self.listener.lag_signal();
         send(socket, json!({"type": "welcome"}).to_string()).await?;
-        let mut stop = self.state.live.stopped();
+        let mut stop = self.live.stopped();
         let stopping = stop.stopped();
         tokio::pin!(stopping);
         // The denylist learns of ended credentials at their commit, before the feed may bring
@@ -227,7 +82,7 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = check.tick() => if self.credential_ended() {
-                    close_unauthorized_ref(socket).await;
+                    let _ = socket.send(unauthorized_close()).await;
                     return Err(Closed);
                 },
                 _ = &mut stopping => {
@@ -235,7 +90,7 @@ impl Connection {
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return Err(Closed);
                 }
-                incoming = socket.recv() => match incoming {
+                incoming = socket.next() => match incoming {
                     Some(Ok(Message::Text(text))) => self.command(socket, text.as_str()).await?,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
                     Some(Ok(_)) => {}
@@ -245,7 +100,7 @@ impl Connection {
                     Some(_) if lag.is_lagged() => self.catch_up_lagged(socket, &lag).await?,
                     // Its own end is not news for it: the connection closes instead.
                     Some(routed) if self.ends_my_credential(&routed.event) => {
-                        close_unauthorized_ref(socket).await;
+                        let _ = socket.send(unauthorized_close()).await;
                         return Err(Closed);
                     }
                     Some(event) => self.deliver(socket, &event).await?,
@@ -271,12 +126,16 @@ impl Connection {
     /// deactivation, a revoked API key).
     fn credential_ended(&self) -> bool {
         match &self.principal.credential {
-            Credential::Session(claims) => self.state.live.revocations.is_revoked(claims.sid),
-            Credential::ApiKey(id) => self.state.live.api_keys.is_revoked(*id),
+            Credential::Session(claims) => self.live.revocations.is_revoked(claims.sid),
+            Credential::ApiKey(id) => self.live.api_keys.is_revoked(*id),
         }
     }
 
-    async fn deliver(&mut self, socket: &mut WebSocket, routed: &Routed) -> Result<(), Closed> {
+    async fn deliver<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        routed: &Routed,
+    ) -> Result<(), Closed> {
         let event = &routed.event;
         let me = self.principal.user_id().ok();
         let mut ended = Vec::new();
@@ -300,14 +159,18 @@ impl Connection {
     }
 
     /// Catches up from the store after the router dropped events for this connection.
-    async fn catch_up_lagged(&mut self, socket: &mut WebSocket, lag: &LagSignal) -> Result<(), Closed> {
+    async fn catch_up_lagged<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        lag: &LagSignal,
+    ) -> Result<(), Closed> {
         lag.caught_up();
         tracing::debug!("websocket fell behind the live feed; catching up from the store");
         metrics::counter!("parley_ws_catch_ups_total").increment(1);
         self.catch_up_all(socket).await
     }
 
-    async fn catch_up_all(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+    async fn catch_up_all<S: Sink<Message> + Unpin>(&mut self, socket: &mut S) -> Result<(), Closed> {
         let keys: Vec<_> = self.subscriptions.keys().cloned().collect();
         for key in keys {
             self.catch_up(socket, &key).await?;
@@ -316,16 +179,16 @@ impl Connection {
     }
 
     /// Sends every matching event after the subscription's cursor, from the store.
-    async fn catch_up(
+    async fn catch_up<S: Sink<Message> + Unpin>(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut S,
         key: &(String, Option<String>),
     ) -> Result<(), Closed> {
         loop {
             let Some(sub) = self.subscriptions.get_mut(key) else { return Ok(()) };
             let mut filter = sub.filter.clone();
             filter.after = sub.cursor;
-            let page = match self.state.app.store.query(&filter, CATCH_UP_PAGE).await {
+            let page = match self.app.store.query(&filter, CATCH_UP_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "websocket catch-up failed");
@@ -352,11 +215,11 @@ impl Connection {
         }
     }
 
-    async fn command(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), Closed> {
+    async fn command<S: Sink<Message> + Unpin>(&mut self, socket: &mut S, text: &str) -> Result<(), Closed> {
         let command: ClientCommand = match serde_json::from_str(text) {
             Ok(c) => c,
             Err(e) => {
-                let reply = json!({"type": "error", "code": "bad_request", "error": e.to_string()});
+                let reply = json!({"type": "error", "code": "bad_request", "message": e.to_string()});
                 return send(socket, reply.to_string()).await;
             }
         };
@@ -374,9 +237,9 @@ impl Connection {
         }
     }
 
-    async fn subscribe(
+    async fn subscribe<S: Sink<Message> + Unpin>(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut S,
         channel: String,
         id: Option<String>,
         after: Option<String>,
@@ -415,7 +278,7 @@ impl Connection {
                 }
                 let filter = EventFilter {
                     account_id: Some(account_id),
-                    stream_type: Some("Conversation".into()),
+                    stream_type: Some(Conversation::TYPE.into()),
                     stream_id: Some(conversation.to_string()),
                     ..Default::default()
                 };
@@ -433,7 +296,7 @@ impl Connection {
         };
         // Listen first, then read where to start: no event falls between the two.
         self.listener.listen_to(interest.clone());
-        let head = match self.state.app.store.head().await {
+        let head = match self.app.store.head().await {
             Ok(head) => head,
             Err(_) => return Err(Closed),
         };
@@ -459,7 +322,6 @@ impl Connection {
     /// created the conversation is never refused. Another account's conversation is not found.
     async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
         let loaded = self
-            .state
             .app
             .commands
             .dispatcher()
@@ -476,22 +338,11 @@ impl Connection {
     }
 }
 
-/// Whether `e` is news for `user`'s own channel: a mention, being added to a conversation by
-/// someone else, their notifications marked read (on another device).
-fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
-    let is_user = |field: &str| e.payload.get(field).and_then(|v| v.as_str()) == Some(&user.to_string());
-    match e.event_type.as_str() {
-        "MessagePosted" => e
-            .payload
-            .get("mentions")
-            .and_then(|m| m.as_array())
-            .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&user.to_string()))),
-        "MemberAdded" => is_user("user_id") && !is_user("added_by"),
-        "NotificationRead" | "NotificationsReadAll" => is_user("user_id"),
-        _ => false,
-    }
+async fn send<S: Sink<Message> + Unpin>(socket: &mut S, text: String) -> Result<(), Closed> {
+    socket.send(Message::Text(text.into())).await.map_err(|_| Closed)
 }
 
-async fn send(socket: &mut WebSocket, text: String) -> Result<(), Closed> {
-    socket.send(Message::Text(text.into())).await.map_err(|_| Closed)
+/// The close frame of a missing, bad or ended credential.
+pub(super) fn unauthorized_close() -> Message {
+    Message::Close(Some(CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() }))
 }

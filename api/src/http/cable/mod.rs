@@ -1,0 +1,67 @@
+//! `GET /api/v1/cable`: the WebSocket feed (API.md, "WebSocket").
+//!
+//! Every subscription keeps the cursor of the last event it delivered. Events come live from the
+//! node's feed; one at or before a subscription's cursor is skipped, so the seam between catch-up
+//! (read from the store after the client's `after`) and live delivery has no gap and no
+//! duplicate. When the connection falls behind the feed it catches up from the store. The
+//! protocol loop ([`Connection`]) runs over any `Sink`/`Stream` of frames, so it is tested
+//! without a socket.
+
+mod connection;
+mod subscription;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+pub use self::connection::{frame_body, Connection, UNAUTHORIZED_CLOSE};
+use super::auth::{origin, Principal};
+use super::error::{ApiError, Code};
+use super::extract::ApiQuery;
+use super::state::AppState;
+
+#[derive(Deserialize)]
+pub struct CableParams {
+    token: Option<String>,
+}
+
+/// The request's origin, for the principal's metadata.
+pub struct Origin(Option<String>, Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (request_id, client_ip) = origin(parts);
+        Ok(Self(request_id, client_ip))
+    }
+}
+
+pub async fn cable(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CableParams>,
+    Origin(request_id, client_ip): Origin,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::new(Code::BadRequest, "this endpoint speaks WebSocket: send an upgrade request")
+            .into_response();
+    };
+    let principal = match params.token.as_deref() {
+        Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
+        None => None,
+    };
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
+        match principal {
+            Some(principal) => Connection::new(state.app, state.live, principal).run(socket).await,
+            None => close_unauthorized(socket).await,
+        }
+    })
+}
+
+async fn close_unauthorized(mut socket: WebSocket) {
+    let _ = socket.send(connection::unauthorized_close()).await;
+}

@@ -1,0 +1,111 @@
+//! One subscription of a connection: which events it delivers, from which cursor, and the frames
+//! it sends. Parley's own dialect.
+
+use parley_aggregates::conversation::ConversationEvent;
+use parley_aggregates::secrets::redact;
+use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
+use parley_projections::read_models::messages::query::MessageView;
+use parley_projections::read_models::notifications;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::live::fanout::Interest;
+
+/// One subscription: which events, and the last one delivered.
+pub(super) struct Subscription {
+    pub channel: &'static str,
+    pub id: Option<String>,
+    /// What the connection listens to for it.
+    pub interest: Interest,
+    pub filter: EventFilter,
+    /// The `user` channel: only the account's events that concern this user.
+    pub user: Option<Uuid>,
+    pub cursor: LogCursor,
+}
+
+impl Subscription {
+    pub fn matches(&self, e: &RecordedEvent) -> bool {
+        Some(e.account_id) == self.filter.account_id
+            && self.filter.stream_type.as_deref().is_none_or(|t| t == e.stream_type)
+            && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
+            && self.user.is_none_or(|user| notifications::concerns(e, user))
+    }
+
+    /// Why `e` ends this subscription for `me`, if it does: a conversation's member removed
+    /// (`removed`: they get nothing after it, not even the event) or archived.
+    pub fn ended_by(&self, e: &RecordedEvent, me: Option<Uuid>) -> Option<&'static str> {
+        if self.channel != "conversation" {
+            return None;
+        }
+        match e.event_type.as_str() {
+            "MemberRemoved" => {
+                let removed = e.payload.get("user_id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+                (removed.is_some() && removed == me).then_some("removed")
+            }
+            "ConversationArchived" => Some("archived"),
+            _ => None,
+        }
+    }
+
+    pub fn unsubscribed(&self, reason: &str) -> String {
+        json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
+    }
+
+    /// The frame of `e` on this subscription; `body` is the part every subscriber gets alike,
+    /// rendered once per event (see [`frame_body`]).
+    pub fn frame(&self, e: &RecordedEvent, body: &str) -> String {
+        let head = json!({"type": "event", "channel": self.channel, "id": self.id, "position": e.cursor().to_string()})
+            .to_string();
+        // `{...}` + `,<body>}`
+        let mut frame = String::with_capacity(head.len() + body.len() + 2);
+        frame.push_str(&head[..head.len() - 1]);
+        frame.push(',');
+        frame.push_str(body);
+        frame.push('}');
+        frame
+    }
+}
+
+/// The part of an event's frame that is the same for every subscriber: `"event":{...}` (secrets
+/// redacted) and, for a posted message, `"message":{...}`, the message as every answer shows it.
+pub fn frame_body(e: &RecordedEvent) -> String {
+    let mut data = e.payload.clone();
+    redact(&mut data);
+    let event = json!({
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "stream_type": e.stream_type,
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "data": data,
+        "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "actor_id": e.actor_id(),
+    });
+    let mut body = format!("\"event\":{event}");
+    if let Some(message) = posted_message(e) {
+        body.push_str(",\"message\":");
+        body.push_str(&json!(message).to_string());
+    }
+    body
+}
+
+/// The message a `MessagePosted` event posts, as the read model will show it.
+fn posted_message(e: &RecordedEvent) -> Option<MessageView> {
+    if e.event_type != "MessagePosted" {
+        return None;
+    }
+    match parley_aggregates::from_payload(&e.event_type, &e.payload).ok()? {
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } => {
+            Some(MessageView::posted(
+                message_id,
+                conversation_id,
+                author_id,
+                body,
+                mentions,
+                e.recorded_at,
+                e.version,
+            ))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,344 @@
+//! Tests that walk the router's own list of endpoints (`routes::endpoints()`), so that a new
+//! endpoint cannot be left out of them: every command POST honours `Idempotency-Key` (or refuses
+//! it where its answer carries a secret), and a NUL character in any text field, query parameter
+//! or path segment is refused with nothing written.
+
+use parley_api::http::routes::{endpoints, Endpoint, IdempotencyKeys};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use parley_tests::server::{TestServer, User};
+
+/// An account with one of every resource, and a valid request for every endpoint.
+struct World {
+    s: TestServer,
+    owner: User,
+    member: User,
+    /// In the account, not in the group yet.
+    newcomer: User,
+    group: String,
+    message: String,
+    role: String,
+    invitation: String,
+    key: String,
+    reaction: String,
+    /// One of `member`'s notifications (they were added to the group).
+    notification: String,
+}
+
+impl World {
+    async fn new() -> Self {
+        let s = TestServer::start().await;
+        let owner = s.register("owner@example.com").await;
+        let member = s.invite_member(&owner, "member@example.com").await;
+        let newcomer = s.invite_member(&owner, "newcomer@example.com").await;
+        let group = s.group(&owner, &[&member]).await;
+        let posted = s
+            .post(&format!("/api/v1/conversations/{group}/messages"), &owner.token, json!({"body": "hi"}))
+            .await;
+        let message = id_of(&posted);
+        let role = id_of(
+            &s.post("/api/v1/roles", &owner.token, json!({"name": "Helpers", "permissions": ["users.view"]}))
+                .await,
+        );
+        let invitation = id_of(
+            &s.post(
+                "/api/v1/invitations",
+                &owner.token,
+                json!({"email": "later@example.com", "role": "member"}),
+            )
+            .await,
+        );
+        let key = id_of(
+            &s.post("/api/v1/api_keys", &owner.token, json!({"name": "CI", "permissions": ["users.view"]}))
+                .await,
+        );
+        let reacted =
+            s.post("/api/v1/reactions", &member.token, json!({"message_id": message, "emoji": "👍"})).await;
+        let reaction = id_of(&reacted);
+        let told = s.get_at("/api/v1/notifications", &member.token, &reacted.position()).await;
+        let notification =
+            told.data()[0]["id"].as_str().expect("the member was added: a notification").to_owned();
+        Self { s, owner, member, newcomer, group, message, role, invitation, key, reaction, notification }
+    }
+
+    /// `template` with its parameters filled with this world's ids.
+    fn path(&self, template: &str) -> String {
+        let id = match template.trim_start_matches("/api/v1/").split('/').next().unwrap_or_default() {
+            "users" => &self.member.id,
+            "invitations" => &self.invitation,
+            "conversations" => &self.group,
+            "roles" => &self.role,
+            "api_keys" => &self.key,
+            "reactions" => &self.reaction,
+            "notifications" => &self.notification,
+            _ => "",
+        };
+        template
+            .replace("{id}", id)
+            .replace("{message_id}", &self.message)
+            .replace("{user_id}", &self.member.id)
+            .replace("{stream_type}", "Conversation")
+            .replace("{stream_id}", &self.group)
+    }
+
+    /// Who sends a request to `template`: the member for their own notification, else the owner.
+    fn token(&self, template: &str) -> &str {
+        if template.contains("/notifications/{id}") {
+            &self.member.token
+        } else {
+            &self.owner.token
+        }
+    }
+
+    /// A valid body for every endpoint that takes one.
+    fn body(&self, e: &Endpoint) -> Option<Value> {
+        if e.method == Method::GET || e.method == Method::DELETE {
+            return None;
+        }
+        let body = match e.path.as_str() {
+            "/api/v1/notifications/{id}/read" | "/api/v1/notifications/read_all" => return None,
+            "/api/v1/auth/register" => json!({
+                "name": "Nul", "email": "nul@example.com", "password": "correct horse battery", "account_name": "Nul"
+            }),
+            "/api/v1/auth/login" => {
+                json!({"email": "owner@example.com", "password": "correct horse battery"})
+            }
+            "/api/v1/auth/refresh" => json!({"refresh_token": "not-a-token"}),
+            "/api/v1/invitations" => json!({"email": "walker@example.com", "role": "member"}),
+            "/api/v1/api_keys" => json!({"name": "Walker", "permissions": ["users.view"]}),
+            "/api/v1/roles" => json!({"name": "Walkers", "permissions": ["users.view"]}),
+            "/api/v1/roles/{id}" => json!({"name": "Helpers too", "permissions": ["users.view"]}),
+            "/api/v1/users/{id}" => {
+                json!({"name": "M", "display_name": "Em", "bio": "b", "avatar_url": "https://a/b.png"})
+            }
+            "/api/v1/users/{id}/roles" => json!({"roles": ["member"]}),
+            "/api/v1/users/{id}/password" => {
+                json!({"current_password": "correct horse battery", "new_password": "another password"})
+            }
+            "/api/v1/conversations" => {
+                json!({"kind": "group", "title": "Walks", "member_ids": [self.member.id]})
+            }
+            "/api/v1/conversations/{id}" => json!({"title": "Renamed", "topic": "walking"}),
+            "/api/v1/conversations/{id}/memberships" => {
+                json!({"user_id": self.newcomer.id, "role": "member"})
+            }
+            "/api/v1/conversations/{id}/messages" => json!({"body": "walking"}),
+            "/api/v1/conversations/{id}/messages/{message_id}" => json!({"body": "edited"}),
+            "/api/v1/conversations/{id}/read" => json!({"message_id": self.message}),
+            "/api/v1/reactions" => json!({"message_id": self.message, "emoji": "🎉"}),
+            other => panic!("{} {other} takes a body: give it a valid one in World::body", e.method),
+        };
+        Some(body)
+    }
+}
+
+fn id_of(a: &parley_tests::server::Answer) -> String {
+    assert!(a.status.is_success(), "{:?}", a.body);
+    a.data()["id"].as_str().expect("an id").to_owned()
+}
+
+/// Every command POST, sent twice with one `Idempotency-Key` and body: the second answer is the
+/// first, marked replayed, and appends nothing. POSTs whose answer carries a secret refuse keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_post_honours_its_idempotency_key_and_appends_nothing_when_replayed() {
+    let w = World::new().await;
+    let posts: Vec<Endpoint> = endpoints().into_iter().filter(|e| e.method == Method::POST).collect();
+    assert!(posts.len() >= 12, "the router lists its POSTs: {posts:?}");
+    let mut honoured = 0;
+    for (i, e) in posts.iter().enumerate() {
+        let path = w.path(&e.path);
+        let key = format!("walk-{i}");
+        let headers = [("idempotency-key", key.as_str())];
+        let body = w.body(e);
+        match e.idempotency {
+            IdempotencyKeys::Refused => {
+                let before = w.s.events().await;
+                let a = w.s.call(Method::POST, &path, Some(w.token(&e.path)), body, &headers).await;
+                a.assert_error(400, "idempotency_not_supported");
+                assert_eq!(w.s.events().await, before, "{path}: nothing written");
+            }
+            IdempotencyKeys::Honoured => {
+                honoured += 1;
+                let first =
+                    w.s.call(Method::POST, &path, Some(w.token(&e.path)), body.clone(), &headers).await;
+                assert!(first.status.is_success(), "{path}: {:?}", first.body);
+                assert_eq!(first.header("idempotent-replayed"), None, "{path}");
+                let before = w.s.events().await;
+                let again = w.s.call(Method::POST, &path, Some(w.token(&e.path)), body, &headers).await;
+                assert_eq!(again.header("idempotent-replayed"), Some("true"), "{path}: {:?}", again.body);
+                assert_eq!(again.status, first.status, "{path}");
+                assert_eq!(again.body, first.body, "{path}: the original answer");
+                assert_eq!(again.header("x-position"), first.header("x-position"), "{path}");
+                assert_eq!(w.s.events().await, before, "{path}: a replay appends nothing");
+            }
+            IdempotencyKeys::NotApplicable => panic!("a POST is honoured or refused: {e:?}"),
+        }
+    }
+    assert!(honoured >= 8, "the command POSTs: {honoured}");
+    w.s.stop().await;
+}
+
+/// Every string of a JSON body (walked leaf by leaf, in arrays too).
+fn string_leaves(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::String(_) => out.push(at.clone()),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                at.push(i.to_string());
+                string_leaves(v, at, out);
+                at.pop();
+            }
+        }
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                at.push(k.clone());
+                string_leaves(v, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn with_nul_at(body: &Value, path: &[String]) -> Value {
+    let mut body = body.clone();
+    let mut slot = &mut body;
+    for step in path {
+        slot = match slot {
+            Value::Array(items) => &mut items[step.parse::<usize>().unwrap()],
+            other => &mut other[step.as_str()],
+        };
+    }
+    *slot = json!("a\u{0}b");
+    body
+}
+
+/// Query parameters of the API, each sent to every GET endpoint.
+const QUERY_PARAMETERS: &[&str] = &[
+    "search",
+    "kind",
+    "before",
+    "after",
+    "limit",
+    "unread",
+    "page",
+    "per_page",
+    "stream_type",
+    "stream_id",
+    "event_type",
+    "actor_id",
+    "correlation_id",
+    "since",
+    "until",
+    "as_of",
+    "version",
+    "token",
+];
+
+/// A NUL character anywhere a client can put text (every string of every body, every query
+/// parameter, every path segment) is a 4xx: 422 naming the field in a body, 400 in the URL. Never
+/// a 500, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_any_field_parameter_or_path_is_refused_and_nothing_is_written() {
+    let w = World::new().await;
+    let before = w.s.events().await;
+    let mut fields = 0;
+    for e in endpoints() {
+        let Some(body) = w.body(&e) else { continue };
+        let path = w.path(&e.path);
+        let mut leaves = Vec::new();
+        string_leaves(&body, &mut Vec::new(), &mut leaves);
+        for leaf in leaves {
+            fields += 1;
+            let sent = with_nul_at(&body, &leaf);
+            let a = w.s.call(e.method.clone(), &path, Some(w.token(&e.path)), Some(sent), &[]).await;
+            a.assert_error(422, "validation_failed");
+            let field = leaf.iter().fold(String::new(), |name, step| match step.parse::<usize>() {
+                Ok(i) => format!("{name}[{i}]"),
+                Err(_) if name.is_empty() => step.clone(),
+                Err(_) => format!("{name}.{step}"),
+            });
+            assert!(
+                a.body["details"].get(&field).is_some(),
+                "{} {path}: names {field}: {:?}",
+                e.method,
+                a.body
+            );
+        }
+    }
+    assert!(fields >= 30, "every text field of every body: {fields}");
+    for e in endpoints().into_iter().filter(|e| e.path.contains('{')) {
+        for param in ["{id}", "{message_id}", "{user_id}", "{stream_type}", "{stream_id}"] {
+            if !e.path.contains(param) {
+                continue;
+            }
+            let path = w.path(&e.path.replace(param, "a%00b"));
+            let a = w.s.call(e.method.clone(), &path, Some(w.token(&e.path)), w.body(&e), &[]).await;
+            a.assert_error(400, "bad_request");
+        }
+    }
+    for e in endpoints().into_iter().filter(|e| e.method == Method::GET) {
+        for param in QUERY_PARAMETERS {
+            let path = format!("{}?{param}=a%00b", w.path(&e.path));
+            let a = w.s.call(Method::GET, &path, Some(w.token(&e.path)), None, &[]).await;
+            a.assert_error(400, "bad_request");
+        }
+    }
+    assert_eq!(w.s.events().await, before, "nothing was written");
+    w.s.stop().await;
+}
+
+/// A message has one shape: the POST answer, the frame that carries it on the cable, the PATCH
+/// answer and a page of the list show the same fields, with the same values where nothing
+/// changed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reads_the_same_through_post_patch_list_and_the_websocket_frame() {
+    let w = World::new().await;
+    let mut cable = w.s.cable(Some(&w.member.token)).await;
+    assert_eq!(cable.frame().await["type"], "welcome");
+    assert_eq!(cable.subscribe("conversation", Some(&w.group), None).await["type"], "subscribed");
+    let messages = format!("/api/v1/conversations/{}/messages", w.group);
+    let posted = w.s.post(&messages, &w.owner.token, json!({"body": "look @Member"})).await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    let posted = posted.data().clone();
+    let id = posted["id"].as_str().unwrap().to_owned();
+    let framed = loop {
+        let f = cable.events(1).await.remove(0);
+        if f["event"]["event_type"] == "MessagePosted" && f["message"]["id"] == json!(id) {
+            break f["message"].clone();
+        }
+    };
+    let edited =
+        w.s.call(
+            Method::PATCH,
+            &format!("{messages}/{id}"),
+            Some(&w.owner.token),
+            Some(json!({"body": "look again @Member"})),
+            &[],
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{:?}", edited.body);
+    let page = w.s.get_at(&messages, &w.owner.token, &edited.position()).await;
+    let listed = page.data().as_array().unwrap().iter().find(|m| m["id"] == json!(id)).unwrap().clone();
+    let edited = edited.data().clone();
+
+    let fields = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(fields(&posted), fields(&framed), "POST and frame");
+    assert_eq!(fields(&posted), fields(&edited), "POST and PATCH");
+    assert_eq!(fields(&posted), fields(&listed), "POST and list");
+    assert_eq!(posted, framed, "the frame carries the message as posted");
+    assert_eq!(edited, listed, "the PATCH answers what the list shows");
+    for unchanged in ["id", "conversation_id", "author_id", "created_at", "cursor", "mentions"] {
+        assert_eq!(posted[unchanged], listed[unchanged], "{unchanged}");
+    }
+    assert_eq!(posted["mentions"], json!([w.member.id]));
+    assert_eq!((posted["version"].clone(), listed["version"].clone()), (json!(1), json!(2)));
+    assert_eq!(listed["body"], "look again @Member");
+    assert!(posted["edited_at"].is_null() && listed["edited_at"].is_string());
+    w.s.stop().await;
+}
