@@ -10,12 +10,14 @@ mod generations;
 mod projection;
 pub mod read_models;
 mod reads;
+mod rebuild;
 mod runner;
 mod status;
 
 pub use error::ProjectionError;
-pub use generations::{ensure_live, rebuild, schema_name, Generation, GenerationState, RebuildProgress};
+pub use generations::{schema_name, Generation, GenerationState};
 pub use projection::{Decisions, Projection, Projections};
 pub use reads::{ReadModel, Reads, MAX_WAIT};
+pub use rebuild::{ensure_live, rebuild, RebuildProgress};
 pub use runner::{LeaseOptions, Runner, StepOutcome};
 pub use status::{list, wait_for, ProjectionStatus};

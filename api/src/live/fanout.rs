@@ -54,11 +54,16 @@ struct Tap {
     tx: mpsc::Sender<Arc<Routed>>,
     lagged: Arc<AtomicBool>,
     wake: Arc<Notify>,
+    /// The fan-out's count of connections told they lagged.
+    lags: Arc<AtomicU64>,
 }
 
 impl Tap {
     fn lag(&self) {
-        self.lagged.store(true, Ordering::Release);
+        if !self.lagged.swap(true, Ordering::AcqRel) {
+            self.lags.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("parley_ws_lagged_total").increment(1);
+        }
         self.wake.notify_one();
     }
 }
@@ -74,13 +79,19 @@ pub struct Fanout {
     table: Arc<RwLock<Table>>,
     next: Arc<AtomicU64>,
     capacity: usize,
+    lags: Arc<AtomicU64>,
 }
 
 impl Fanout {
     /// A router with no connections yet; each connection will queue up to `capacity` events
     /// before it lags. It routes once it follows the feed ([`super::follow`]).
     pub fn new(capacity: usize) -> Self {
-        Self { table: Arc::default(), next: Arc::default(), capacity: capacity.max(1) }
+        Self { table: Arc::default(), next: Arc::default(), capacity: capacity.max(1), lags: Arc::default() }
+    }
+
+    /// How many times a connection of this node was told it lagged (and caught up from the store).
+    pub fn lags(&self) -> u64 {
+        self.lags.load(Ordering::Relaxed)
     }
 
     fn route(&self, event: &Arc<RecordedEvent>) {
@@ -112,7 +123,7 @@ impl Fanout {
     pub fn listen(&self) -> Listener {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.capacity);
-        let tap = Tap { tx, lagged: Arc::default(), wake: Arc::default() };
+        let tap = Tap { tx, lagged: Arc::default(), wake: Arc::default(), lags: self.lags.clone() };
         let (lagged, wake) = (tap.lagged.clone(), tap.wake.clone());
         if let Ok(mut table) = self.table.write() {
             table.taps.insert(id, tap);
