@@ -33,6 +33,8 @@ pub enum Permission {
     WebhooksManage,
     #[serde(rename = "projections.manage")]
     ProjectionsManage,
+    #[serde(rename = "jobs.manage")]
+    JobsManage,
 }
 
 use Permission::*;
@@ -53,6 +55,7 @@ pub const REGISTRY: &[(Permission, &str, &str)] = &[
     (ApiKeysManage, "api_keys.manage", "Create and revoke API keys"),
     (WebhooksManage, "webhooks.manage", "Manage outgoing webhooks"),
     (ProjectionsManage, "projections.manage", "Inspect and rebuild projections"),
+    (JobsManage, "jobs.manage", "Inspect the job queue, retry and discard jobs"),
 ];
 
 impl Permission {

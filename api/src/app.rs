@@ -1,9 +1,13 @@
-//! Everything a Parley process holds: the pool, the log, the write side and the read side.
+//! Everything a Parley process holds: the pool, the log, the write side, the read side and the
+//! job queue.
+
+use std::sync::Arc;
 
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Commands;
 use parley_commands::Dispatcher;
 use parley_eventstore::{db, EventStore, Upcasters};
+use parley_jobs::{JobQueue, SystemClock};
 use parley_projections::{LeaseOptions, Projections};
 use sqlx::postgres::PgConnectOptions;
 
@@ -14,6 +18,8 @@ pub struct App {
     pub store: EventStore,
     pub commands: Commands,
     pub projections: Projections,
+    /// The durable job queue, on the same pool.
+    pub jobs: JobQueue,
     pub connect: PgConnectOptions,
 }
 
@@ -37,9 +43,10 @@ impl App {
         if migrate {
             parley_migrations::MIGRATOR.run(&pool).await?;
         }
+        let jobs = JobQueue::new(pool.clone(), Arc::new(SystemClock));
         let store = EventStore::new(pool, Upcasters::default());
         let commands = Commands::new(Dispatcher::new(store.clone()), passwords);
-        Ok(Self { store, commands, projections: Projections::standard(), connect })
+        Ok(Self { store, commands, projections: Projections::standard(), jobs, connect })
     }
 
     /// How this process's projection runners take their leases.

@@ -1,26 +1,36 @@
-//! Background workers of a `parley serve` process: one projection runner per projection.
+//! Background workers of a `parley serve` process: one projection runner per projection, the
+//! job worker and the cron schedules.
 
+use parley_commands::jobs;
+use parley_jobs::{Cron, CronError, Worker, WorkerOptions};
 use parley_projections::Runner;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::App;
 
-/// Running workers; [`Workers::shutdown`] stops them and waits until they gave their leases up.
+/// Running workers; [`Workers::shutdown`] stops them and waits until they gave their leases up
+/// and handed back the jobs they could not finish.
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl Workers {
-    pub fn spawn(app: &App) -> Self {
+    /// Starts every worker of `app`; fails, naming it, when a cron schedule does not parse.
+    pub fn spawn(app: &App) -> Result<Self, CronError> {
+        let cron = Cron::new(app.jobs.clone(), jobs::schedules())?;
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for projection in app.projections.all() {
             let runner = Runner::new(app.store.clone(), projection.clone(), app.lease_options());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
-        Self { stop, tasks }
+        let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
+        let worker = Worker::new(app.jobs.clone(), handlers, WorkerOptions::default());
+        tasks.spawn(worker.run(stopped(stop.subscribe())));
+        tasks.spawn(cron.run(stopped(stop.subscribe())));
+        Ok(Self { stop, tasks })
     }
 
     pub async fn shutdown(mut self) {

@@ -91,3 +91,95 @@ async fn parley_serve_takes_its_login_rate_limit_from_the_environment() {
     assert_eq!(statuses, [401, 401, 401, 429], "three requests to /auth/* a minute, then 429");
     served.stop().await;
 }
+
+/// A node is killed (`kill -9`) while it runs jobs: another node runs them within 30 s, and each
+/// completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_of_a_killed_node_run_elsewhere_within_30_seconds() {
+    use std::sync::Arc;
+
+    use parley_jobs::{JobQueue, NewJob, SystemClock, Worker, WorkerOptions};
+
+    let mut served = Served::start(&[("PARLEY_JWT_SECRET", "serve-test-secret")]).await;
+    let url = server().database(&served.database).to_url_lossy().to_string();
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+    let queue = JobQueue::new(pool.clone(), Arc::new(SystemClock));
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let job = NewJob::new(parley_commands::jobs::NOOP, serde_json::json!({"sleep_ms": 60_000}));
+        ids.push(queue.enqueue_now(&job).await.unwrap().unwrap());
+    }
+    // Wait until the node runs them (its leases show it), then kill it.
+    let running = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM jobs WHERE state = 'running' AND id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        n
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running().await < 10 {
+        assert!(std::time::Instant::now() < deadline, "the node never ran the jobs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = served.child.id().unwrap();
+    let killed = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+    assert!(killed.success());
+    let _ = served.child.wait().await;
+    let killed_at = std::time::Instant::now();
+    // Another node, with short jobs this time: it must wait for the dead node's leases.
+    sqlx::query("UPDATE jobs SET args = '{}' WHERE id = ANY($1)").bind(&ids).execute(&pool).await.unwrap();
+    let handlers = parley_commands::jobs::handlers(pool.clone(), queue.clone());
+    let options = WorkerOptions { rescue_every: Duration::from_secs(1), ..WorkerOptions::default() };
+    let worker = Worker::new(queue.clone(), handlers, options);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running_worker = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let completed = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM jobs WHERE state = 'completed' AND id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        n
+    };
+    while completed().await < 20 {
+        if killed_at.elapsed() >= Duration::from_secs(30) {
+            let states: Vec<(String, i32, Option<chrono::DateTime<chrono::Utc>>, serde_json::Value)> =
+                sqlx::query_as(
+                    "SELECT state, attempt, lease_expires_at, errors FROM jobs WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            panic!("not every job ran again within 30 s: {states:?} (now {})", chrono::Utc::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed_at.elapsed();
+    let _ = stop.send(());
+    running_worker.await.unwrap();
+    // Each ran to completion once: the killed attempt is recorded as lost, the next completed.
+    let rows: Vec<(i32, serde_json::Value)> =
+        sqlx::query_as("SELECT attempt, errors FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (attempt, errors) in &rows {
+        let lost = errors.as_array().map_or(0, Vec::len);
+        assert_eq!(
+            *attempt as usize,
+            lost + 1,
+            "every attempt but the last was lost with its node: {errors}"
+        );
+    }
+    println!("killed node's jobs ran elsewhere after {took:?}");
+    pool.close().await;
+    served.stop().await;
+}

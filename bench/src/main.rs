@@ -12,12 +12,16 @@
 //!   (p50 of sequential posts at each size), and fan-out: 1,000 WebSocket clients over 100
 //!   conversations while messages are posted at 500/s, latency from each POST's answer to each
 //!   subscriber's receipt, and the process's memory over the run.
+//! - `jobs`: no-op jobs enqueued and completed per second next to raw INSERT transactions/s,
+//!   pickup latency from the enqueuing commit at 500 jobs/s, and after `--jobs` jobs have passed
+//!   through with pruning, the claim latency and the table's size.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
 mod auth;
 mod chat;
 mod http;
+mod jobs;
 mod rebuild;
 mod store;
 
@@ -38,6 +42,7 @@ enum Suite {
     Http,
     Auth,
     Chat,
+    Jobs,
     All,
 }
 
@@ -73,6 +78,9 @@ struct Args {
     /// How long the fan-out runs, in seconds.
     #[arg(long, default_value_t = 300)]
     fanout_seconds: u64,
+    /// Jobs passed through the queue (with pruning) before claim latency and table size are read.
+    #[arg(long, default_value_t = 1_000_000)]
+    jobs: usize,
 }
 
 /// A scratch database, dropped at the end.
@@ -141,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Chat | Suite::All) {
         chat::growth(&server, args.messages).await?;
         chat::fanout(&server, args.ws_clients, args.conversations, args.rate, args.fanout_seconds).await?;
+    }
+    if matches!(args.suite, Suite::Jobs | Suite::All) {
+        jobs::run(&server, args.seconds, args.jobs).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod context;
 mod dispatcher;
 mod error;
 mod group_commit;
+pub mod jobs;
 pub mod password;
 pub mod services;
 pub mod tokens;

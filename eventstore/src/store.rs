@@ -99,14 +99,18 @@ impl EventStore {
     }
 
     /// Adds to `out` the events of `batch` (appended as `appended`) that some observer wants.
+    /// Called on every append: without observers it only reads an empty list, and an event no
+    /// observer wants (a message) is not copied.
     fn observable(&self, batch: &StreamAppend, appended: &Appended, out: &mut Vec<RecordedEvent>) {
-        let observers = self.observers();
+        let Ok(observers) = self.inner.observers.read() else { return };
         if observers.is_empty() {
             return;
         }
+        let wanted =
+            |event_type: &str| observers.iter().any(|o| o.upgrade().is_some_and(|o| o.wants(event_type)));
         let mut metadata = None;
         for (event, placed) in batch.events.iter().zip(&appended.events) {
-            if !observers.iter().any(|o| o.wants(&event.event_type)) {
+            if !wanted(&event.event_type) {
                 continue;
             }
             let metadata = metadata.get_or_insert_with(|| batch.metadata.to_json()).clone();

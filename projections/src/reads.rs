@@ -80,4 +80,11 @@ impl<'a> Reads<'a> {
     pub fn settled(&self) -> Reads<'a> {
         Self { pool: self.pool, min: None }
     }
+
+    /// Waits once for every read model in `models`; the reads returned wait for nothing more.
+    /// For a request (or a query) that runs several queries over those read models.
+    pub async fn waited(&self, models: &[ReadModel]) -> Result<Reads<'a>, ProjectionError> {
+        self.of(models).await?;
+        Ok(self.settled())
+    }
 }

@@ -7,7 +7,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
   else log "root is needed to run: $*"; return 1
   fi
 }
@@ -34,14 +34,15 @@ first_cluster() {
   pg_lsclusters --no-header 2>/dev/null | awk 'NR == 1 {print $1 " " $2}'
 }
 
-# Parley connects as `postgres` over TCP without a password, as on CI's server: trust loopback.
+# Parley connects as `postgres` over TCP without a password, as on CI's server: trust that user's
+# loopback connections (only that user's, only from this machine).
 trust_loopback() {
   local hba
   hba=$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | head -n 1 || true)
   [ -n "$hba" ] || return 0
-  if ! grep -qE '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
-    log "trusting loopback connections in $hba"
-    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  if ! grep -qE '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+    log "trusting the postgres user's loopback connections in $hba"
+    as_root sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
     local cluster
     cluster=$(first_cluster)
     # shellcheck disable=SC2086

@@ -224,7 +224,8 @@ async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
 /// A body that passes validation for each endpoint that takes one, so that only the foreign id
 /// can refuse the request. A new endpoint with a body must be given one here (the test says so).
 fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> Option<serde_json::Value> {
-    if *method == Method::GET || *method == Method::DELETE || template == "/api/v1/notifications/{id}/read" {
+    let bodiless = ["/api/v1/notifications/{id}/read", "/api/v1/admin/jobs/{id}/retry"];
+    if *method == Method::GET || *method == Method::DELETE || bodiless.contains(&template) {
         return None;
     }
     let body = match template {
@@ -275,6 +276,17 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     assert_eq!(reaction.status, 201, "{:?}", reaction.body);
     let reaction_id = reaction.data()["id"].as_str().unwrap().to_owned();
     let settled = reaction.position();
+    let job_id = s
+        .t
+        .app
+        .jobs
+        .enqueue_now(
+            &parley_jobs::NewJob::new("test.theirs", json!({})).account(theirs.account_id.parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .to_string();
     let told = s.get_at("/api/v1/notifications", &their_member.token, &settled).await;
     let notification_id = told.data()[0]["id"].as_str().expect("they were added: a notification").to_owned();
     // Mine: an owner with every permission.
@@ -289,6 +301,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("api_keys", ("ApiKey", key_id.clone())),
         ("reactions", ("Conversation", conversation.clone())),
         ("notifications", ("Inbox", their_member.id.clone())),
+        ("admin", ("Job", job_id.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource

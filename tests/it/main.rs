@@ -15,6 +15,7 @@ mod http_roles;
 mod http_sessions;
 mod http_users;
 mod idempotency;
+mod jobs;
 mod outage;
 mod projections;
 mod replay;

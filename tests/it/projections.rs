@@ -344,7 +344,7 @@ async fn the_cli_rebuilds_every_projection_while_the_workers_serve_and_nothing_c
     for i in 0..20 {
         t.app.commands.post_message(&owner, id, &format!("m{i}")).await.unwrap();
     }
-    let workers = Workers::spawn(&t.app);
+    let workers = Workers::spawn(&t.app).unwrap();
     let pool = t.app.store.pool().clone();
     let all = ["users", "conversations", "messages", "invitations"];
     wait_for(&pool, &all, t.head().await, Duration::from_secs(10)).await.unwrap();

@@ -24,6 +24,8 @@ struct World {
     reaction: String,
     /// One of `member`'s notifications (they were added to the group).
     notification: String,
+    /// A job of the account in the dead set.
+    job: String,
 }
 
 impl World {
@@ -59,7 +61,36 @@ impl World {
         let told = s.get_at("/api/v1/notifications", &member.token, &reacted.position()).await;
         let notification =
             told.data()[0]["id"].as_str().expect("the member was added: a notification").to_owned();
-        Self { s, owner, member, newcomer, group, message, role, invitation, key, reaction, notification }
+        let job = s
+            .t
+            .app
+            .jobs
+            .enqueue_now(
+                &parley_jobs::NewJob::new("test.walk", json!({})).account(owner.account_id.parse().unwrap()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        sqlx::query("UPDATE jobs SET state = 'discarded', completed_at = now() WHERE id = $1")
+            .bind(job)
+            .execute(s.t.app.store.pool())
+            .await
+            .unwrap();
+        let job = job.to_string();
+        Self {
+            s,
+            owner,
+            member,
+            newcomer,
+            group,
+            message,
+            role,
+            invitation,
+            key,
+            reaction,
+            notification,
+            job,
+        }
     }
 
     /// `template` with its parameters filled with this world's ids.
@@ -72,6 +103,7 @@ impl World {
             "api_keys" => &self.key,
             "reactions" => &self.reaction,
             "notifications" => &self.notification,
+            "admin" => &self.job,
             _ => "",
         };
         template
@@ -98,6 +130,7 @@ impl World {
         }
         let body = match e.path.as_str() {
             "/api/v1/notifications/{id}/read" | "/api/v1/notifications/read_all" => return None,
+            "/api/v1/admin/jobs/{id}/retry" => return None,
             "/api/v1/auth/register" => json!({
                 "name": "Nul", "email": "nul@example.com", "password": "correct horse battery", "account_name": "Nul"
             }),

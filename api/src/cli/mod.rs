@@ -1,5 +1,6 @@
 //! The `parley` command line (API.md, "CLI").
 
+mod jobs;
 mod projections;
 mod replay;
 
@@ -40,6 +41,9 @@ pub enum Command {
     /// Read and verify the log.
     #[command(subcommand)]
     Replay(replay::ReplayCommand),
+    /// Inspect the job queue; retry or discard jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 pub async fn main() -> ExitCode {
@@ -75,6 +79,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(command) => {
             let app = App::connect(&cli.config, false).await?;
             replay::run(&app, command).await
+        }
+        Command::Jobs(command) => {
+            let app = App::connect(&cli.config, true).await?;
+            jobs::run(&app, command).await
         }
     }
 }

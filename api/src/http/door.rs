@@ -6,15 +6,17 @@
 //! replay. Endpoints whose answer carries a secret are routed with `Routes::post_secret`, which
 //! refuses the header before the handler runs (a stored answer would keep the secret).
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::future::BoxFuture;
 use parley_commands::{DispatchError, Idempotency, Idempotent};
 use parley_eventstore::idempotency::{self, IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::{EventStore, LogCursor};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
 
 use super::auth::Principal;
 use super::error::ApiError;
@@ -70,6 +72,54 @@ impl Door {
         }
     }
 
+    /// Runs an operation that appends no event (operational state, such as the job queue) under
+    /// this door's key: the key is checked, and the answer stored, in the operation's own
+    /// transaction, as commands do. A client error is stored too; a server error is not.
+    pub async fn operate<T, F>(
+        &self,
+        pool: &PgPool,
+        render: &Render<'_, T>,
+        operation: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, ApiError>>,
+    {
+        let mut tx = pool.begin().await?;
+        if let Some(key) = &self.key {
+            match idempotency::check(&mut tx, key).await? {
+                IdempotencyCheck::New => {}
+                IdempotencyCheck::Replay(stored) => return Ok(respond::replayed(stored)),
+                IdempotencyCheck::Mismatch => return Err(DispatchError::IdempotencyKeyReused.into()),
+                IdempotencyCheck::InProgress => return Err(DispatchError::IdempotencyInProgress.into()),
+            }
+        }
+        let value = match operation(&mut tx).await {
+            Ok(value) => value,
+            Err(refused) => {
+                tx.rollback().await?;
+                if let (Some(key), true) = (&self.key, refused.status().is_client_error()) {
+                    let stored = StoredResponse {
+                        status: refused.status().as_u16(),
+                        body: refused.body(),
+                        position: None,
+                    };
+                    let mut tx = pool.begin().await?;
+                    if let IdempotencyCheck::New = idempotency::check(&mut tx, key).await? {
+                        idempotency::record(&mut tx, key, &stored).await?;
+                        tx.commit().await?;
+                    }
+                }
+                return Err(refused);
+            }
+        };
+        let answer = render(&value);
+        if let Some(key) = &self.key {
+            idempotency::record(&mut tx, key, &answer).await?;
+        }
+        tx.commit().await?;
+        Ok(respond::stored_response(answer))
+    }
+
     /// The answer: `render`ed when the command ran now, or the stored answer marked
     /// `Idempotent-Replayed: true`.
     pub fn answer<T>(&self, outcome: Idempotent<T>, render: &Render<'_, T>) -> Response {
@@ -85,6 +135,16 @@ pub fn answer(status: StatusCode, data: Value, position: Option<LogCursor>) -> S
 /// 204 with the position in `X-Position` (stored as such under a key).
 pub fn no_content(position: LogCursor) -> StoredResponse {
     StoredResponse { status: StatusCode::NO_CONTENT.as_u16(), body: Value::Null, position: Some(position) }
+}
+
+/// The request's full path (as the client sent it, not as a nested router sees it), ids in their
+/// canonical form: the same resource is the same scope however its id was written.
+fn scope_path(parts: &Parts) -> String {
+    let path = parts.extensions.get::<OriginalUri>().map_or(parts.uri.path(), |u| u.0.path());
+    path.split('/')
+        .map(|segment| segment.parse::<uuid::Uuid>().map_or_else(|_| segment.to_owned(), |id| id.to_string()))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Command<T> {
@@ -108,7 +168,7 @@ impl FromRequestParts<AppState> for BodilessCommand {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
         let IdempotencyKeyHeader(key) = IdempotencyKeyHeader::from_request_parts(parts, state).await?;
-        let door = Door::new(&principal, parts.method.as_str(), parts.uri.path(), key, &Value::Null);
+        let door = Door::new(&principal, parts.method.as_str(), &scope_path(parts), key, &Value::Null);
         Ok(Self { principal, door })
     }
 }

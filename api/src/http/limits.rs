@@ -1,11 +1,10 @@
 //! Login protection (API.md, "Auth"): requests to `/auth/*` per client IP, failed logins per
 //! email. Fixed windows counted in PostgreSQL, so every node sees the same counts: with N nodes
 //! behind a balancer a client still gets the limit once, not N times. One statement per count,
-//! on endpoints that already cost a password hash or a transaction.
+//! on endpoints that already cost a password hash or a transaction. Old windows are deleted by
+//! the platform's prune job (`parley_commands::jobs`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,11 +15,6 @@ use sqlx::PgPool;
 use super::error::{ApiError, Code};
 use super::state::AppState;
 
-/// Rows of windows older than this are deleted now and then.
-const KEEP: &str = "1 day";
-/// Every this many counts, old windows are swept.
-const SWEEP_EVERY: u64 = 1000;
-
 /// How many hits a key may make per window, counted in the database.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -29,12 +23,11 @@ pub struct RateLimiter {
     namespace: &'static str,
     limit: u32,
     window: Duration,
-    counted: Arc<AtomicU64>,
 }
 
 impl RateLimiter {
     pub fn new(pool: PgPool, namespace: &'static str, limit: u32, window: Duration) -> Self {
-        Self { pool, namespace, limit, window, counted: Arc::default() }
+        Self { pool, namespace, limit, window }
     }
 
     fn key(&self, key: &str) -> String {
@@ -56,7 +49,6 @@ impl RateLimiter {
         .bind(self.window.as_secs_f64())
         .fetch_one(&self.pool)
         .await;
-        self.sweep_now_and_then();
         match counted {
             Ok((hits, wait)) if hits as u32 > self.limit => Err(too_many(wait.max(1) as u64)),
             Ok(_) => Ok(()),
@@ -79,22 +71,6 @@ impl RateLimiter {
         if let Err(e) = forgiven {
             tracing::warn!(error = %e, "rate limit hit not given back");
         }
-    }
-
-    fn sweep_now_and_then(&self) {
-        if self.counted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
-            return;
-        }
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let swept = sqlx::query("DELETE FROM rate_limits WHERE window_start < now() - $1::interval")
-                .bind(KEEP)
-                .execute(&pool)
-                .await;
-            if let Err(e) = swept {
-                tracing::warn!(error = %e, "old rate-limit windows not swept");
-            }
-        });
     }
 }
 

@@ -137,7 +137,7 @@ impl Server {
         };
         let listener = TcpListener::bind(&config.bind).await?;
         let addr = listener.local_addr()?;
-        let workers = config.workers.then(|| Workers::spawn(&app));
+        let workers = if config.workers { Some(Workers::spawn(&app)?) } else { None };
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -154,9 +154,11 @@ impl Server {
     /// Stops accepting, closes WebSockets, drains requests, stops the followers and the workers.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        // WebSockets close when the followers stop; requests drain meanwhile.
-        self.live.stop().await;
+        // WebSockets close now; requests drain while the followers still follow the log (a
+        // logout elsewhere still counts), then the followers stop.
+        self.live.close_connections();
         let _ = self.task.await;
+        self.live.stop().await;
         if let Some(workers) = self.workers {
             workers.shutdown().await;
         }

@@ -114,11 +114,18 @@ pub fn replayed(stored: StoredResponse) -> Response {
     answer
 }
 
-fn stored_response(response: StoredResponse) -> Response {
+/// A stored (or about to be stored) answer as a response; a resource with a `version` gets its
+/// `ETag`, fresh or replayed alike.
+pub fn stored_response(response: StoredResponse) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-    match (status, response.position) {
+    let version = response.body["data"]["version"].as_i64().filter(|_| status.is_success());
+    let answer = match (status, response.position) {
         (StatusCode::NO_CONTENT, Some(position)) => no_content(position),
         _ => respond(status, response.body, response.position),
+    };
+    match version {
+        Some(version) => with_etag(answer, version),
+        None => answer,
     }
 }
 

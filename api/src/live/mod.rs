@@ -50,6 +50,9 @@ pub struct Live {
     /// Kept alive as long as the followers: the store tells it of this node's own commits.
     own_commits: Arc<dyn CommitObserver>,
     stopping: Stopping,
+    /// Tells WebSocket connections to close (before the followers stop, so that requests still
+    /// draining are checked against current credentials).
+    closing: watch::Sender<bool>,
 }
 
 impl Live {
@@ -69,16 +72,23 @@ impl Live {
             api_keys: api_keys.clone(),
         });
         store.observe_commits(&own_commits);
-        Ok(Self { feed, fanout, revocations, roles, api_keys, own_commits, stopping })
+        let closing = watch::channel(false).0;
+        Ok(Self { feed, fanout, revocations, roles, api_keys, own_commits, stopping, closing })
     }
 
-    /// Becomes `true` when the node stops: long-lived connections close.
-    pub fn stopped(&self) -> StopSignal {
-        self.stopping.signal()
+    /// Completes when the node closes its WebSocket connections (it is stopping).
+    pub fn closing(&self) -> StopSignal {
+        StopSignal(self.closing.subscribe())
     }
 
-    /// Stops every follower and waits (a bounded time) until they have.
+    /// Tells every WebSocket connection of the node to close.
+    pub fn close_connections(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Closes the connections, stops every follower and waits (a bounded time) until they have.
     pub async fn stop(&self) {
+        self.close_connections();
         self.stopping.stop(STOP_GRACE).await;
     }
 

@@ -72,7 +72,7 @@ impl Connection {
     {
         let lag = self.listener.lag_signal();
         send(socket, json!({"type": "welcome"}).to_string()).await?;
-        let mut stop = self.live.stopped();
+        let mut stop = self.live.closing();
         let stopping = stop.stopped();
         tokio::pin!(stopping);
         // The denylist learns of ended credentials at their commit, before the feed may bring

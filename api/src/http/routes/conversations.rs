@@ -190,9 +190,10 @@ async fn update(
     };
     let topic = nullable_field(&raw, "topic")?;
     let done = state.app.commands.update_conversation(&principal.ctx, id, title.as_deref(), topic).await?;
+    let stream = StreamKey::new(Conversation::TYPE, id.to_string());
     let position = match done.cursor {
         Some(position) => position,
-        None => state.app.store.head().await?,
+        None => state.app.store.stream_head(&stream).await?.ok_or_else(ApiError::not_found)?,
     };
     shown(&state, &principal, id, position, StatusCode::OK).await
 }

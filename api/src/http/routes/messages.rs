@@ -5,11 +5,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
+use parley_aggregates::values::MessageBody;
 use parley_commands::Executed;
 use parley_projections::read_models::conversations::query as conversations;
 use parley_projections::read_models::messages::query::{self as messages, Direction, MessageView};
 use parley_projections::read_models::users::query as users;
-use parley_projections::Reads;
+use parley_projections::{ReadModel, Reads};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -60,8 +61,13 @@ async fn post(
     ApiPath(id): ApiPath<Uuid>,
     Command { principal, body, door, .. }: Command<PostBody>,
 ) -> Result<Response, ApiError> {
-    // Who `@name` means is the users read model's to say; the conversation keeps its members.
-    let mentions = users::mentioned(&reads.get().settled(), principal.account_id(), &body.body).await?;
+    // Who `@name` means is the users read model's to say; the conversation keeps its members. A
+    // body the command will refuse (too long) is not looked through.
+    let mentions = if body.body.chars().count() <= MessageBody::MAX {
+        users::mentioned(&reads.get().settled(), principal.account_id(), &body.body).await?
+    } else {
+        Vec::new()
+    };
     let render =
         |done: &Executed<Conversation>| answer(StatusCode::CREATED, json!(posted(done)), done.cursor);
     let idempotency = door.idempotency(&render);
@@ -104,7 +110,7 @@ async fn list(
         (before, None) => (Direction::Older, before),
     };
     let limit = page.limit.unwrap_or(messages::DEFAULT_LIMIT).clamp(1, messages::MAX_LIMIT);
-    let reads = reads.get();
+    let reads = reads.get().waited(&[ReadModel::Conversations, ReadModel::Messages]).await?;
     if !conversations::visible(&reads, principal.account_id(), principal.user_id()?, id).await? {
         return Err(ApiError::not_found());
     }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod conversations;
 pub mod health;
 pub mod invitations;
+pub mod jobs;
 pub mod messages;
 pub mod notifications;
 pub mod reactions;
@@ -152,6 +153,7 @@ pub fn api() -> Routes {
         .merge(api_keys::router())
         .merge(reactions::router())
         .merge(notifications::router())
+        .merge(jobs::router())
 }
 
 /// Every endpoint, with its full path.

@@ -11,7 +11,9 @@ use crate::error::ProjectionError;
 use crate::read_models::messages::query::{self as messages, MessageView};
 use crate::reads::{ReadModel, Reads};
 
-const READS: &[ReadModel] = &[ReadModel::Conversations];
+/// A conversation as shown reads its reader's unread count and last message from the messages
+/// read model.
+const READS: &[ReadModel] = &[ReadModel::Conversations, ReadModel::Messages];
 
 /// A conversation: the one shape of a conversation in every answer.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -95,7 +97,7 @@ pub async fn visible(
     user_id: Uuid,
     conversation_id: Uuid,
 ) -> Result<bool, ProjectionError> {
-    let pool = reads.of(READS).await?;
+    let pool = reads.of(&[ReadModel::Conversations]).await?;
     let (visible,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM conversations c \
                         JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = $3 \
@@ -116,6 +118,7 @@ pub async fn one(
     user_id: Uuid,
     conversation_id: Uuid,
 ) -> Result<Option<ConversationView>, ProjectionError> {
+    let reads = reads.waited(READS).await?;
     let pool = reads.of(READS).await?;
     let row: Option<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM conversations c \
@@ -127,7 +130,7 @@ pub async fn one(
     .bind(user_id)
     .fetch_optional(pool)
     .await?;
-    Ok(views(reads, user_id, row.into_iter().collect()).await?.pop())
+    Ok(views(&reads, user_id, row.into_iter().collect()).await?.pop())
 }
 
 /// `user`'s conversations (of `kind` when given), most recent activity first, `limit` from
@@ -140,6 +143,7 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<ConversationView>, i64), ProjectionError> {
+    let reads = reads.waited(READS).await?;
     let pool = reads.of(READS).await?;
     let (total,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id \
@@ -163,12 +167,11 @@ pub async fn list(
     .bind(offset)
     .fetch_all(pool)
     .await?;
-    Ok((views(reads, user_id, rows).await?, total))
+    Ok((views(&reads, user_id, rows).await?, total))
 }
 
 /// The rows as `user` sees them: with their members, and the reader's unread count and last
-/// message from the messages read model.
-/// Callers have waited for the conversations read model; the messages one is waited for here.
+/// message from the messages read model. `reads` have waited for both already.
 async fn views(
     reads: &Reads<'_>,
     user_id: Uuid,
@@ -177,7 +180,7 @@ async fn views(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let pool = reads.settled().of(READS).await?;
+    let pool = reads.of(READS).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let members: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT conversation_id, user_id, role, joined_at FROM conversation_members \

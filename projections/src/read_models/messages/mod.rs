@@ -29,8 +29,9 @@ struct Rows {
     seqs: Vec<i64>,
     authors: Vec<Uuid>,
     bodies: Vec<String>,
-    /// Each post's mentions, as a JSON array (arrays of arrays of differing lengths do not bind).
-    mentions: Vec<serde_json::Value>,
+    /// Each post's mentions as an array literal (`{}` for most): arrays of arrays of differing
+    /// lengths do not bind, and a literal costs one parse where a JSON array took a subquery a row.
+    mentions: Vec<String>,
     created: Vec<DateTime<Utc>>,
 }
 
@@ -48,10 +49,9 @@ impl Rows {
         let rows = std::mem::take(self);
         sqlx::query(
             "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
-             SELECT id, account_id, conversation_id, seq, author_id, body, \
-                    ARRAY(SELECT jsonb_array_elements_text(mentions)::uuid), created_at \
+             SELECT id, account_id, conversation_id, seq, author_id, body, mentions::uuid[], created_at \
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
-                         $7::jsonb[], $8::timestamptz[]) \
+                         $7::text[], $8::timestamptz[]) \
                   AS p(id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
              ON CONFLICT DO NOTHING",
         )
@@ -194,7 +194,8 @@ impl Projection for MessagesProjection {
                 mentions,
             } = event
             {
-                rows.mentions.push(serde_json::json!(mentions));
+                let listed: Vec<String> = mentions.iter().map(Uuid::to_string).collect();
+                rows.mentions.push(format!("{{{}}}", listed.join(",")));
                 rows.ids.push(message_id);
                 rows.accounts.push(e.account_id);
                 rows.conversations.push(conversation_id);

@@ -116,46 +116,51 @@ struct Notice {
     users: Vec<Uuid>,
 }
 
-/// The notice a conversation event gives, if any: the one place that decides who is told.
-fn notice(event: ConversationEvent) -> Option<Notice> {
-    match event {
-        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, mentions, .. }
-            if !mentions.is_empty() =>
-        {
-            Some(Notice {
-                kind: MENTION,
-                conversation_id,
-                message_id: Some(message_id),
-                actor_id: author_id,
-                users: mentions,
-            })
-        }
-        // Those who start a conversation or join on their own are not told about it.
-        ConversationEvent::MemberAdded { conversation_id, user_id, added_by, .. } if user_id != added_by => {
-            Some(Notice {
-                kind: ADDED_TO_CONVERSATION,
-                conversation_id,
-                message_id: None,
-                actor_id: added_by,
-                users: vec![user_id],
-            })
-        }
-        _ => None,
+/// The one rule of who is told: the members a post mentions; a member added by someone else
+/// (those who start a conversation or join on their own are not told about it).
+fn told(mentions: Option<&[Uuid]>, added: Option<(Uuid, Uuid)>) -> Vec<Uuid> {
+    match (mentions, added) {
+        (Some(mentions), _) => mentions.to_vec(),
+        (None, Some((user_id, added_by))) if user_id != added_by => vec![user_id],
+        _ => Vec::new(),
     }
+}
+
+/// The notice a conversation event gives, if any.
+fn notice(event: ConversationEvent) -> Option<Notice> {
+    let (kind, conversation_id, message_id, actor_id, users) = match event {
+        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, mentions, .. } => {
+            (MENTION, conversation_id, Some(message_id), author_id, told(Some(&mentions), None))
+        }
+        ConversationEvent::MemberAdded { conversation_id, user_id, added_by, .. } => {
+            (ADDED_TO_CONVERSATION, conversation_id, None, added_by, told(None, Some((user_id, added_by))))
+        }
+        _ => return None,
+    };
+    (!users.is_empty()).then_some(Notice { kind, conversation_id, message_id, actor_id, users })
+}
+
+/// The fields of an event that say whom it concerns, read in place (a post's body is not copied:
+/// the cable asks this of every event for every `user` channel of the account).
+#[derive(serde::Deserialize)]
+struct Addressed {
+    #[serde(default)]
+    mentions: Vec<Uuid>,
+    user_id: Option<Uuid>,
+    added_by: Option<Uuid>,
 }
 
 /// Whether `e` is news for `user`'s own channel (the cable's `user` channel): it notifies them,
 /// or marks their notifications read (on another device).
 pub fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
+    use serde::Deserialize;
+    let Ok(a) = Addressed::deserialize(&e.payload) else { return false };
     match e.event_type.as_str() {
-        "MessagePosted" | "MemberAdded" => {
-            decode::<ConversationEvent>(e).ok().and_then(notice).is_some_and(|n| n.users.contains(&user))
+        "MessagePosted" => told(Some(&a.mentions), None).contains(&user),
+        "MemberAdded" => {
+            a.user_id.zip(a.added_by).is_some_and(|added| told(None, Some(added)).contains(&user))
         }
-        "NotificationRead" | "NotificationsReadAll" => decode::<InboxEvent>(e).is_ok_and(|read| match read {
-            InboxEvent::NotificationRead { user_id, .. } | InboxEvent::NotificationsReadAll { user_id } => {
-                user_id == user
-            }
-        }),
+        "NotificationRead" | "NotificationsReadAll" => a.user_id == Some(user),
         _ => false,
     }
 }

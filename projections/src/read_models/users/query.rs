@@ -133,13 +133,24 @@ pub async fn public_profile(
     .await?)
 }
 
-/// The names a body mentions with `@name`, lowercased, without trailing punctuation.
+/// A message looks up at most this many distinct names.
+pub const MAX_MENTIONS: usize = 50;
+
+/// The names a body mentions with `@name`, lowercased, without trailing punctuation: distinct,
+/// in order, at most [`MAX_MENTIONS`].
 pub fn mention_names(body: &str) -> Vec<String> {
-    body.split(char::is_whitespace)
-        .filter_map(|w| w.strip_prefix('@'))
-        .map(|w| w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).to_lowercase())
-        .filter(|w| !w.is_empty())
-        .collect()
+    let mut names: Vec<String> = Vec::new();
+    let words = body.split(char::is_whitespace).filter_map(|w| w.strip_prefix('@'));
+    for name in words.map(|w| w.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))) {
+        let name = name.to_lowercase();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+            if names.len() == MAX_MENTIONS {
+                break;
+            }
+        }
+    }
+    names
 }
 
 /// The active users of the account a body names with `@name` (display name or name, any case).
@@ -170,6 +181,8 @@ mod tests {
 
     #[test]
     fn mentions_are_names_after_an_at_sign() {
-        assert_eq!(mention_names("hi @Ann, and @bob-b! @ alone, e@mail"), vec!["ann", "bob-b"]);
+        assert_eq!(mention_names("hi @Ann, and @bob-b! @ alone, e@mail @ann"), vec!["ann", "bob-b"]);
+        let many: String = (0..500).map(|i| format!("@n{i} ")).collect();
+        assert_eq!(mention_names(&many).len(), super::MAX_MENTIONS);
     }
 }

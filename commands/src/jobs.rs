@@ -1,0 +1,79 @@
+//! The platform's own jobs: what the write side runs in the background, and the cron schedules
+//! that enqueue it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parley_jobs::{Handler, Handlers, Job, JobQueue, NewJob, QueueName, Retention, Schedule};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Deletes what has outlived its use: idempotency records past their retention, old
+/// rate-limit windows, finished jobs past theirs.
+pub const PRUNE: &str = "platform.prune";
+/// Does nothing (after `sleep_ms` when given): for measuring the queue and for drills.
+pub const NOOP: &str = "platform.noop";
+
+/// How long an idempotency key is remembered (API: 24 h), and old rate-limit windows kept.
+const KEEP: &str = "1 day";
+
+struct Prune {
+    pool: PgPool,
+    queue: JobQueue,
+}
+
+#[async_trait]
+impl Handler for Prune {
+    fn kind(&self) -> &'static str {
+        PRUNE
+    }
+
+    async fn run(&self, _job: &Job) -> Result<(), String> {
+        let records = sqlx::query("DELETE FROM idempotency_records WHERE created_at < now() - $1::interval")
+            .bind(KEEP)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .rows_affected();
+        let windows = sqlx::query("DELETE FROM rate_limits WHERE window_start < now() - $1::interval")
+            .bind(KEEP)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .rows_affected();
+        let jobs = self.queue.prune(&Retention::default()).await.map_err(|e| e.to_string())?;
+        if jobs.completed + jobs.cancelled + jobs.discarded > 0 {
+            // The deleted rows' space is reused at once, whether or not autovacuum runs here.
+            sqlx::query("VACUUM jobs").execute(&self.pool).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!(records, windows, ?jobs, "pruned");
+        Ok(())
+    }
+}
+
+struct Noop;
+
+#[async_trait]
+impl Handler for Noop {
+    fn kind(&self) -> &'static str {
+        NOOP
+    }
+
+    async fn run(&self, job: &Job) -> Result<(), String> {
+        if let Some(ms) = job.args.get("sleep_ms").and_then(|v| v.as_u64()) {
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        }
+        Ok(())
+    }
+}
+
+/// The handlers of the platform's jobs.
+pub fn handlers(pool: PgPool, queue: JobQueue) -> Handlers {
+    Handlers::default().with(Prune { pool, queue }).with(Noop)
+}
+
+/// The platform's cron schedules: pruning every minute.
+pub fn schedules() -> Vec<Schedule> {
+    let prune = NewJob::new(PRUNE, json!({})).queue(QueueName::Low).max_attempts(3);
+    vec![Schedule::new(PRUNE, "0 * * * * *", prune)]
+}

@@ -1,0 +1,499 @@
+//! The `jobs` table and every statement on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::job::{Job, JobState, NewJob, QueueName};
+
+/// Workers `LISTEN` here; enqueuers `NOTIFY` it after their commit (never inside it, where the
+/// notification queue's lock would serialise every commit).
+pub const NOTIFY_CHANNEL: &str = "parley_jobs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no such job")]
+    NotFound,
+    /// The job is not in a state that allows this.
+    #[error("the job is {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// How long finished jobs are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub completed: chrono::Duration,
+    pub cancelled: chrono::Duration,
+    pub discarded: chrono::Duration,
+    /// The dead set keeps at most this many, newest first.
+    pub discarded_rows: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed: chrono::Duration::days(1),
+            cancelled: chrono::Duration::days(1),
+            discarded: chrono::Duration::days(180),
+            discarded_rows: 10_000,
+        }
+    }
+}
+
+/// What a prune deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub completed: u64,
+    pub cancelled: u64,
+    pub discarded: u64,
+}
+
+/// A page of an account's jobs.
+#[derive(Clone, Debug)]
+pub struct JobsPage {
+    pub jobs: Vec<Job>,
+    pub total: i64,
+}
+
+/// The queue: the pool, the clock, and the wake-ups of this process's workers and of others'.
+#[derive(Clone)]
+pub struct JobQueue {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    woken: Arc<Notify>,
+    /// Asks the notifier task for one `NOTIFY` (coalesced: many enqueues, one notification).
+    notify_others: Arc<Notify>,
+}
+
+impl JobQueue {
+    /// Must be called inside a tokio runtime: it starts the coalescing notifier task.
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        let notify_others = Arc::new(Notify::new());
+        tokio::spawn(notifier(pool.clone(), notify_others.clone()));
+        Self { pool, clock, woken: Arc::default(), notify_others }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Enqueues `job` in the caller's transaction: it exists exactly when that transaction
+    /// commits. `None` when a unique job with its key is already there. Call [`JobQueue::wake`]
+    /// after the commit.
+    pub async fn enqueue(&self, conn: &mut PgConnection, job: &NewJob) -> Result<Option<Uuid>, sqlx::Error> {
+        enqueue_at(conn, job, self.clock.now()).await
+    }
+
+    /// Enqueues `job` in a transaction of its own, and wakes the workers.
+    pub async fn enqueue_now(&self, job: &NewJob) -> Result<Option<Uuid>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let id = self.enqueue(&mut conn, job).await?;
+        drop(conn);
+        self.wake().await;
+        Ok(id)
+    }
+
+    /// Tells the workers, here at once and on every node through one coalesced `NOTIFY`, that
+    /// jobs were enqueued (call it after the enqueuing commit).
+    pub async fn wake(&self) {
+        self.woken.notify_waiters();
+        self.notify_others.notify_one();
+    }
+
+    /// Completes when this process enqueued something.
+    pub(crate) async fn woken(&self) {
+        self.woken.notified().await;
+    }
+
+    /// Claims up to `limit` ready jobs of `queue` and of the `kinds` `node` can run, under a lease
+    /// of `lease`. A node never takes a job it has no handler for (a node of an older release,
+    /// during a rolling deploy, leaves new kinds to the others).
+    pub async fn claim(
+        &self,
+        queue: &str,
+        kinds: &[&str],
+        limit: i64,
+        node: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>, sqlx::Error> {
+        let now = self.clock.now();
+        let jobs: Vec<Job> = sqlx::query_as(
+            "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $3, leased_by = $4, \
+                    lease_expires_at = $3 + make_interval(secs => $5) \
+             FROM (SELECT id FROM jobs \
+                   WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $3 \
+                     AND kind = ANY($6) \
+                   ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) next \
+             WHERE j.id = next.id RETURNING j.*",
+        )
+        .bind(queue)
+        .bind(limit)
+        .bind(now)
+        .bind(node)
+        .bind(lease.as_secs_f64())
+        .bind(kinds)
+        .fetch_all(&self.pool)
+        .await?;
+        for job in &jobs {
+            let waited = (now - job.run_at.max(job.inserted_at)).to_std().unwrap_or_default();
+            metrics::histogram!("parley_job_pickup_seconds", "queue" => queue.to_owned())
+                .record(waited.as_secs_f64());
+        }
+        Ok(jobs)
+    }
+
+    /// Marks a job `node` runs as completed. `false` when the lease was lost meanwhile (another
+    /// node may have run it again: handlers are idempotent).
+    pub async fn complete(&self, id: Uuid, node: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'completed', completed_at = $3, leased_by = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND state = 'running' AND leased_by = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a failed attempt: the job runs again `retry_in` from now, or, after its last
+    /// attempt, joins the dead set. Returns the state it is left in.
+    pub async fn fail(
+        &self,
+        job: &Job,
+        node: &str,
+        error: &str,
+        retry_in: Duration,
+    ) -> Result<Option<JobState>, sqlx::Error> {
+        let now = self.clock.now();
+        let (state, run_at) = if job.attempt >= job.max_attempts {
+            (JobState::Discarded, now)
+        } else {
+            let retry_in = chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::MAX);
+            (JobState::Retryable, now.checked_add_signed(retry_in).unwrap_or(now))
+        };
+        let entry = json!([{"attempt": job.attempt, "at": now, "error": error}]);
+        let failed = sqlx::query(
+            "UPDATE jobs SET state = $3, run_at = $4, errors = errors || $5, leased_by = NULL, lease_expires_at = NULL, \
+                    completed_at = CASE WHEN $3 = 'discarded' THEN $6 END \
+             WHERE id = $1 AND state = 'running' AND leased_by = $2",
+        )
+        .bind(job.id)
+        .bind(node)
+        .bind(state.as_str())
+        .bind(run_at)
+        .bind(entry)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok((failed.rows_affected() == 1).then_some(state))
+    }
+
+    /// Renews the leases of every job `node` runs.
+    pub async fn heartbeat(&self, node: &str, lease: Duration) -> Result<u64, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $2 + make_interval(secs => $3) \
+             WHERE state = 'running' AND leased_by = $1",
+        )
+        .bind(node)
+        .bind(self.clock.now())
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
+    /// Makes the jobs whose lease expired (their node died) ready again, or dead if that was
+    /// their last attempt. Returns how many.
+    pub async fn rescue(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        let rescued = sqlx::query(
+            "UPDATE jobs SET \
+                state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END, \
+                completed_at = CASE WHEN attempt >= max_attempts THEN $1 END, \
+                run_at = $1, leased_by = NULL, lease_expires_at = NULL, \
+                errors = errors || jsonb_build_array(jsonb_build_object( \
+                    'attempt', attempt, 'at', $1, 'error', 'its node stopped while running it (lease expired)')) \
+             WHERE state = 'running' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if rescued.rows_affected() > 0 {
+            metrics::counter!("parley_jobs_rescued_total").increment(rescued.rows_affected());
+            tracing::warn!(jobs = rescued.rows_affected(), "rescued jobs whose node stopped");
+        }
+        Ok(rescued.rows_affected())
+    }
+
+    /// Gives jobs `node` still runs back to the queue as if never attempted (graceful shutdown).
+    pub async fn hand_back(&self, node: &str, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+        let handed = sqlx::query(
+            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = $3, \
+                    leased_by = NULL, lease_expires_at = NULL \
+             WHERE id = ANY($2) AND state = 'running' AND leased_by = $1",
+        )
+        .bind(node)
+        .bind(ids)
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(handed.rows_affected())
+    }
+
+    /// One job of the account.
+    pub async fn get(&self, account_id: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The account's jobs, newest first, optionally of one state and queue.
+    pub async fn list(
+        &self,
+        account_id: Option<Uuid>,
+        state: Option<JobState>,
+        queue: Option<QueueName>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<JobsPage, sqlx::Error> {
+        let state = state.map(JobState::as_str);
+        let queue = queue.map(QueueName::as_str);
+        let filter = "($1::uuid IS NULL OR account_id = $1) AND ($2::text IS NULL OR state = $2) \
+                      AND ($3::text IS NULL OR queue = $3)";
+        let (total,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM jobs WHERE {filter}"))
+            .bind(account_id)
+            .bind(state)
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await?;
+        let jobs = sqlx::query_as(&format!(
+            "SELECT * FROM jobs WHERE {filter} ORDER BY inserted_at DESC, id DESC LIMIT $4 OFFSET $5"
+        ))
+        .bind(account_id)
+        .bind(state)
+        .bind(queue)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(JobsPage { jobs, total })
+    }
+
+    /// Runs a dead or retryable job again now (with one more attempt if it had used them all).
+    /// `account_id` `None`: any account's (operators).
+    pub async fn retry(&self, account_id: Option<Uuid>, id: Uuid) -> Result<Job, JobError> {
+        let mut conn = self.pool.acquire().await?;
+        let job = self.retry_in(&mut conn, account_id, id).await?;
+        drop(conn);
+        self.wake().await;
+        Ok(job)
+    }
+
+    /// [`JobQueue::retry`] in the caller's transaction; [`JobQueue::wake`] after it commits.
+    pub async fn retry_in(
+        &self,
+        conn: &mut PgConnection,
+        account_id: Option<Uuid>,
+        id: Uuid,
+    ) -> Result<Job, JobError> {
+        let retried: Option<Job> = sqlx::query_as(
+            "UPDATE jobs SET state = 'available', run_at = $3, completed_at = NULL, \
+                    max_attempts = greatest(max_attempts, attempt + 1) \
+             WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2) AND state IN ('discarded', 'retryable') \
+             RETURNING *",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(self.clock.now())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match retried {
+            Some(job) => Ok(job),
+            None => Err(why_not(conn, account_id, id).await?),
+        }
+    }
+
+    /// Cancels a job that has not run yet (or waits to run again), or removes a dead one.
+    pub async fn cancel(&self, account_id: Option<Uuid>, id: Uuid) -> Result<(), JobError> {
+        let mut conn = self.pool.acquire().await?;
+        self.cancel_in(&mut conn, account_id, id).await
+    }
+
+    /// [`JobQueue::cancel`] in the caller's transaction.
+    pub async fn cancel_in(
+        &self,
+        conn: &mut PgConnection,
+        account_id: Option<Uuid>,
+        id: Uuid,
+    ) -> Result<(), JobError> {
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', completed_at = $3 \
+             WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2) \
+               AND state IN ('available', 'scheduled', 'retryable')",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(self.clock.now())
+        .execute(&mut *conn)
+        .await?;
+        if cancelled.rows_affected() == 1 {
+            return Ok(());
+        }
+        let removed = sqlx::query(
+            "DELETE FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2) AND state = 'discarded'",
+        )
+        .bind(id)
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
+        if removed.rows_affected() == 1 {
+            return Ok(());
+        }
+        Err(why_not(conn, account_id, id).await?)
+    }
+
+    /// Deletes finished jobs past their retention, so the table and its indexes stay small.
+    pub async fn prune(&self, retention: &Retention) -> Result<Pruned, sqlx::Error> {
+        let now = self.clock.now();
+        let older = |age: chrono::Duration| now.checked_sub_signed(age).unwrap_or(now);
+        let completed = sqlx::query("DELETE FROM jobs WHERE state = 'completed' AND completed_at < $1")
+            .bind(older(retention.completed))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let cancelled = sqlx::query("DELETE FROM jobs WHERE state = 'cancelled' AND completed_at < $1")
+            .bind(older(retention.cancelled))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let mut discarded = sqlx::query("DELETE FROM jobs WHERE state = 'discarded' AND completed_at < $1")
+            .bind(older(retention.discarded))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        discarded += sqlx::query(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'discarded' \
+                                           ORDER BY completed_at DESC, id DESC OFFSET $1)",
+        )
+        .bind(retention.discarded_rows)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let pruned = Pruned { completed, cancelled, discarded };
+        tracing::debug!(?pruned, "pruned finished jobs");
+        Ok(pruned)
+    }
+
+    /// Depth and oldest age of every queue and state that has jobs waiting, as gauges.
+    pub async fn record_depths(&self) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT queue, state, count(*), extract(epoch FROM $1 - min(run_at))::float8 FROM jobs \
+             WHERE state IN ('available', 'scheduled', 'running', 'retryable', 'discarded') GROUP BY 1, 2",
+        )
+        .bind(self.clock.now())
+        .fetch_all(&self.pool)
+        .await?;
+        for queue in QueueName::ALL {
+            for state in [
+                JobState::Available,
+                JobState::Scheduled,
+                JobState::Running,
+                JobState::Retryable,
+                JobState::Discarded,
+            ] {
+                let row = rows.iter().find(|r| r.0 == queue.as_str() && r.1 == state.as_str());
+                let labels = [("queue", queue.as_str()), ("state", state.as_str())];
+                metrics::gauge!("parley_jobs", &labels).set(row.map_or(0.0, |r| r.2 as f64));
+                let oldest = row.and_then(|r| r.3).unwrap_or(0.0).max(0.0);
+                metrics::gauge!("parley_jobs_oldest_seconds", &labels).set(oldest);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one `NOTIFY` for however many wake-ups came since the last one, until the pool closes.
+async fn notifier(pool: PgPool, wanted: Arc<Notify>) {
+    while !pool.is_closed() {
+        wanted.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&pool).await {
+            tracing::debug!(error = %e, "could not notify job workers; they poll");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Why a job could not be changed: it does not exist (for this account), or its state.
+async fn why_not(
+    conn: &mut PgConnection,
+    account_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<JobError, sqlx::Error> {
+    let state: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2)")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match state {
+        Some((state,)) => JobError::Conflict(state),
+        None => JobError::NotFound,
+    })
+}
+
+/// Inserts `job` as of `now`.
+async fn enqueue_at(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let run_at = job.run_at.unwrap_or(now).max(now);
+    let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO jobs (id, account_id, kind, queue, priority, state, max_attempts, run_at, args, unique_key, \
+                           correlation_id, causation_id, inserted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL \
+           AND state NOT IN ('completed', 'discarded', 'cancelled') DO NOTHING \
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(job.account_id)
+    .bind(&job.kind)
+    .bind(job.queue.as_str())
+    .bind(job.priority)
+    .bind(state.as_str())
+    .bind(job.max_attempts)
+    .bind(run_at)
+    .bind(&job.args)
+    .bind(job.unique_key(now))
+    .bind(job.correlation_id)
+    .bind(job.causation_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_some() {
+        metrics::counter!("parley_jobs_enqueued_total", "queue" => job.queue.as_str()).increment(1);
+    }
+    Ok(inserted.map(|(id,)| id))
+}
