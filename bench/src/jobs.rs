@@ -3,6 +3,7 @@
 //! start) at a steady 500 jobs/s; claim latency and the table's size after many jobs have passed
 //! through with pruning on.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use parley_jobs::{Handler, Handlers, Job, JobQueue, NewJob, Retention, SystemClo
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::http::percentile;
 use crate::store::{measure, raw_inserts};
@@ -20,11 +22,11 @@ use crate::Scratch;
 
 const CLIENTS: usize = 16;
 
-/// Counts completions, and records how long after its enqueuing commit each job started.
+/// Counts completions, and notes when each job's handler started.
 #[derive(Clone, Default)]
 struct Probe {
     done: Arc<AtomicU64>,
-    pickups: Arc<Mutex<Vec<Duration>>>,
+    started: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
 #[async_trait]
@@ -34,12 +36,8 @@ impl Handler for Probe {
     }
 
     async fn run(&self, job: &Job) -> Result<(), String> {
-        if let Some(committed_us) = job.args.get("committed_us").and_then(|v| v.as_i64()) {
-            let now_us = chrono::Utc::now().timestamp_micros();
-            let waited = Duration::from_micros(now_us.saturating_sub(committed_us).max(0) as u64);
-            if let Ok(mut pickups) = self.pickups.lock() {
-                pickups.push(waited);
-            }
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(job.id, Instant::now());
         }
         self.done.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -101,25 +99,20 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, jobs: usize) -> anyhow
     let (stop, task) = start(worker(&queue, &probe));
     let rate = 500u64;
     let n = rate * seconds;
+    let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     for _ in 0..n {
         tick.tick().await;
-        let queue = queue.clone();
+        let (queue, committed) = (queue.clone(), committed.clone());
         tokio::spawn(async move {
             let mut tx = queue.pool().begin().await?;
-            let job = NewJob::new("bench.noop", json!({}));
-            let id = queue.enqueue(&mut tx, &job).await?;
-            // The commit's time goes in the job itself, set in the same transaction.
-            let committed_us = chrono::Utc::now().timestamp_micros();
-            sqlx::query(
-                "UPDATE jobs SET args = jsonb_build_object('committed_us', $2::bigint) WHERE id = $1",
-            )
-            .bind(id)
-            .bind(committed_us)
-            .execute(&mut *tx)
-            .await?;
+            let id = queue.enqueue(&mut tx, &NewJob::new("bench.noop", json!({}))).await?;
             tx.commit().await?;
+            let at = Instant::now();
             queue.wake().await;
+            if let (Some(id), Ok(mut committed)) = (id, committed.lock()) {
+                committed.insert(id, at);
+            }
             anyhow::Ok(())
         });
     }
@@ -128,7 +121,14 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, jobs: usize) -> anyhow
     }
     let _ = stop.send(());
     task.await?;
-    let mut pickups = probe.pickups.lock().map(|p| p.clone()).unwrap_or_default();
+    // From the commit's return to the handler's start (a handler that started before the
+    // enqueuer saw its commit return counts as no wait).
+    let started = probe.started.lock().map(|s| s.clone()).unwrap_or_default();
+    let committed = committed.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut pickups: Vec<Duration> = committed
+        .iter()
+        .filter_map(|(id, at)| started.get(id).map(|s| s.saturating_duration_since(*at)))
+        .collect();
     pickups.sort();
     println!(
         "  pickup at {rate} jobs/s, commit to handler start: p50 {:.1} ms, p99 {:.1} ms  (target p99 < 20 ms)",

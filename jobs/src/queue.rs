@@ -173,6 +173,21 @@ impl JobQueue {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Marks several jobs `node` ran as completed in one statement; returns how many were still
+    /// its own (a job whose lease was lost meanwhile may have run again elsewhere).
+    pub async fn complete_many(&self, ids: &[Uuid], node: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'completed', completed_at = $3, leased_by = NULL, lease_expires_at = NULL \
+             WHERE id = ANY($1) AND state = 'running' AND leased_by = $2",
+        )
+        .bind(ids)
+        .bind(node)
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records a failed attempt: the job runs again `retry_in` from now, or, after its last
     /// attempt, joins the dead set. Returns the state it is left in.
     pub async fn fail(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rand::Rng;
 use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -89,6 +90,18 @@ impl Default for WorkerOptions {
     }
 }
 
+/// Marks finished jobs completed, as many at once as have finished meanwhile, until every sender
+/// is gone.
+async fn complete_in_batches(queue: JobQueue, node: String, mut finished: mpsc::UnboundedReceiver<Uuid>) {
+    let mut batch = Vec::with_capacity(COMPLETION_BATCH);
+    while finished.recv_many(&mut batch, COMPLETION_BATCH).await > 0 {
+        if let Err(e) = queue.complete_many(&batch, &node).await {
+            tracing::warn!(error = %e, jobs = batch.len(), "could not mark jobs completed; they will run again");
+        }
+        batch.clear();
+    }
+}
+
 /// The task id of a finished job task.
 fn finished(done: &Result<(tokio::task::Id, Uuid), tokio::task::JoinError>) -> tokio::task::Id {
     match done {
@@ -103,11 +116,16 @@ pub struct Worker {
     queue: JobQueue,
     handlers: Arc<Handlers>,
     options: WorkerOptions,
+    /// While running: where finished jobs go to be marked completed together.
+    completions: Option<mpsc::UnboundedSender<Uuid>>,
 }
+
+/// Most jobs marked completed in one statement.
+const COMPLETION_BATCH: usize = 500;
 
 impl Worker {
     pub fn new(queue: JobQueue, handlers: Handlers, options: WorkerOptions) -> Self {
-        Self { queue, handlers: Arc::new(handlers), options }
+        Self { queue, handlers: Arc::new(handlers), options, completions: None }
     }
 
     pub fn node(&self) -> &str {
@@ -131,7 +149,12 @@ impl Worker {
     }
 
     /// Runs until `stop` completes, then shuts down gracefully.
-    pub async fn run(self, stop: impl Future<Output = ()> + Send) {
+    pub async fn run(mut self, stop: impl Future<Output = ()> + Send) {
+        // Completions are written in batches: under load one statement marks many jobs done.
+        let (completions, finished_jobs) = mpsc::unbounded_channel();
+        self.completions = Some(completions);
+        let completer =
+            tokio::spawn(complete_in_batches(self.queue.clone(), self.options.node.clone(), finished_jobs));
         let mut listener = match PgListener::connect_with(self.queue.pool()).await {
             Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => Some(l),
@@ -202,6 +225,10 @@ impl Worker {
             }
         }
         self.shut_down(running, ids).await;
+        // Every finished job's completion is written before the worker returns.
+        self.completions = None;
+        drop(self);
+        let _ = completer.await;
     }
 
     /// Stops claiming; running jobs get the grace period, then the rest are handed back.
@@ -307,8 +334,11 @@ impl Worker {
         let node = &self.options.node;
         match outcome {
             Ok(()) => {
-                if let Err(e) = self.queue.complete(job.id, node).await {
-                    tracing::warn!(error = %e, "could not mark a job completed; it will run again");
+                let batched = self.completions.as_ref().is_some_and(|c| c.send(job.id).is_ok());
+                if !batched {
+                    if let Err(e) = self.queue.complete(job.id, node).await {
+                        tracing::warn!(error = %e, "could not mark a job completed; it will run again");
+                    }
                 }
                 metrics::counter!("parley_jobs_completed_total", &labels).increment(1);
             }
