@@ -164,7 +164,8 @@ pub struct NewJob {
     /// Not before then (now when `None`).
     pub run_at: Option<DateTime<Utc>>,
     /// At most one job of this kind with this key per period: enqueuing another in the same
-    /// period does nothing.
+    /// period does nothing while the first waits, runs or has completed (a dead or cancelled one
+    /// frees the key). Periods longer than the completed jobs' retention (a day) are not kept.
     pub unique: Option<(String, Duration)>,
     pub correlation_id: Option<Uuid>,
     /// The event that caused it (process managers).

@@ -331,7 +331,7 @@ impl JobQueue {
         account_id: Option<Uuid>,
         id: Uuid,
     ) -> Result<Job, JobError> {
-        let retried: Option<Job> = sqlx::query_as(
+        let retried: Result<Option<Job>, sqlx::Error> = sqlx::query_as(
             "UPDATE jobs SET state = 'available', run_at = $3, completed_at = NULL, \
                     max_attempts = greatest(max_attempts, attempt + 1) \
              WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2) AND state IN ('discarded', 'retryable') \
@@ -341,7 +341,14 @@ impl JobQueue {
         .bind(account_id)
         .bind(self.clock.now())
         .fetch_optional(&mut *conn)
-        .await?;
+        .await;
+        // A unique job retried while another with its key is live: that one stands.
+        let retried = match retried {
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") => {
+                return Err(JobError::Conflict("a duplicate of a live job with the same unique key".into()))
+            }
+            other => other?,
+        };
         match retried {
             Some(job) => Ok(job),
             None => Err(why_not(conn, account_id, id).await?),
@@ -489,7 +496,7 @@ async fn enqueue_at(
                            correlation_id, causation_id, inserted_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL \
-           AND state NOT IN ('completed', 'discarded', 'cancelled') DO NOTHING \
+           AND state NOT IN ('discarded', 'cancelled') DO NOTHING \
          RETURNING id",
     )
     .bind(Uuid::now_v7())

@@ -29,9 +29,10 @@ CREATE INDEX jobs_ready_idx ON jobs (queue, priority, run_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable');
 -- Rescuing the jobs of dead nodes.
 CREATE INDEX jobs_running_idx ON jobs (lease_expires_at) WHERE state = 'running';
--- Unique jobs: one live row per (kind, key); finished ones free the key.
+-- Unique jobs: one row per (kind, key and period) that is waiting, running or completed; a dead
+-- or cancelled one frees the key (as Oban's default unique states do).
 CREATE UNIQUE INDEX jobs_unique_idx ON jobs (kind, unique_key)
-    WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'discarded', 'cancelled');
+    WHERE unique_key IS NOT NULL AND state NOT IN ('discarded', 'cancelled');
 -- Pruning by state and age; the dead set's listing.
 CREATE INDEX jobs_finished_idx ON jobs (state, completed_at)
     WHERE state IN ('completed', 'discarded', 'cancelled');

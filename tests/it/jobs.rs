@@ -257,3 +257,85 @@ async fn a_hundred_thousand_jobs_through_the_queue_with_pruning_leave_it_small()
     assert!(peak < 8 * 1024 * 1024, "peak size {peak} bytes");
     t.finish().await;
 }
+
+/// Sleeps as long as its job says, counting starts and finishes.
+#[derive(Clone, Default)]
+struct Slow {
+    started: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Handler for Slow {
+    fn kind(&self) -> &'static str {
+        "test.slow"
+    }
+
+    async fn run(&self, job: &Job) -> Result<(), String> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let ms = job.args["ms"].as_u64().unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_jobs_are_enqueued_once_per_period_and_cancelled_ones_never_run() {
+    let t = TestApp::new().await;
+    let clock = ManualClock::at(Utc::now());
+    let queue = JobQueue::new(t.app.store.pool().clone(), Arc::new(clock.clone()));
+    let period = std::time::Duration::from_secs(3600);
+    let job = || NewJob::new("test.slow", json!({"ms": 0})).unique("digest:acme", period);
+    let first = queue.enqueue_now(&job()).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(queue.enqueue_now(&job()).await.unwrap(), None, "the same key in the same period");
+    let slow = Slow::default();
+    let worker = Worker::new(queue.clone(), Handlers::default().with(slow.clone()), WorkerOptions::default());
+    assert_eq!(worker.drain().await.unwrap(), 1);
+    assert_eq!(queue.enqueue_now(&job()).await.unwrap(), None, "done, but still the same period");
+    clock.advance(Duration::hours(1));
+    let next = queue.enqueue_now(&job()).await.unwrap().expect("the next period takes a new one");
+    queue.cancel(None, next).await.unwrap();
+    assert_eq!(worker.drain().await.unwrap(), 0, "a cancelled job never runs");
+    assert!(matches!(queue.cancel(None, next).await, Err(parley_jobs::JobError::Conflict(_))));
+    assert_eq!(slow.started.load(Ordering::SeqCst), 1);
+    // A cancelled one frees its key; retrying a dead one while its key is taken again is refused.
+    let again = queue.enqueue_now(&job()).await.unwrap().expect("a cancelled job frees the key");
+    sqlx::query("UPDATE jobs SET state = 'discarded' WHERE id = $1")
+        .bind(again)
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    let taken = queue.enqueue_now(&job()).await.unwrap().expect("a dead job frees the key");
+    assert!(matches!(queue.retry(None, again).await, Err(parley_jobs::JobError::Conflict(_))), "{taken}");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_lets_short_jobs_finish_and_hands_long_ones_back() {
+    let t = TestApp::new().await;
+    let queue = t.app.jobs.clone();
+    let short = queue.enqueue_now(&NewJob::new("test.slow", json!({"ms": 200}))).await.unwrap().unwrap();
+    let long = queue.enqueue_now(&NewJob::new("test.slow", json!({"ms": 60_000}))).await.unwrap().unwrap();
+    let slow = Slow::default();
+    let options = WorkerOptions { grace: std::time::Duration::from_secs(2), ..WorkerOptions::default() };
+    let worker = Worker::new(queue.clone(), Handlers::default().with(slow.clone()), options);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while slow.started.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "both jobs start");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(());
+    running.await.unwrap();
+    let short = job(&queue, short).await;
+    let long = job(&queue, long).await;
+    assert_eq!(short.state, "completed", "finished within the grace period");
+    assert_eq!((long.state.as_str(), long.attempt), ("available", 0), "handed back as if never tried");
+    assert!(long.leased_by.is_none());
+    t.finish().await;
+}
