@@ -1,7 +1,8 @@
-//! Background workers of a `parley serve` process: one projection runner per projection, the
-//! job worker and the cron schedules.
+//! Background workers of a `parley serve` process: one projection runner per projection, one
+//! runner per process manager, the job worker and the cron schedules.
 
-use parley_commands::jobs;
+use parley_commands::{jobs, process_managers};
+use parley_eventstore::ConsumerRunner;
 use parley_jobs::{Cron, CronError, Worker, WorkerOptions};
 use parley_projections::Runner;
 use tokio::sync::watch;
@@ -24,6 +25,10 @@ impl Workers {
         let mut tasks = JoinSet::new();
         for projection in app.projections.all() {
             let runner = Runner::new(app.store.clone(), projection.clone(), app.lease_options());
+            tasks.spawn(runner.run(stopped(stop.subscribe())));
+        }
+        for consumer in process_managers::all(&app.jobs) {
+            let runner = ConsumerRunner::new(app.store.clone(), consumer, app.connect.clone());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
         let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());

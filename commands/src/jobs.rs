@@ -13,6 +13,9 @@ use sqlx::PgPool;
 pub const PRUNE: &str = "platform.prune";
 /// Does nothing (after `sleep_ms` when given): for measuring the queue and for drills.
 pub const NOOP: &str = "platform.noop";
+/// Deletes the refresh-token index rows of an ended session (enqueued by the `ended_sessions`
+/// process manager).
+pub const FORGET_SESSION_TOKENS: &str = "sessions.forget_tokens";
 
 /// How long an idempotency key is remembered (API: 24 h), and old rate-limit windows kept.
 const KEEP: &str = "1 day";
@@ -67,9 +70,37 @@ impl Handler for Noop {
     }
 }
 
+struct ForgetSessionTokens {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl Handler for ForgetSessionTokens {
+    fn kind(&self) -> &'static str {
+        FORGET_SESSION_TOKENS
+    }
+
+    /// Idempotent: deleting them again deletes nothing.
+    async fn run(&self, job: &Job) -> Result<(), String> {
+        let session: uuid::Uuid = job.args["session_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "no session_id in the job's arguments".to_owned())?;
+        sqlx::query("DELETE FROM session_tokens WHERE session_id = $1")
+            .bind(session)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 /// The handlers of the platform's jobs.
 pub fn handlers(pool: PgPool, queue: JobQueue) -> Handlers {
-    Handlers::default().with(Prune { pool, queue }).with(Noop)
+    Handlers::default()
+        .with(Prune { pool: pool.clone(), queue })
+        .with(Noop)
+        .with(ForgetSessionTokens { pool })
 }
 
 /// The platform's cron schedules: pruning every minute.

@@ -9,6 +9,7 @@ mod error;
 mod group_commit;
 pub mod jobs;
 pub mod password;
+pub mod process_managers;
 pub mod services;
 pub mod tokens;
 mod unit_of_work;

@@ -4,7 +4,9 @@
 //! JSON to it.
 
 mod append;
+mod checkpointed;
 pub mod claims;
+mod consumer;
 mod cursor;
 pub mod db;
 mod error;
@@ -18,6 +20,8 @@ mod tail;
 mod upcast;
 
 pub use append::{Appended, AppendedEvent, StreamAppend, StreamHead};
+pub use checkpointed::{drive, Checkpointed, Lease, Pace, Progress};
+pub use consumer::{Consumer, ConsumerRunner, ConsumerStep};
 pub use cursor::{CursorError, LogCursor};
 pub use error::{is_unavailable, StoreError};
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};

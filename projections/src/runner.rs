@@ -1,14 +1,15 @@
 //! One runner per projection per cluster: it holds the projection's lease (a session advisory
 //! lock on a dedicated connection, never a pooled one), applies batches to the live generation,
-//! and hands over rebuilt generations.
+//! and hands over rebuilt generations. The lease and the loop are the event store's mechanism for
+//! every checkpointed consumer ([`parley_eventstore::drive`]); process managers use it too.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parley_eventstore::{EventStore, LogCursor, HORIZON_POLL_MAX, HORIZON_POLL_MIN};
+use async_trait::async_trait;
+use parley_eventstore::{drive, Checkpointed, EventStore, Lease, LogCursor, Pace, Progress};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::error::ProjectionError;
@@ -57,18 +58,13 @@ pub enum StepOutcome {
     NotLeader,
 }
 
-/// How long a runner waits without any wake-up before it polls anyway.
-const BACKSTOP: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 pub struct Runner {
     store: EventStore,
     projection: Arc<dyn Projection>,
     options: LeaseOptions,
     holder: String,
-    lease: Option<PgConnection>,
+    lease: Option<Lease>,
     live: Option<Generation>,
-    last_check: Instant,
     /// After a failed batch, events are applied one by one up to here, so the events before the
     /// failing one land and the failure names exactly one event.
     single_step_until: Option<LogCursor>,
@@ -87,7 +83,6 @@ impl Runner {
             holder: Uuid::now_v7().to_string(),
             lease: None,
             live: None,
-            last_check: Instant::now(),
             single_step_until: None,
             events_applied: 0,
             lost_at: None,
@@ -123,19 +118,12 @@ impl Runner {
             return Ok(false);
         }
         let name = self.projection.name();
-        let options = self.options.connect.clone().application_name(&self.lease_application_name());
-        let mut conn = PgConnection::connect_with(&options).await?;
-        let (got,): (bool,) =
-            sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended('parley-projection/' || $1, 0))")
-                .bind(name)
-                .fetch_one(&mut conn)
-                .await?;
-        if !got {
-            let _ = conn.close().await;
-            return Ok(false);
-        }
-        self.lease = Some(conn);
-        self.last_check = Instant::now();
+        let key = format!("parley-projection/{name}");
+        let application_name = self.lease_application_name();
+        let taken =
+            Lease::try_take(&self.options.connect, &key, &application_name, self.options.check_every).await?;
+        let Some(lease) = taken else { return Ok(false) };
+        self.lease = Some(lease);
         let pool = self.store.pool();
         sqlx::query(
             "UPDATE projection_generations SET holder = $2 WHERE name = $1 AND state IN ('live', 'ready')",
@@ -168,21 +156,16 @@ impl Runner {
 
     /// Gives the lease up.
     pub async fn release(&mut self) {
-        if let Some(mut conn) = self.lease.take() {
-            let _ = sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut conn).await;
-            let _ = conn.close().await;
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
         }
         self.live = None;
     }
 
     /// Whether the lease connection is still alive (checked at most every `check_every`).
     async fn check_lease(&mut self) -> bool {
-        let Some(conn) = self.lease.as_mut() else { return false };
-        if self.last_check.elapsed() < self.options.check_every {
-            return true;
-        }
-        self.last_check = Instant::now();
-        if conn.ping().await.is_ok() {
+        let Some(lease) = self.lease.as_mut() else { return false };
+        if lease.is_held().await {
             return true;
         }
         tracing::warn!(projection = self.projection.name(), "lost the projection lease");
@@ -276,73 +259,45 @@ impl Runner {
         }
     }
 
-    /// Runs until `shutdown` completes: takes the lease when it can, applies batches as events
-    /// arrive, backs off after failures (stalling only this projection), and gives the lease up
-    /// at the end.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut wake = self.store.subscribe();
-        let mut backoff = Duration::ZERO;
-        let mut horizon_delay = HORIZON_POLL_MIN;
-        let name = self.projection.name();
-        loop {
-            if self.lease.is_none() {
-                let acquired = match self.acquire().await {
-                    Ok(acquired) => acquired,
-                    Err(e) => {
-                        tracing::warn!(projection = name, error = %e, "could not take the projection lease");
-                        false
-                    }
-                };
-                if !acquired {
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(self.options.retry_every) => continue,
-                    }
-                }
-            }
-            wake.mark_seen();
-            let outcome = self.step().await;
-            let pause = match outcome {
-                Ok(StepOutcome::Applied(n)) => {
-                    backoff = Duration::ZERO;
-                    horizon_delay = HORIZON_POLL_MIN;
-                    // A short batch means we are at the head: let the next one fill up a little.
-                    if (n as i64) < self.options.batch_size {
-                        self.options.min_batch_interval
-                    } else {
-                        Duration::ZERO
-                    }
-                }
-                Ok(StepOutcome::HandedOver(_)) => Duration::ZERO,
-                Ok(StepOutcome::NotLeader) => Duration::ZERO,
-                Ok(StepOutcome::Idle) => match self.store.events_behind_horizon().await {
-                    Ok(true) => {
-                        let pause = horizon_delay;
-                        horizon_delay = (horizon_delay * 2).min(HORIZON_POLL_MAX);
-                        pause
-                    }
-                    _ => {
-                        horizon_delay = HORIZON_POLL_MIN;
-                        tokio::select! {
-                            _ = &mut shutdown => break,
-                            _ = wake.wait(BACKSTOP) => {}
-                        }
-                        Duration::ZERO
-                    }
-                },
-                Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-                    tracing::error!(projection = name, error = %e, retry_in = ?backoff, "projection batch failed");
-                    backoff
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-        self.release().await;
+    /// Runs until `shutdown` completes, driven like every checkpointed consumer of the log
+    /// ([`drive`]): stalling only this projection after failures, giving the lease up at the end.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let store = self.store.clone();
+        let pace = Pace {
+            retry_every: self.options.retry_every,
+            batch_size: self.options.batch_size,
+            min_batch_interval: self.options.min_batch_interval,
+        };
+        drive(self, store, pace, shutdown).await
+    }
+}
+
+#[async_trait]
+impl Checkpointed for Runner {
+    type Error = ProjectionError;
+
+    fn name(&self) -> String {
+        self.projection.name().to_owned()
+    }
+
+    async fn acquire(&mut self) -> Result<bool, ProjectionError> {
+        Runner::acquire(self).await
+    }
+
+    fn is_leader(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    async fn step(&mut self) -> Result<Progress, ProjectionError> {
+        Ok(match Runner::step(self).await? {
+            StepOutcome::Applied(n) => Progress::Moved(n),
+            StepOutcome::HandedOver(_) => Progress::Worked,
+            StepOutcome::Idle => Progress::Idle,
+            StepOutcome::NotLeader => Progress::NotLeader,
+        })
+    }
+
+    async fn release(&mut self) {
+        Runner::release(self).await
     }
 }

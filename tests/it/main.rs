@@ -17,6 +17,7 @@ mod http_users;
 mod idempotency;
 mod jobs;
 mod outage;
+mod process_managers;
 mod projections;
 mod replay;
 mod store;

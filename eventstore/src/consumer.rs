@@ -1,0 +1,216 @@
+//! Checkpointed consumers of the log that are not read models: process managers. One runner per
+//! consumer per cluster holds its lease (a session advisory lock on a dedicated connection); each
+//! batch is handled in one transaction that also moves the consumer's checkpoint, with a
+//! compare-and-set on the previous cursor and the holder. So whatever a consumer does in that
+//! transaction (enqueue a job) happens exactly once per event, even when its node dies mid-batch.
+//! A consumer seen for the first time starts at the head of the log: it acts on what happens from
+//! then on, and is never replayed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::checkpointed::{drive, Checkpointed, Lease, Pace, Progress};
+use crate::cursor::LogCursor;
+use crate::error::StoreError;
+use crate::event::RecordedEvent;
+use crate::store::EventStore;
+
+/// A checkpointed consumer of the log.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// Stored name: its checkpoint row and lease.
+    fn name(&self) -> &'static str;
+    /// Whether it acts on events of this type; others only move its checkpoint.
+    fn wants(&self, event_type: &str) -> bool;
+    /// Acts on `events` (in log order) inside the batch's transaction, which must not be
+    /// committed here.
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError>;
+    /// Called after a batch that handled events committed (to wake whoever it enqueued for).
+    async fn committed(&self) {}
+}
+
+/// How often the lease holder makes sure its lease connection is alive.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// What one [`ConsumerRunner::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerStep {
+    /// Moved past this many events.
+    Consumed(usize),
+    Idle,
+    /// Another runner holds the lease.
+    NotLeader,
+}
+
+/// Runs one consumer.
+pub struct ConsumerRunner {
+    store: EventStore,
+    consumer: Arc<dyn Consumer>,
+    connect: PgConnectOptions,
+    holder: String,
+    lease: Option<Lease>,
+    cursor: Option<LogCursor>,
+    batch_size: i64,
+}
+
+impl ConsumerRunner {
+    pub fn new(store: EventStore, consumer: Arc<dyn Consumer>, connect: PgConnectOptions) -> Self {
+        Self {
+            store,
+            consumer,
+            connect,
+            holder: Uuid::now_v7().to_string(),
+            lease: None,
+            cursor: None,
+            batch_size: 500,
+        }
+    }
+
+    /// Events per batch (one transaction each).
+    pub fn batch_size(mut self, batch_size: i64) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Tries to take the lease; on success reads (or, the first time, creates at the head) the
+    /// checkpoint and takes it over.
+    pub async fn acquire(&mut self) -> Result<bool, StoreError> {
+        if self.lease.is_some() {
+            return Ok(true);
+        }
+        let name = self.consumer.name();
+        let application_name = format!("parley-consumer/{name}/{}", self.holder);
+        let key = format!("parley-consumer/{name}");
+        let Some(lease) = Lease::try_take(&self.connect, &key, &application_name, CHECK_EVERY).await? else {
+            return Ok(false);
+        };
+        let head = self.store.head().await?;
+        let pool = self.store.pool();
+        sqlx::query(
+            "INSERT INTO consumer_checkpoints (name, cursor_tx, cursor_position) VALUES ($1, $2::text::xid8, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(head.transaction_id_text())
+        .bind(head.position)
+        .execute(pool)
+        .await?;
+        let (tx, position): (String, i64) = sqlx::query_as(
+            "UPDATE consumer_checkpoints SET holder = $2, updated_at = now() WHERE name = $1 \
+             RETURNING cursor_tx::text, cursor_position",
+        )
+        .bind(name)
+        .bind(&self.holder)
+        .fetch_one(pool)
+        .await?;
+        let transaction_id = tx.parse().map_err(|_| StoreError::Decode(format!("checkpoint of {name}")))?;
+        self.cursor = Some(LogCursor::new(transaction_id, position));
+        self.lease = Some(lease);
+        tracing::info!(consumer = name, holder = %self.holder, "took the consumer lease");
+        Ok(true)
+    }
+
+    /// Gives the lease up.
+    pub async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+        self.cursor = None;
+    }
+
+    /// Handles the next batch of the log and moves the checkpoint past it, in one transaction.
+    #[tracing::instrument(skip_all, fields(consumer = self.consumer.name()))]
+    pub async fn step(&mut self) -> Result<ConsumerStep, StoreError> {
+        let Some(cursor) = self.cursor else { return Ok(ConsumerStep::NotLeader) };
+        if let Some(lease) = self.lease.as_mut() {
+            if !lease.is_held().await {
+                tracing::warn!(consumer = self.consumer.name(), "lost the consumer lease");
+                self.lease = None;
+                self.cursor = None;
+                return Ok(ConsumerStep::NotLeader);
+            }
+        }
+        let events = self.store.read_all_after(cursor, self.batch_size).await?;
+        let Some(last) = events.last() else { return Ok(ConsumerStep::Idle) };
+        let wanted: Vec<&RecordedEvent> =
+            events.iter().filter(|e| self.consumer.wants(&e.event_type)).collect();
+        let mut tx = self.store.pool().begin().await?;
+        if !wanted.is_empty() {
+            self.consumer.handle(&mut tx, &wanted).await?;
+        }
+        let next = last.cursor();
+        let moved = sqlx::query(
+            "UPDATE consumer_checkpoints SET cursor_tx = $2::text::xid8, cursor_position = $3, updated_at = now() \
+             WHERE name = $1 AND cursor_tx = $4::text::xid8 AND cursor_position = $5 AND holder = $6",
+        )
+        .bind(self.consumer.name())
+        .bind(next.transaction_id_text())
+        .bind(next.position)
+        .bind(cursor.transaction_id_text())
+        .bind(cursor.position)
+        .bind(&self.holder)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            // Another runner took over: this one must not write.
+            tx.rollback().await?;
+            self.release().await;
+            return Ok(ConsumerStep::NotLeader);
+        }
+        tx.commit().await?;
+        self.cursor = Some(next);
+        if !wanted.is_empty() {
+            self.consumer.committed().await;
+        }
+        metrics::counter!("parley_consumer_events_total", "consumer" => self.consumer.name())
+            .increment(events.len() as u64);
+        Ok(ConsumerStep::Consumed(events.len()))
+    }
+
+    /// Runs until `shutdown` (see [`drive`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let store = self.store.clone();
+        let pace = Pace {
+            retry_every: Duration::from_secs(1),
+            batch_size: self.batch_size,
+            min_batch_interval: Duration::from_millis(10),
+        };
+        drive(self, store, pace, shutdown).await
+    }
+}
+
+#[async_trait]
+impl Checkpointed for ConsumerRunner {
+    type Error = StoreError;
+
+    fn name(&self) -> String {
+        self.consumer.name().to_owned()
+    }
+
+    async fn acquire(&mut self) -> Result<bool, StoreError> {
+        ConsumerRunner::acquire(self).await
+    }
+
+    fn is_leader(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    async fn step(&mut self) -> Result<Progress, StoreError> {
+        Ok(match ConsumerRunner::step(self).await? {
+            ConsumerStep::Consumed(n) => Progress::Moved(n),
+            ConsumerStep::Idle => Progress::Idle,
+            ConsumerStep::NotLeader => Progress::NotLeader,
+        })
+    }
+
+    async fn release(&mut self) {
+        ConsumerRunner::release(self).await
+    }
+}
