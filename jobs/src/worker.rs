@@ -171,9 +171,9 @@ impl Worker {
         tokio::pin!(stop);
         let mut running: JoinSet<Uuid> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
-        let mut heartbeat = tokio::time::interval(self.options.lease / 3);
-        let mut rescue = tokio::time::interval(self.options.rescue_every);
-        let mut depths = tokio::time::interval(Duration::from_secs(5));
+        // Heartbeats, rescues and gauges run beside the loop, so claiming never waits for them.
+        let (housekept, housekeeping_stopped) = tokio::sync::watch::channel(false);
+        let housekeeping = tokio::spawn(self.clone().housekeep(housekeeping_stopped));
         // The backstop: an interval (not a sleep made anew each turn, which the other branches
         // would keep from ever completing).
         let mut poll = tokio::time::interval(self.options.poll);
@@ -209,6 +209,26 @@ impl Worker {
                 _ = self.queue.woken(), if room_now > 0 => empty.clear(),
                 _ = async { match listener.as_mut() { Some(l) => { let _ = l.recv().await; } None => std::future::pending().await } }, if room_now > 0 => empty.clear(),
                 _ = poll.tick(), if room_now > 0 => empty.clear(),
+            }
+        }
+        self.shut_down(running, ids).await;
+        let _ = housekept.send(true);
+        let _ = housekeeping.await;
+        // Every finished job's completion is written before the worker returns.
+        self.completions = None;
+        drop(self);
+        let _ = completer.await;
+    }
+
+    /// Renews this node's leases, rescues the jobs of dead nodes (waking the workers when it
+    /// freed some) and records the queue's gauges, until told to stop.
+    async fn housekeep(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut heartbeat = tokio::time::interval(self.options.lease / 3);
+        let mut rescue = tokio::time::interval(self.options.rescue_every);
+        let mut depths = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.queue.heartbeat(&self.options.node, self.options.lease).await {
                         tracing::warn!(error = %e, "could not renew job leases");
@@ -216,7 +236,7 @@ impl Worker {
                 }
                 _ = rescue.tick() => match self.queue.rescue().await {
                     Ok(0) => {}
-                    Ok(_) => empty.clear(),
+                    Ok(_) => self.queue.wake().await,
                     Err(e) => tracing::warn!(error = %e, "could not rescue jobs"),
                 },
                 _ = depths.tick() => {
@@ -224,11 +244,6 @@ impl Worker {
                 }
             }
         }
-        self.shut_down(running, ids).await;
-        // Every finished job's completion is written before the worker returns.
-        self.completions = None;
-        drop(self);
-        let _ = completer.await;
     }
 
     /// Stops claiming; running jobs get the grace period, then the rest are handed back.
