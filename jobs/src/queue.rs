@@ -132,17 +132,33 @@ impl JobQueue {
         node: &str,
         lease: Duration,
     ) -> Result<Vec<Job>, sqlx::Error> {
+        self.claim_from(&[queue], kinds, limit, node, lease).await
+    }
+
+    /// [`JobQueue::claim`] from several queues in one statement: the first queue's ready jobs
+    /// first, then the next queue's, and so on (each queue read down its own index, at most
+    /// `limit` rows from each).
+    pub async fn claim_from(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        limit: i64,
+        node: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>, sqlx::Error> {
         let now = self.clock.now();
         let jobs: Vec<Job> = sqlx::query_as(
             "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $3, leased_by = $4, \
                     lease_expires_at = $3 + make_interval(secs => $5) \
-             FROM (SELECT id FROM jobs \
-                   WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= $3 \
-                     AND kind = ANY($6) \
-                   ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) next \
+             FROM (SELECT ready.id FROM unnest($1::text[]) WITH ORDINALITY AS o(queue, rank) \
+                   CROSS JOIN LATERAL (SELECT id, priority, run_at FROM jobs \
+                        WHERE queue = o.queue AND state IN ('available', 'scheduled', 'retryable') \
+                          AND run_at <= $3 AND kind = ANY($6) \
+                        ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) ready \
+                   ORDER BY o.rank, ready.priority, ready.run_at, ready.id LIMIT $2) next \
              WHERE j.id = next.id RETURNING j.*",
         )
-        .bind(queue)
+        .bind(queues)
         .bind(limit)
         .bind(now)
         .bind(node)
@@ -152,7 +168,7 @@ impl JobQueue {
         .await?;
         for job in &jobs {
             let waited = (now - job.run_at.max(job.inserted_at)).to_std().unwrap_or_default();
-            metrics::histogram!("parley_job_pickup_seconds", "queue" => queue.to_owned())
+            metrics::histogram!("parley_job_pickup_seconds", "queue" => job.queue.clone())
                 .record(waited.as_secs_f64());
         }
         Ok(jobs)

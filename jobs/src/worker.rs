@@ -275,25 +275,20 @@ impl Worker {
         }
     }
 
-    /// Claims up to `room` jobs, offering the slots to queues by weight; a queue that had fewer
-    /// than asked joins `empty`, and queues in it are skipped.
+    /// Claims up to `room` jobs in one statement, offering the slots to queues by weight (a
+    /// queue picked in proportion to its weight first, then the others, heaviest first). Queues
+    /// in `empty` are skipped; when fewer jobs than asked came, every queue asked joins it.
     async fn claim(&self, room: i64, empty: &mut HashSet<QueueName>) -> Result<Vec<Job>, sqlx::Error> {
         let kinds = self.handlers.kinds();
-        let mut claimed = Vec::new();
-        for queue in self.queue_order() {
-            let want = room - claimed.len() as i64;
-            if want <= 0 {
-                break;
-            }
-            if empty.contains(&queue) {
-                continue;
-            }
-            let (node, lease) = (&self.options.node, self.options.lease);
-            let got = self.queue.claim(queue.as_str(), &kinds, want, node, lease).await?;
-            if (got.len() as i64) < want {
-                empty.insert(queue);
-            }
-            claimed.extend(got);
+        let order: Vec<QueueName> = self.queue_order().into_iter().filter(|q| !empty.contains(q)).collect();
+        if order.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = order.iter().map(|q| q.as_str()).collect();
+        let (node, lease) = (&self.options.node, self.options.lease);
+        let claimed = self.queue.claim_from(&names, &kinds, room, node, lease).await?;
+        if (claimed.len() as i64) < room {
+            empty.extend(order);
         }
         Ok(claimed)
     }
