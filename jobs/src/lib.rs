@@ -9,6 +9,7 @@
 //! kind runs it. Handlers run at least once and must be idempotent. Time comes from a [`Clock`],
 //! so tests drive backoff and cron by hand.
 
+mod admin;
 mod backoff;
 mod clock;
 mod cron;
@@ -16,9 +17,10 @@ mod job;
 mod queue;
 mod worker;
 
+pub use admin::{JobsPage, Pruned, Retention};
 pub use backoff::sidekiq_backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cron::{Cron, CronError, Schedule};
 pub use job::{Job, JobState, NewJob, QueueName, DEFAULT_MAX_ATTEMPTS};
-pub use queue::{JobError, JobQueue, JobsPage, Pruned, Retention, NOTIFY_CHANNEL};
+pub use queue::{JobError, JobQueue, NOTIFY_CHANNEL};
 pub use worker::{Handler, Handlers, Worker, WorkerOptions};
