@@ -94,18 +94,6 @@ fn posted_message(e: &RecordedEvent) -> Option<MessageView> {
     if e.event_type != "MessagePosted" {
         return None;
     }
-    match parley_aggregates::from_payload(&e.event_type, &e.payload).ok()? {
-        ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } => {
-            Some(MessageView::posted(
-                message_id,
-                conversation_id,
-                author_id,
-                body,
-                mentions,
-                e.recorded_at,
-                e.version,
-            ))
-        }
-        _ => None,
-    }
+    let event: ConversationEvent = parley_aggregates::from_payload(&e.event_type, &e.payload).ok()?;
+    MessageView::posted(&event, e.recorded_at, e.version)
 }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use parley_aggregates::conversation::{Conversation, ConversationEvent};
+use parley_aggregates::conversation::Conversation;
 use parley_aggregates::values::MessageBody;
 use parley_commands::Executed;
 use parley_projections::read_models::conversations::query as conversations;
@@ -39,19 +39,7 @@ struct PostBody {
 /// The posted message, from the command's own outcome: what the read model will show.
 pub fn posted(done: &Executed<Conversation>) -> Option<MessageView> {
     let (event, appended) = done.events.last().zip(done.appended.last())?;
-    let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } = event
-    else {
-        return None;
-    };
-    Some(MessageView::posted(
-        *message_id,
-        *conversation_id,
-        *author_id,
-        body.clone(),
-        mentions.clone(),
-        appended.recorded_at,
-        appended.version,
-    ))
+    MessageView::posted(event, appended.recorded_at, appended.version)
 }
 
 #[tracing::instrument(skip_all)]

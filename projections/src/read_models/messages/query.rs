@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use parley_aggregates::conversation::ConversationEvent;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -50,28 +51,26 @@ pub struct ReactionSummary {
 impl MessageView {
     /// A message as its `MessagePosted` event (at `seq`, the conversation stream's version,
     /// recorded at `created_at`) makes it: what the read model will hold for it until it changes.
-    pub fn posted(
-        id: Uuid,
-        conversation_id: Uuid,
-        author_id: Uuid,
-        body: String,
-        mentions: Vec<Uuid>,
-        created_at: DateTime<Utc>,
-        seq: i64,
-    ) -> Self {
-        Self {
-            id,
-            conversation_id,
-            author_id,
-            body: Some(body),
-            mentions,
+    /// `None` for any other event.
+    pub fn posted(event: &ConversationEvent, created_at: DateTime<Utc>, seq: i64) -> Option<Self> {
+        let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } =
+            event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: *message_id,
+            conversation_id: *conversation_id,
+            author_id: *author_id,
+            body: Some(body.clone()),
+            mentions: mentions.clone(),
             created_at,
             edited_at: None,
             deleted: false,
             reactions: Vec::new(),
             version: 1,
             cursor: seq.to_string(),
-        }
+        })
     }
 }
 
