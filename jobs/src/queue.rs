@@ -12,6 +12,11 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::job::{Job, JobState, NewJob};
 
+// The statements that find jobs by state or id are not kept as prepared statements: a plan
+// cached while the table was nearly empty (a new database, or just after pruning) would be
+// kept as the table grew, and PostgreSQL replans only when statistics change, which may be
+// never where autovacuum is off. Planned afresh, each sees the table as it is.
+
 /// Workers `LISTEN` here; enqueuers `NOTIFY` it after their commit (never inside it, where the
 /// notification queue's lock would serialise every commit).
 pub const NOTIFY_CHANNEL: &str = "parley_jobs";
@@ -32,7 +37,10 @@ pub enum JobError {
 pub struct JobQueue {
     pool: PgPool,
     clock: Arc<dyn Clock>,
-    woken: Arc<Notify>,
+    /// Counts this process's wake-ups: a worker that notes the count before it claims sees at
+    /// once that jobs came while its claim ran (a wake-up is never lost between the claim and
+    /// the wait).
+    woken: Arc<tokio::sync::watch::Sender<u64>>,
     /// Asks the notifier task for one `NOTIFY` (coalesced: many enqueues, one notification).
     notify_others: Arc<Notify>,
 }
@@ -42,7 +50,7 @@ impl JobQueue {
     pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
         let notify_others = Arc::new(Notify::new());
         tokio::spawn(notifier(pool.clone(), notify_others.clone()));
-        Self { pool, clock, woken: Arc::default(), notify_others }
+        Self { pool, clock, woken: Arc::new(tokio::sync::watch::Sender::new(0)), notify_others }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -76,13 +84,14 @@ impl JobQueue {
     /// Tells the workers, here at once and on every node through one coalesced `NOTIFY`, that
     /// jobs were enqueued (call it after the enqueuing commit).
     pub async fn wake(&self) {
-        self.woken.notify_waiters();
+        self.woken.send_modify(|count| *count = count.wrapping_add(1));
         self.notify_others.notify_one();
     }
 
-    /// Completes when this process enqueued something.
-    pub(crate) async fn woken(&self) {
-        self.woken.notified().await;
+    /// This process's wake-ups: `changed()` completes when one came since the count was last
+    /// marked seen.
+    pub(crate) fn wake_ups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.woken.subscribe()
     }
 
     /// Claims up to `limit` ready jobs of `queue` and of the `kinds` `node` can run, under a lease
@@ -111,16 +120,21 @@ impl JobQueue {
         lease: Duration,
     ) -> Result<Vec<Job>, sqlx::Error> {
         let now = self.clock.now();
+        // The rows to take are chosen once (a materialized CTE) and updated through the primary
+        // key: the statement stays linear in what it takes whatever plan it gets. As a joined
+        // subquery, a plan made while the table was empty re-ran the locking scan for every row
+        // of the table (seconds per claim once thousands of jobs had passed).
         let jobs: Vec<Job> = sqlx::query_as(
-            "UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $3, leased_by = $4, \
+            "WITH next AS MATERIALIZED ( \
+                SELECT ready.id FROM unnest($1::text[]) WITH ORDINALITY AS o(queue, rank) \
+                CROSS JOIN LATERAL (SELECT id, priority, run_at FROM jobs \
+                     WHERE queue = o.queue AND state IN ('available', 'scheduled', 'retryable') \
+                       AND run_at <= $3 AND kind = ANY($6) \
+                     ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) ready \
+                ORDER BY o.rank, ready.priority, ready.run_at, ready.id LIMIT $2) \
+             UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $3, leased_by = $4, \
                     lease_expires_at = $3 + make_interval(secs => $5) \
-             FROM (SELECT ready.id FROM unnest($1::text[]) WITH ORDINALITY AS o(queue, rank) \
-                   CROSS JOIN LATERAL (SELECT id, priority, run_at FROM jobs \
-                        WHERE queue = o.queue AND state IN ('available', 'scheduled', 'retryable') \
-                          AND run_at <= $3 AND kind = ANY($6) \
-                        ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) ready \
-                   ORDER BY o.rank, ready.priority, ready.run_at, ready.id LIMIT $2) next \
-             WHERE j.id = next.id RETURNING j.*",
+             WHERE j.id = ANY(ARRAY(SELECT id FROM next)) RETURNING j.*",
         )
         .bind(queues)
         .bind(limit)
@@ -128,6 +142,7 @@ impl JobQueue {
         .bind(node)
         .bind(lease.as_secs_f64())
         .bind(kinds)
+        .persistent(false)
         .fetch_all(&self.pool)
         .await?;
         for job in &jobs {
@@ -148,6 +163,7 @@ impl JobQueue {
         .bind(id)
         .bind(node)
         .bind(self.clock.now())
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -163,6 +179,7 @@ impl JobQueue {
         .bind(ids)
         .bind(node)
         .bind(self.clock.now())
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -196,6 +213,7 @@ impl JobQueue {
         .bind(run_at)
         .bind(entry)
         .bind(now)
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         Ok((failed.rows_affected() == 1).then_some(state))
@@ -210,6 +228,7 @@ impl JobQueue {
         .bind(node)
         .bind(self.clock.now())
         .bind(lease.as_secs_f64())
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         Ok(renewed.rows_affected())
@@ -229,6 +248,7 @@ impl JobQueue {
              WHERE state = 'running' AND lease_expires_at < $1",
         )
         .bind(now)
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         if rescued.rows_affected() > 0 {
@@ -248,6 +268,7 @@ impl JobQueue {
         .bind(node)
         .bind(ids)
         .bind(self.clock.now())
+        .persistent(false)
         .execute(&self.pool)
         .await?;
         Ok(handed.rows_affected())

@@ -180,12 +180,16 @@ impl Worker {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Queues found empty since the last wake-up or poll: not asked again until then.
         let mut empty: HashSet<QueueName> = HashSet::new();
+        let mut wake_ups = self.queue.wake_ups();
         loop {
             while let Some(done) = running.try_join_next_with_id() {
                 ids.remove(&finished(&done));
             }
             let room = self.options.concurrency.saturating_sub(running.len());
             if room > 0 {
+                // Wake-ups before this point are answered by this claim; one that comes while
+                // it runs leaves `changed()` ready, so the loop claims again at once.
+                wake_ups.mark_unchanged();
                 match self.claim(room as i64, &mut empty).await {
                     Ok(jobs) => {
                         for job in jobs {
@@ -206,7 +210,7 @@ impl Worker {
                 Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     ids.remove(&finished(&done));
                 }
-                _ = self.queue.woken(), if room_now > 0 => empty.clear(),
+                _ = wake_ups.changed(), if room_now > 0 => empty.clear(),
                 _ = async { match listener.as_mut() { Some(l) => { let _ = l.recv().await; } None => std::future::pending().await } }, if room_now > 0 => empty.clear(),
                 _ = poll.tick(), if room_now > 0 => empty.clear(),
             }
