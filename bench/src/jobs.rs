@@ -26,9 +26,18 @@ const CLIENTS: usize = 16;
 #[derive(Clone, Default)]
 struct Probe {
     done: Arc<AtomicU64>,
-    /// When each job's handler started, and when (wall clock) the claim that took it began.
-    started:
-        Arc<Mutex<HashMap<Uuid, (Instant, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>>>,
+    started: Arc<Mutex<HashMap<Uuid, Started>>>,
+}
+
+type Wall = chrono::DateTime<chrono::Utc>;
+
+/// When a job's handler started (monotonic, then wall clock), and when the claim that took it
+/// began (wall clock).
+#[derive(Clone, Copy)]
+struct Started {
+    at: Instant,
+    at_wall: Wall,
+    claimed: Wall,
 }
 
 #[async_trait]
@@ -40,7 +49,7 @@ impl Handler for Probe {
     async fn run(&self, job: &Job) -> Result<(), String> {
         if let Ok(mut started) = self.started.lock() {
             let claimed = job.attempted_at.unwrap_or_default();
-            started.insert(job.id, (Instant::now(), claimed, chrono::Utc::now()));
+            started.insert(job.id, Started { at: Instant::now(), at_wall: chrono::Utc::now(), claimed });
         }
         self.done.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -106,7 +115,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, jobs: usize) -> anyhow
     let (stop, task) = start(worker(&queue, &probe));
     let rate = 500u64;
     let n = rate * seconds;
-    let committed: Arc<Mutex<HashMap<Uuid, (Instant, chrono::DateTime<chrono::Utc>)>>> = Arc::default();
+    let committed: Arc<Mutex<HashMap<Uuid, (Instant, Wall)>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     for _ in 0..n {
         tick.tick().await;
@@ -134,10 +143,10 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, jobs: usize) -> anyhow
     let committed = committed.lock().map(|c| c.clone()).unwrap_or_default();
     let (mut pickups, mut to_claim, mut to_handler) = (Vec::new(), Vec::new(), Vec::new());
     for (id, (at, at_wall)) in &committed {
-        let Some((start, claimed, start_wall)) = started.get(id) else { continue };
-        pickups.push(start.saturating_duration_since(*at));
-        to_claim.push((*claimed - *at_wall).to_std().unwrap_or_default());
-        to_handler.push((*start_wall - (*claimed).max(*at_wall)).to_std().unwrap_or_default());
+        let Some(start) = started.get(id) else { continue };
+        pickups.push(start.at.saturating_duration_since(*at));
+        to_claim.push((start.claimed - *at_wall).to_std().unwrap_or_default());
+        to_handler.push((start.at_wall - start.claimed.max(*at_wall)).to_std().unwrap_or_default());
     }
     for figures in [&mut pickups, &mut to_claim, &mut to_handler] {
         figures.sort();
