@@ -13,6 +13,7 @@ use crate::invitation::{Invitation, InvitationEvent};
 use crate::role::{Role, RoleEvent};
 use crate::session::{Session, SessionEvent};
 use crate::user::{User, UserEvent};
+use crate::webhook::{IncomingWebhook, IncomingWebhookEvent, WebhookSubscription, WebhookSubscriptionEvent};
 
 /// The `event_type`s an event enum records, one per variant (checked by each aggregate's
 /// `stored_names_are_the_event_types` test against its variants' serde tags).
@@ -30,6 +31,8 @@ pub const STREAMS: &[(&str, &[&str])] = &[
     (Role::TYPE, RoleEvent::TYPES),
     (ApiKey::TYPE, ApiKeyEvent::TYPES),
     (Inbox::TYPE, InboxEvent::TYPES),
+    (WebhookSubscription::TYPE, WebhookSubscriptionEvent::TYPES),
+    (IncomingWebhook::TYPE, IncomingWebhookEvent::TYPES),
 ];
 
 /// Every stream type.

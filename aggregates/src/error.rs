@@ -27,4 +27,8 @@ pub enum DomainError {
     ApiKey(#[from] ApiKeyError),
     #[error(transparent)]
     Inbox(#[from] InboxError),
+    #[error(transparent)]
+    WebhookSubscription(#[from] crate::webhook::WebhookSubscriptionError),
+    #[error(transparent)]
+    IncomingWebhook(#[from] crate::webhook::IncomingWebhookError),
 }

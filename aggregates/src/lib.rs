@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod session;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 pub use error::DomainError;
 pub use payload::{from_payload, to_payload, PayloadError};

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Commands;
+use parley_commands::webhooks::{SecretBox, Webhooks};
 use parley_commands::Dispatcher;
 use parley_eventstore::{db, EventStore, Upcasters};
 use parley_jobs::{JobQueue, SystemClock};
 use parley_projections::{LeaseOptions, Projections};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 
 #[derive(Clone)]
 pub struct App {
@@ -20,6 +21,7 @@ pub struct App {
     pub projections: Projections,
     /// The durable job queue, on the same pool.
     pub jobs: JobQueue,
+    pub webhooks: Webhooks,
     pub connect: PgConnectOptions,
 }
 
@@ -46,7 +48,11 @@ impl App {
         let jobs = JobQueue::new(pool.clone(), Arc::new(SystemClock));
         let store = EventStore::new(pool, Upcasters::default());
         let commands = Commands::new(Dispatcher::new(store.clone()), passwords);
-        Ok(Self { store, commands, projections: Projections::standard(), jobs, connect })
+        let secrets = SecretBox::load(store.pool(), config.secrets_key.as_ref().map(Secret::expose))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the secrets key: {e}"))?;
+        let webhooks = Webhooks::new(commands.clone(), jobs.clone(), secrets, config.webhooks_allow_private);
+        Ok(Self { store, commands, projections: Projections::standard(), jobs, webhooks, connect })
     }
 
     /// How this process's projection runners take their leases.

@@ -40,6 +40,13 @@ pub struct Config {
     /// store.
     #[arg(long, env = "PARLEY_LIVE_CAPACITY", default_value_t = DEFAULT_LIVE_CAPACITY, global = true, hide = true)]
     pub live_capacity: usize,
+    /// Key that seals webhook secrets at rest (base64 of 32 bytes); generated once and kept in
+    /// the database when unset.
+    #[arg(long, env = "PARLEY_SECRETS_KEY", hide_env_values = true, global = true)]
+    pub secrets_key: Option<Secret>,
+    /// Let webhooks reach loopback and private addresses (tests, development only).
+    #[arg(long, env = "PARLEY_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, global = true)]
+    pub webhooks_allow_private: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -56,6 +63,8 @@ impl Config {
             pool_size: DEFAULT_POOL_SIZE,
             bind: DEFAULT_BIND.into(),
             jwt_secret: None,
+            secrets_key: None,
+            webhooks_allow_private: false,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,

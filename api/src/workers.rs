@@ -27,11 +27,13 @@ impl Workers {
             let runner = Runner::new(app.store.clone(), projection.clone(), app.lease_options());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
-        for consumer in process_managers::all(&app.jobs) {
+        let mut consumers = process_managers::all(&app.jobs);
+        consumers.push(app.webhooks.fanout());
+        for consumer in consumers {
             let runner = ConsumerRunner::new(app.store.clone(), consumer, app.connect.clone());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
-        let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
+        let handlers = app.webhooks.handlers(jobs::handlers(app.store.pool().clone(), app.jobs.clone()));
         let worker = Worker::new(app.jobs.clone(), handlers, WorkerOptions::default());
         tasks.spawn(worker.run(stopped(stop.subscribe())));
         tasks.spawn(cron.run(stopped(stop.subscribe())));

@@ -46,7 +46,7 @@ impl Handler for Probe {
         "bench.noop"
     }
 
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<(), parley_jobs::Failure> {
         if let Ok(mut started) = self.started.lock() {
             let claimed = job.attempted_at.unwrap_or_default();
             started.insert(job.id, Started { at: Instant::now(), at_wall: chrono::Utc::now(), claimed });

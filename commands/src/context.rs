@@ -24,6 +24,11 @@ impl Actor {
         Self { kind: ActorKind::ApiKey, id: Some(id), permissions }
     }
 
+    /// An incoming webhook posting through its hook: it may do only what the hook is for.
+    pub fn webhook(hook_id: Uuid) -> Self {
+        Self { kind: ActorKind::Webhook, id: Some(hook_id), permissions: Vec::new() }
+    }
+
     pub fn system() -> Self {
         Self { kind: ActorKind::System, id: None, permissions: Vec::new() }
     }

@@ -31,7 +31,7 @@ impl Handler for Prune {
         PRUNE
     }
 
-    async fn run(&self, _job: &Job) -> Result<(), String> {
+    async fn run(&self, _job: &Job) -> Result<(), parley_jobs::Failure> {
         let records = sqlx::query("DELETE FROM idempotency_records WHERE created_at < now() - $1::interval")
             .bind(KEEP)
             .execute(&self.pool)
@@ -62,7 +62,7 @@ impl Handler for Noop {
         NOOP
     }
 
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<(), parley_jobs::Failure> {
         if let Some(ms) = job.args.get("sleep_ms").and_then(|v| v.as_u64()) {
             tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
         }
@@ -81,7 +81,7 @@ impl Handler for ForgetSessionTokens {
     }
 
     /// Idempotent: deleting them again deletes nothing.
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<(), parley_jobs::Failure> {
         let session: uuid::Uuid = job.args["session_id"]
             .as_str()
             .and_then(|s| s.parse().ok())

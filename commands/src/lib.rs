@@ -13,6 +13,7 @@ pub mod process_managers;
 pub mod services;
 pub mod tokens;
 mod unit_of_work;
+pub mod webhooks;
 mod write_side;
 
 pub use context::{Actor, CommandContext};

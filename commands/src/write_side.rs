@@ -350,3 +350,7 @@ impl WriteSide for ApiKey {
         Ok(())
     }
 }
+
+impl WriteSide for parley_aggregates::webhook::WebhookSubscription {}
+
+impl WriteSide for parley_aggregates::webhook::IncomingWebhook {}

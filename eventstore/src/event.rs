@@ -46,6 +46,8 @@ impl NewEvent {
 pub enum ActorKind {
     User,
     ApiKey,
+    /// An incoming webhook: the hook's id is the actor's.
+    Webhook,
     #[default]
     System,
 }

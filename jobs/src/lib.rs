@@ -23,4 +23,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cron::{Cron, CronError, Schedule};
 pub use job::{Job, JobState, NewJob, QueueName, DEFAULT_MAX_ATTEMPTS};
 pub use queue::{JobError, JobQueue, NOTIFY_CHANNEL};
-pub use worker::{Handler, Handlers, Worker, WorkerOptions};
+pub use worker::{Failure, Handler, Handlers, Worker, WorkerOptions};

@@ -72,6 +72,58 @@ impl JobQueue {
         enqueue_at(conn, job, self.clock.now()).await
     }
 
+    /// Enqueues every one of `jobs` in the caller's transaction, in one statement; returns how
+    /// many were new (a unique job already there is skipped).
+    pub async fn enqueue_many(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<u64, sqlx::Error> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let mut columns = ManyJobs::default();
+        for job in jobs {
+            let run_at = job.run_at.unwrap_or(now).max(now);
+            let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+            columns.ids.push(Uuid::now_v7());
+            columns.accounts.push(job.account_id);
+            columns.kinds.push(job.kind.clone());
+            columns.queues.push(job.queue.as_str().to_owned());
+            columns.priorities.push(job.priority);
+            columns.states.push(state.as_str().to_owned());
+            columns.max_attempts.push(job.max_attempts);
+            columns.run_ats.push(run_at);
+            columns.args.push(job.args.clone());
+            columns.unique_keys.push(job.unique_key(now));
+            columns.correlations.push(job.correlation_id);
+            columns.causations.push(job.causation_id);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, account_id, kind, queue, priority, state, max_attempts, run_at, args, unique_key, \
+                               correlation_id, causation_id, inserted_at) \
+             SELECT *, $13 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::smallint[], $6::text[], \
+                                       $7::int[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[]) \
+             ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL \
+               AND state NOT IN ('discarded', 'cancelled') DO NOTHING",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.accounts)
+        .bind(&columns.kinds)
+        .bind(&columns.queues)
+        .bind(&columns.priorities)
+        .bind(&columns.states)
+        .bind(&columns.max_attempts)
+        .bind(&columns.run_ats)
+        .bind(&columns.args)
+        .bind(&columns.unique_keys)
+        .bind(&columns.correlations)
+        .bind(&columns.causations)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        metrics::counter!("parley_jobs_enqueued_total", "queue" => "many").increment(inserted);
+        Ok(inserted)
+    }
+
     /// Enqueues `job` in a transaction of its own, and wakes the workers.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Option<Uuid>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
@@ -273,6 +325,23 @@ impl JobQueue {
         .await?;
         Ok(handed.rows_affected())
     }
+}
+
+/// The columns of a batch of new jobs, for `unnest`.
+#[derive(Default)]
+struct ManyJobs {
+    ids: Vec<Uuid>,
+    accounts: Vec<Uuid>,
+    kinds: Vec<String>,
+    queues: Vec<String>,
+    priorities: Vec<i16>,
+    states: Vec<String>,
+    max_attempts: Vec<i32>,
+    run_ats: Vec<DateTime<Utc>>,
+    args: Vec<serde_json::Value>,
+    unique_keys: Vec<Option<String>>,
+    correlations: Vec<Option<Uuid>>,
+    causations: Vec<Option<Uuid>>,
 }
 
 /// Sends one `NOTIFY` for however many wake-ups came since the last one, until the pool closes.

@@ -30,8 +30,40 @@ pub trait Handler: Send + Sync + 'static {
     fn backoff(&self, count: i32) -> Duration {
         sidekiq_backoff(count)
     }
-    /// Runs the job; an error is recorded and the job retried.
-    async fn run(&self, job: &Job) -> Result<(), String>;
+    /// Runs the job; a failure is recorded and the job retried.
+    async fn run(&self, job: &Job) -> Result<(), Failure>;
+}
+
+/// Why a job's attempt failed, and, when the handler knows better than its backoff (a server's
+/// `Retry-After`), when to try again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub error: String,
+    pub retry_in: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self { error: error.into(), retry_in: None }
+    }
+
+    /// Runs again after `delay` instead of the kind's backoff.
+    pub fn retry_in(mut self, delay: Duration) -> Self {
+        self.retry_in = Some(delay);
+        self
+    }
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(error: &str) -> Self {
+        Self::new(error)
+    }
 }
 
 /// The handlers of a process, by kind.
@@ -334,7 +366,10 @@ impl Worker {
                 let run = handler.run(&job);
                 // A panicking handler fails its job, not the worker.
                 match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
-                    Ok(result) => result.map_err(|e| (e, handler.backoff(job.attempt - 1))),
+                    Ok(result) => result.map_err(|f| {
+                        let retry_in = f.retry_in.unwrap_or_else(|| handler.backoff(job.attempt - 1));
+                        (f.error, retry_in)
+                    }),
                     Err(_) => Err(("the handler panicked".to_owned(), handler.backoff(job.attempt - 1))),
                 }
             }

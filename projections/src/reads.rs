@@ -21,10 +21,11 @@ pub enum ReadModel {
     Roles,
     ApiKeys,
     Notifications,
+    Webhooks,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 7] = [
+    pub const ALL: [ReadModel; 8] = [
         ReadModel::Users,
         ReadModel::Conversations,
         ReadModel::Messages,
@@ -32,6 +33,7 @@ impl ReadModel {
         ReadModel::Roles,
         ReadModel::ApiKeys,
         ReadModel::Notifications,
+        ReadModel::Webhooks,
     ];
 
     /// The stored name: its checkpoint rows, schemas and lease are named after it.
@@ -44,6 +46,7 @@ impl ReadModel {
             ReadModel::Roles => "roles",
             ReadModel::ApiKeys => "api_keys",
             ReadModel::Notifications => "notifications",
+            ReadModel::Webhooks => "webhooks",
         }
     }
 }

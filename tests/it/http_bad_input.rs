@@ -224,7 +224,11 @@ async fn bad_tokens_are_refused_over_http_and_close_the_websocket_with_4401() {
 /// A body that passes validation for each endpoint that takes one, so that only the foreign id
 /// can refuse the request. A new endpoint with a body must be given one here (the test says so).
 fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> Option<serde_json::Value> {
-    let bodiless = ["/api/v1/notifications/{id}/read", "/api/v1/admin/jobs/{id}/retry"];
+    let bodiless = [
+        "/api/v1/notifications/{id}/read",
+        "/api/v1/admin/jobs/{id}/retry",
+        "/api/v1/webhooks/subscriptions/{id}/rotate",
+    ];
     if *method == Method::GET || *method == Method::DELETE || bodiless.contains(&template) {
         return None;
     }
@@ -240,6 +244,9 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/users/{id}/password" => {
             json!({"current_password": "correct horse battery", "new_password": "another password"})
         }
+        "/api/v1/webhooks/subscriptions/{id}" => json!({"description": "mine now"}),
+        "/api/v1/webhooks/subscriptions/{id}/resend" => json!({"event_id": me}),
+        "/api/v1/webhooks/subscriptions/{id}/recover" => json!({"since": "2026-01-01T00:00:00Z"}),
         _ => panic!("{method} {template} takes a body: give it a valid one in sample_body (me: {me})"),
     };
     Some(body)
@@ -275,7 +282,6 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .await;
     assert_eq!(reaction.status, 201, "{:?}", reaction.body);
     let reaction_id = reaction.data()["id"].as_str().unwrap().to_owned();
-    let settled = reaction.position();
     let job_id = s
         .t
         .app
@@ -287,6 +293,23 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .unwrap()
         .unwrap()
         .to_string();
+    let subscription = s
+        .post(
+            "/api/v1/webhooks/subscriptions",
+            &theirs.token,
+            json!({"url": "http://127.0.0.1:9/theirs", "event_types": ["MessagePosted"]}),
+        )
+        .await;
+    let subscription_id = subscription.data()["id"].as_str().unwrap().to_owned();
+    let hook = s
+        .post(
+            "/api/v1/webhooks/incoming",
+            &theirs.token,
+            json!({"conversation_id": conversation, "name": "Theirs"}),
+        )
+        .await;
+    let hook_id = hook.data()["id"].as_str().unwrap().to_owned();
+    let settled = hook.position();
     let told = s.get_at("/api/v1/notifications", &their_member.token, &settled).await;
     let notification_id = told.data()[0]["id"].as_str().expect("they were added: a notification").to_owned();
     // Mine: an owner with every permission.
@@ -302,6 +325,8 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("reactions", ("Conversation", conversation.clone())),
         ("notifications", ("Inbox", their_member.id.clone())),
         ("admin", ("Job", job_id.clone())),
+        ("webhooks", ("WebhookSubscription", subscription_id.clone())),
+        ("webhooks/incoming", ("IncomingWebhook", hook_id.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource
@@ -313,6 +338,10 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
     let mut cases: Vec<(Method, String, Option<serde_json::Value>)> = Vec::new();
     let routes = parley_api::http::routes::list();
     for (method, template) in routes.iter().filter(|(_, p)| p.contains('{')) {
+        // Signed by the hook's secret, not authenticated by a credential: no account to hide from.
+        if *method == Method::POST && template == "/api/v1/webhooks/incoming/{id}" {
+            continue;
+        }
         let body = sample_body(method, template, &me.id, &user);
         if template == "/api/v1/audit/streams/{stream_type}/{stream_id}" {
             for (_, (stream_type, id)) in &theirs_by_resource {
@@ -328,6 +357,7 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         let id = match resource {
             "reactions" => reaction_id.clone(),
             "notifications" => notification_id.clone(),
+            "webhooks" if template.starts_with("/api/v1/webhooks/incoming") => hook_id.clone(),
             _ => id_of(resource).1,
         };
         let path =

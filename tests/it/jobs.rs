@@ -28,7 +28,7 @@ impl Handler for Flaky {
         "test.flaky"
     }
 
-    async fn run(&self, _job: &Job) -> Result<(), String> {
+    async fn run(&self, _job: &Job) -> Result<(), parley_jobs::Failure> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         if self.healed.load(Ordering::SeqCst) {
             Ok(())
@@ -190,7 +190,7 @@ impl Handler for Counted {
         "test.counted"
     }
 
-    async fn run(&self, _job: &Job) -> Result<(), String> {
+    async fn run(&self, _job: &Job) -> Result<(), parley_jobs::Failure> {
         self.done.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -271,7 +271,7 @@ impl Handler for Slow {
         "test.slow"
     }
 
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<(), parley_jobs::Failure> {
         self.started.fetch_add(1, Ordering::SeqCst);
         let ms = job.args["ms"].as_u64().unwrap_or(0);
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

@@ -22,3 +22,4 @@ mod projections;
 mod replay;
 mod store;
 mod walks;
+mod webhooks;

@@ -26,6 +26,10 @@ struct World {
     notification: String,
     /// A job of the account in the dead set.
     job: String,
+    /// A webhook subscription and an incoming hook of the account, and an event of it.
+    subscription: String,
+    hook: String,
+    event: String,
 }
 
 impl World {
@@ -77,6 +81,28 @@ impl World {
             .await
             .unwrap();
         let job = job.to_string();
+        let subscription = id_of(
+            &s.post(
+                "/api/v1/webhooks/subscriptions",
+                &owner.token,
+                json!({"url": "http://127.0.0.1:9/hook", "event_types": ["MessagePosted"]}),
+            )
+            .await,
+        );
+        let hook = id_of(
+            &s.post(
+                "/api/v1/webhooks/incoming",
+                &owner.token,
+                json!({"conversation_id": group, "name": "CI"}),
+            )
+            .await,
+        );
+        let (event,): (uuid::Uuid,) =
+            sqlx::query_as("SELECT event_id FROM events WHERE event_type = 'MessagePosted'")
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        let event = event.to_string();
         Self {
             s,
             owner,
@@ -90,6 +116,9 @@ impl World {
             reaction,
             notification,
             job,
+            subscription,
+            hook,
+            event,
         }
     }
 
@@ -104,6 +133,8 @@ impl World {
             "reactions" => &self.reaction,
             "notifications" => &self.notification,
             "admin" => &self.job,
+            "webhooks" if template.starts_with("/api/v1/webhooks/incoming") => &self.hook,
+            "webhooks" => &self.subscription,
             _ => "",
         };
         template
@@ -130,7 +161,18 @@ impl World {
         }
         let body = match e.path.as_str() {
             "/api/v1/notifications/{id}/read" | "/api/v1/notifications/read_all" => return None,
-            "/api/v1/admin/jobs/{id}/retry" => return None,
+            "/api/v1/admin/jobs/{id}/retry" | "/api/v1/webhooks/subscriptions/{id}/rotate" => return None,
+            // Signed, not authenticated: a body without a signature is refused before it is read.
+            "/api/v1/webhooks/incoming/{id}" => return None,
+            "/api/v1/webhooks/subscriptions" => json!({
+                "url": "http://127.0.0.1:9/walk", "event_types": ["MessagePosted"], "description": "walking"
+            }),
+            "/api/v1/webhooks/subscriptions/{id}" => {
+                json!({"description": "walked", "event_types": ["MessageEdited"]})
+            }
+            "/api/v1/webhooks/subscriptions/{id}/resend" => json!({"event_id": self.event}),
+            "/api/v1/webhooks/subscriptions/{id}/recover" => json!({"since": "2026-01-01T00:00:00Z"}),
+            "/api/v1/webhooks/incoming" => json!({"conversation_id": self.group, "name": "Walker"}),
             "/api/v1/auth/register" => json!({
                 "name": "Nul", "email": "nul@example.com", "password": "correct horse battery", "account_name": "Nul"
             }),
@@ -205,7 +247,14 @@ async fn every_command_post_honours_its_idempotency_key_and_appends_nothing_when
                 assert_eq!(again.header("x-position"), first.header("x-position"), "{path}");
                 assert_eq!(w.s.events().await, before, "{path}: a replay appends nothing");
             }
-            IdempotencyKeys::NotApplicable => panic!("a POST is honoured or refused: {e:?}"),
+            IdempotencyKeys::Signed => {
+                let before = w.s.events().await;
+                let a =
+                    w.s.call(Method::POST, &path, None, Some(json!({"text": "unsigned"})), &headers).await;
+                a.assert_error(401, "unauthorized");
+                assert_eq!(w.s.events().await, before, "{path}: nothing written");
+            }
+            IdempotencyKeys::NotApplicable => panic!("a POST is honoured, refused or signed: {e:?}"),
         }
     }
     assert!(honoured >= 8, "the command POSTs: {honoured}");

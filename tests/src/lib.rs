@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod receiver;
 pub mod server;
 
 use std::str::FromStr;
@@ -136,9 +137,17 @@ impl TestApp {
     }
 
     pub async fn with_pool(pool_size: u32) -> Self {
+        Self::with_config(pool_size, |_| {}).await
+    }
+
+    /// An app whose configuration `adjust` changes first.
+    pub async fn with_config(pool_size: u32, adjust: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new().await;
         let mut config = Config::new(db.url());
         config.pool_size = pool_size;
+        // Webhook receivers in tests listen on loopback.
+        config.webhooks_allow_private = true;
+        adjust(&mut config);
         let app =
             App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.expect("app connects");
         Self { db, app, config }

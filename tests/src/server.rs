@@ -79,9 +79,8 @@ impl TestServer {
 
     /// A server whose configuration `adjust` changes first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let t = TestApp::with_pool(20).await;
-        let mut config = serving(t.config.clone());
-        adjust(&mut config);
+        let t = TestApp::with_config(20, adjust).await;
+        let config = serving(t.config.clone());
         let server = Server::start(t.app.clone(), &config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -93,6 +92,7 @@ impl TestServer {
     pub async fn second_server(&self, adjust: impl FnOnce(&mut Config)) -> Server {
         let mut config = serving(Config::new(self.t.db.url()));
         config.pool_size = 5;
+        config.webhooks_allow_private = true;
         config.workers = false;
         adjust(&mut config);
         let hasher = parley_commands::password::PasswordHasher::fast_insecure();

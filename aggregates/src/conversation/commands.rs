@@ -46,6 +46,9 @@ pub enum ConversationCommand {
     /// Posts a message; only a member may. Re-decidable: never fails because others post.
     /// `mentions` are members named in the body.
     PostMessage { message_id: Uuid, author_id: Uuid, body: MessageBody, mentions: Vec<Uuid> },
+    /// A message posted through an incoming webhook bound to this conversation: the hook is the
+    /// author (it is no member; binding it to the conversation was the member's decision).
+    PostAsWebhook { message_id: Uuid, hook_id: Uuid, body: MessageBody },
     /// Replaces a message's body; its author only. `expected_version` is the client's If-Match.
     EditMessage {
         actor_id: Uuid,

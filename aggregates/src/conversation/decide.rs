@@ -84,6 +84,16 @@ impl Conversation {
                     mentions,
                 }])
             }
+            C::PostAsWebhook { message_id, hook_id, body } => {
+                let conversation_id = self.open()?;
+                Ok(vec![ConversationEvent::MessagePosted {
+                    message_id,
+                    conversation_id,
+                    author_id: hook_id,
+                    body: body.as_str().to_owned(),
+                    mentions: Vec::new(),
+                }])
+            }
             C::EditMessage { actor_id, message, body, expected_version } => {
                 let conversation_id = self.open()?;
                 self.member(actor_id)?;

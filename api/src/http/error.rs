@@ -9,6 +9,7 @@ use parley_aggregates::conversation::ConversationError;
 use parley_aggregates::role::RoleError;
 use parley_aggregates::session::SessionError;
 use parley_aggregates::user::UserError;
+use parley_aggregates::webhook::{IncomingWebhookError, WebhookSubscriptionError};
 use parley_aggregates::DomainError;
 use parley_commands::DispatchError;
 use parley_eventstore::StoreError;
@@ -175,6 +176,10 @@ impl From<DomainError> for ApiError {
             DomainError::ApiKey(ApiKeyError::NotFound) => Code::NotFound,
             DomainError::Inbox(_) => Code::NotFound,
             DomainError::ApiKey(ApiKeyError::AlreadyCreated) => Code::Conflict,
+            DomainError::WebhookSubscription(WebhookSubscriptionError::NotFound) => Code::NotFound,
+            DomainError::WebhookSubscription(WebhookSubscriptionError::AlreadyCreated) => Code::Conflict,
+            DomainError::IncomingWebhook(IncomingWebhookError::NotFound) => Code::NotFound,
+            DomainError::IncomingWebhook(IncomingWebhookError::AlreadyCreated) => Code::Conflict,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
                 ConversationError::NotFound | ConversationError::NotAMember => Code::NotFound,

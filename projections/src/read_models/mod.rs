@@ -7,6 +7,7 @@ pub mod messages;
 pub mod notifications;
 pub mod roles;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub use messages::MessagesProjection;
 pub use notifications::NotificationsProjection;
 pub use roles::RolesProjection;
 pub use users::UsersProjection;
+pub use webhooks::WebhooksProjection;
 
 use crate::projection::Projection;
 
@@ -29,6 +31,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(RolesProjection),
         Arc::new(ApiKeysProjection),
         Arc::new(NotificationsProjection),
+        Arc::new(WebhooksProjection),
     ]
 }
 

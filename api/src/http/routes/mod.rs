@@ -16,6 +16,7 @@ pub mod notifications;
 pub mod reactions;
 pub mod roles;
 pub mod users;
+pub mod webhooks;
 
 use axum::extract::Request;
 use axum::handler::Handler;
@@ -46,6 +47,9 @@ pub enum IdempotencyKeys {
     Honoured,
     /// 400 `idempotency_not_supported`: a stored answer would keep a secret.
     Refused,
+    /// Authenticated by a signature, not a credential, and deduplicated by the sender's own
+    /// message id (incoming webhooks).
+    Signed,
 }
 
 /// A router that lists what it routes.
@@ -85,6 +89,16 @@ impl Routes {
         self.router = self.router.route(path, route);
         self.listed.push((Method::POST, path, IdempotencyKeys::Refused));
         self
+    }
+
+    /// A POST authenticated by its signature (a webhook), not by a credential: it deduplicates
+    /// by its own message id, so an Idempotency-Key does not apply.
+    pub fn post_signed<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.route(Method::POST, path, on(MethodFilter::POST, handler), IdempotencyKeys::Signed)
     }
 
     fn add<H, T>(self, method: Method, filter: MethodFilter, path: &'static str, handler: H) -> Self
@@ -154,6 +168,7 @@ pub fn api() -> Routes {
         .merge(reactions::router())
         .merge(notifications::router())
         .merge(jobs::router())
+        .merge(webhooks::router())
 }
 
 /// Every endpoint, with its full path.

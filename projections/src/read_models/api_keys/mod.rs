@@ -82,6 +82,14 @@ impl Projection for ApiKeysProjection {
                 "RoleDeleted",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

@@ -111,6 +111,14 @@ impl Projection for ConversationsProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

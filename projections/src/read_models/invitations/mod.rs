@@ -80,6 +80,14 @@ impl Projection for InvitationsProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

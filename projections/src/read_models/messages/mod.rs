@@ -176,6 +176,14 @@ impl Projection for MessagesProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

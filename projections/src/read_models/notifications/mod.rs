@@ -92,6 +92,14 @@ impl Projection for NotificationsProjection {
                 "ApiKeyCreated",
                 "ApiKeyRevoked",
                 "ApiKeyUsed",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

@@ -96,6 +96,14 @@ impl Projection for UsersProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "WebhookSubscriptionCreated",
+                "WebhookSubscriptionUpdated",
+                "WebhookSecretRotated",
+                "WebhookSubscriptionDisabled",
+                "WebhookSubscriptionEnabled",
+                "WebhookSubscriptionDeleted",
+                "IncomingWebhookCreated",
+                "IncomingWebhookDeleted",
             ],
         }
     }

@@ -1,0 +1,462 @@
+//! The use cases behind `/webhooks/*`: subscriptions and their secrets, attempts, resends and
+//! recoveries; incoming hooks and what they receive.
+
+use chrono::{DateTime, Duration, Utc};
+use parley_aggregates::catalog::is_event_type;
+use parley_aggregates::conversation::Conversation;
+use parley_aggregates::permissions::Permission;
+use parley_aggregates::values::Name;
+use parley_aggregates::webhook::{
+    IncomingWebhook, IncomingWebhookCommand, WebhookSubscription, WebhookSubscriptionCommand,
+};
+use parley_eventstore::ActorKind;
+use parley_jobs::NewJob;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::address::check_url;
+use super::fanout::resend_job;
+use super::incoming::INCOMING;
+use super::secrets::{fingerprint, new_secret};
+use super::signing::{verify, VerifyError};
+use super::Webhooks;
+use crate::context::CommandContext;
+use crate::error::DispatchError;
+use crate::services::field;
+use crate::unit_of_work::Executed;
+
+/// How long a rotated-out secret keeps signing.
+pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
+/// The most events one recovery resends.
+pub const MAX_RECOVERED: i64 = 10_000;
+const MAX_DESCRIPTION: usize = 500;
+
+/// Something made with a secret, and the secret: the only time it is shown.
+#[derive(Debug)]
+pub struct Issued<A: cqrs_es::Aggregate> {
+    pub done: Executed<A>,
+    pub secret: String,
+}
+
+/// What a PATCH may change.
+#[derive(Debug, Default)]
+pub struct SubscriptionChanges {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// One delivery attempt as listed.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub event_id: Uuid,
+    pub attempt: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// What became of a request to an incoming hook.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Verified: its message will be posted (or it was a repeat of one that is).
+    Accepted,
+    /// No such hook (or deleted).
+    UnknownHook,
+    /// The signature or timestamp did not verify.
+    Refused(VerifyError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> DispatchError {
+    DispatchError::Invalid { field, message: message.into() }
+}
+
+fn event_types(types: &[String]) -> Result<Vec<String>, DispatchError> {
+    if types.is_empty() {
+        return Err(invalid("event_types", "must name at least one event type"));
+    }
+    if let Some(unknown) = types.iter().find(|t| !is_event_type(t)) {
+        return Err(invalid("event_types", format!("{unknown:?} is not an event type of the log")));
+    }
+    Ok(types.to_vec())
+}
+
+fn description(text: Option<String>) -> Result<Option<String>, DispatchError> {
+    match text {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => {
+            Err(invalid("description", format!("must be at most {MAX_DESCRIPTION} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+impl Webhooks {
+    async fn url(&self, url: &str) -> Result<String, DispatchError> {
+        check_url(url, self.allow_private)
+            .await
+            .map(|u| u.to_string())
+            .map_err(|e| invalid("url", e.to_string()))
+    }
+
+    /// The subscription `id` of the caller's account.
+    async fn subscription(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+    ) -> Result<WebhookSubscription, DispatchError> {
+        let loaded = self.commands.dispatcher().load::<WebhookSubscription>(&id.to_string()).await?;
+        match loaded {
+            Some(l) if l.aggregate.account_id == Some(ctx.account_id) && !l.aggregate.deleted => {
+                Ok(l.aggregate)
+            }
+            _ => Err(DispatchError::NotFound("webhook subscription")),
+        }
+    }
+
+    /// Subscribes `url` to the account's events of `types`; the secret is in the answer only.
+    #[tracing::instrument(skip_all)]
+    pub async fn subscribe(
+        &self,
+        ctx: &CommandContext,
+        url: &str,
+        types: &[String],
+        text: Option<String>,
+    ) -> Result<Issued<WebhookSubscription>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        let event_types = event_types(types)?;
+        let description = description(text)?;
+        let url = self.url(url).await?;
+        let (secret, subscription_id, now) = (new_secret(), Uuid::now_v7(), self.clock.now());
+        let create = WebhookSubscriptionCommand::Create {
+            subscription_id,
+            account_id: ctx.account_id,
+            url,
+            event_types,
+            description,
+            secret_fingerprint: fingerprint(&secret),
+            by,
+        };
+        let (secrets, account_id) = (self.secrets.clone(), ctx.account_id);
+        let stored = secret.clone();
+        let done = self
+            .commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let (create, secrets, stored) = (create.clone(), secrets.clone(), stored.clone());
+                Box::pin(async move {
+                    secrets.store(uow.conn(), subscription_id, account_id, &stored, now).await?;
+                    uow.execute::<WebhookSubscription>(&subscription_id.to_string(), create).await
+                })
+            })
+            .await?
+            .fresh()?;
+        Ok(Issued { done, secret })
+    }
+
+    /// Changes a subscription's URL, types, description or whether it is enabled.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_subscription(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+        changes: SubscriptionChanges,
+    ) -> Result<Option<Executed<WebhookSubscription>>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        self.subscription(ctx, id).await?;
+        let event_types = changes.event_types.as_deref().map(event_types).transpose()?;
+        let description = description(changes.description)?;
+        let url = match changes.url.as_deref() {
+            Some(url) => Some(self.url(url).await?),
+            None => None,
+        };
+        let dispatcher = self.commands.dispatcher();
+        let stream = id.to_string();
+        let mut last = None;
+        if url.is_some() || event_types.is_some() || description.is_some() {
+            let update = WebhookSubscriptionCommand::Update { url, event_types, description, by };
+            last = Some(dispatcher.execute::<WebhookSubscription>(ctx, &stream, update).await?);
+        }
+        let toggle = match changes.enabled {
+            Some(true) => Some(WebhookSubscriptionCommand::Enable { by }),
+            Some(false) => Some(WebhookSubscriptionCommand::Disable {
+                reason: "disabled by a user".into(),
+                by: Some(by),
+            }),
+            None => None,
+        };
+        if let Some(toggle) = toggle {
+            last = Some(dispatcher.execute::<WebhookSubscription>(ctx, &stream, toggle).await?);
+        }
+        Ok(last)
+    }
+
+    /// Deletes a subscription and forgets its secrets.
+    #[tracing::instrument(skip_all)]
+    pub async fn unsubscribe(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+    ) -> Result<Executed<WebhookSubscription>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        self.subscription(ctx, id).await?;
+        let secrets = self.secrets.clone();
+        self.commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let secrets = secrets.clone();
+                Box::pin(async move {
+                    secrets.forget(uow.conn(), id).await?;
+                    uow.execute::<WebhookSubscription>(
+                        &id.to_string(),
+                        WebhookSubscriptionCommand::Delete { by },
+                    )
+                    .await
+                })
+            })
+            .await?
+            .fresh()
+    }
+
+    /// A new secret for a subscription; the current ones keep signing for 24 hours.
+    #[tracing::instrument(skip_all)]
+    pub async fn rotate(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+    ) -> Result<Issued<WebhookSubscription>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        self.subscription(ctx, id).await?;
+        let (secret, now) = (new_secret(), self.clock.now());
+        let until = now + ROTATION_OVERLAP;
+        let (secrets, account_id, stored) = (self.secrets.clone(), ctx.account_id, secret.clone());
+        let done = self
+            .commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let (secrets, stored) = (secrets.clone(), stored.clone());
+                Box::pin(async move {
+                    secrets.expire(uow.conn(), id, until).await?;
+                    secrets.store(uow.conn(), id, account_id, &stored, now).await?;
+                    let rotate = WebhookSubscriptionCommand::RotateSecret {
+                        secret_fingerprint: fingerprint(&stored),
+                        previous_valid_until: until,
+                        by,
+                    };
+                    uow.execute::<WebhookSubscription>(&id.to_string(), rotate).await
+                })
+            })
+            .await?
+            .fresh()?;
+        Ok(Issued { done, secret })
+    }
+
+    /// The subscription's delivery attempts, newest first, and how many there are.
+    pub async fn attempts(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Attempt>, i64), DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        self.subscription(ctx, id).await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM webhook_attempts WHERE subscription_id = $1 AND account_id = $2",
+        )
+        .bind(id)
+        .bind(ctx.account_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let attempts = sqlx::query_as(
+            "SELECT event_id, attempt, status_code, error, duration_ms, at FROM webhook_attempts \
+             WHERE subscription_id = $1 AND account_id = $2 ORDER BY at DESC, id DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(id)
+        .bind(ctx.account_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((attempts, total))
+    }
+
+    /// Sends one event of the account to the subscription again: the job is enqueued in `conn`'s
+    /// transaction (wake the queue after its commit).
+    #[tracing::instrument(skip_all)]
+    pub async fn resend(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &CommandContext,
+        id: Uuid,
+        event_id: Uuid,
+    ) -> Result<(), DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        self.subscription(ctx, id).await?;
+        let found: Option<(Uuid,)> =
+            sqlx::query_as("SELECT event_id FROM events WHERE event_id = $1 AND account_id = $2")
+                .bind(event_id)
+                .bind(ctx.account_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if found.is_none() {
+            return Err(DispatchError::NotFound("event"));
+        }
+        self.queue.enqueue(conn, &resend_job(ctx.account_id, id, event_id)).await?;
+        Ok(())
+    }
+
+    /// Sends again every event of the subscription's types recorded from `since` until `until`
+    /// (now when absent), at most [`MAX_RECOVERED`]; returns how many. Enqueued in `conn`'s
+    /// transaction (wake the queue after its commit).
+    #[tracing::instrument(skip_all)]
+    pub async fn recover(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &CommandContext,
+        id: Uuid,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<u64, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let subscription = self.subscription(ctx, id).await?;
+        let until = until.unwrap_or_else(|| self.clock.now());
+        if until < since {
+            return Err(invalid("until", "must not be before since"));
+        }
+        let events: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT event_id FROM events WHERE account_id = $1 AND event_type = ANY($2) \
+               AND recorded_at >= $3 AND recorded_at <= $4 ORDER BY position LIMIT $5",
+        )
+        .bind(ctx.account_id)
+        .bind(&subscription.event_types)
+        .bind(since)
+        .bind(until)
+        .bind(MAX_RECOVERED)
+        .fetch_all(&mut *conn)
+        .await?;
+        let jobs: Vec<NewJob> = events.iter().map(|(e,)| resend_job(ctx.account_id, id, *e)).collect();
+        Ok(self.queue.enqueue_many(conn, &jobs).await?)
+    }
+
+    /// Makes a hook that posts into `conversation_id` (of the account; a user must be a member).
+    #[tracing::instrument(skip_all)]
+    pub async fn create_hook(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        name: &str,
+    ) -> Result<Issued<IncomingWebhook>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        let name = field("name", Name::parse(name))?;
+        let conversation =
+            self.commands.dispatcher().load::<Conversation>(&conversation_id.to_string()).await?;
+        let visible = conversation.is_some_and(|c| {
+            c.account_id == ctx.account_id && (ctx.actor.kind != ActorKind::User || c.aggregate.is_member(by))
+        });
+        if !visible {
+            return Err(DispatchError::NotFound("conversation"));
+        }
+        let (secret, hook_id, now) = (new_secret(), Uuid::now_v7(), self.clock.now());
+        let create = IncomingWebhookCommand::Create {
+            hook_id,
+            account_id: ctx.account_id,
+            conversation_id,
+            name,
+            secret_fingerprint: fingerprint(&secret),
+            by,
+        };
+        let (secrets, account_id, stored) = (self.secrets.clone(), ctx.account_id, secret.clone());
+        let done = self
+            .commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let (create, secrets, stored) = (create.clone(), secrets.clone(), stored.clone());
+                Box::pin(async move {
+                    secrets.store(uow.conn(), hook_id, account_id, &stored, now).await?;
+                    uow.execute::<IncomingWebhook>(&hook_id.to_string(), create).await
+                })
+            })
+            .await?
+            .fresh()?;
+        Ok(Issued { done, secret })
+    }
+
+    /// Deletes a hook of the account: it receives nothing more.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_hook(
+        &self,
+        ctx: &CommandContext,
+        hook_id: Uuid,
+    ) -> Result<Executed<IncomingWebhook>, DispatchError> {
+        ctx.require(Permission::WebhooksManage)?;
+        let by = ctx.actor_id()?;
+        let hook = self.commands.dispatcher().load::<IncomingWebhook>(&hook_id.to_string()).await?;
+        let ours =
+            hook.and_then(|h| h.aggregate.live()).is_some_and(|(account, _)| account == ctx.account_id);
+        if !ours {
+            return Err(DispatchError::NotFound("incoming webhook"));
+        }
+        let secrets = self.secrets.clone();
+        self.commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let secrets = secrets.clone();
+                Box::pin(async move {
+                    secrets.forget(uow.conn(), hook_id).await?;
+                    uow.execute::<IncomingWebhook>(
+                        &hook_id.to_string(),
+                        IncomingWebhookCommand::Delete { by },
+                    )
+                    .await
+                })
+            })
+            .await?
+            .fresh()
+    }
+
+    /// A request to a hook: verified now (constant time, 5-minute window), then handed to a job
+    /// that posts its message; the same `webhook-id` twice is one job.
+    #[tracing::instrument(skip_all, fields(%hook_id))]
+    pub async fn receive(
+        &self,
+        hook_id: Uuid,
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Received, DispatchError> {
+        let hook = self.commands.dispatcher().load::<IncomingWebhook>(&hook_id.to_string()).await?;
+        let Some((account_id, _)) = hook.and_then(|h| h.aggregate.live()) else {
+            return Ok(Received::UnknownHook);
+        };
+        let now = self.clock.now();
+        let secrets = self.secrets.signing(&self.pool, hook_id, now).await?;
+        if let Err(refused) = verify(&secrets, id, timestamp, signature, body, now.timestamp()) {
+            metrics::counter!("parley_incoming_webhooks_total", "outcome" => "refused").increment(1);
+            return Ok(Received::Refused(refused));
+        }
+        let webhook_id = id.unwrap_or_default();
+        let job = NewJob::new(
+            INCOMING,
+            json!({"hook_id": hook_id, "webhook_id": webhook_id, "body": String::from_utf8_lossy(body)}),
+        )
+        .account(account_id)
+        .max_attempts(10)
+        .unique(format!("{hook_id}:{webhook_id}"), std::time::Duration::from_secs(24 * 3600));
+        let mut conn = self.pool.acquire().await?;
+        self.queue.enqueue(&mut conn, &job).await?;
+        drop(conn);
+        self.queue.wake().await;
+        metrics::counter!("parley_incoming_webhooks_total", "outcome" => "accepted").increment(1);
+        Ok(Received::Accepted)
+    }
+}
