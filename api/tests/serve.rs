@@ -27,7 +27,12 @@ struct Served {
 
 impl Served {
     async fn start(env: &[(&str, &str)]) -> Self {
-        let database = format!("parley_test_{}", uuid::Uuid::now_v7().simple());
+        Self::start_on(&format!("parley_test_{}", uuid::Uuid::now_v7().simple()), env).await
+    }
+
+    /// Another node on `database`.
+    async fn start_on(database: &str, env: &[(&str, &str)]) -> Self {
+        let database = database.to_owned();
         let url = server().database(&database).to_url_lossy().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
             .arg("serve")
@@ -182,4 +187,90 @@ async fn the_jobs_of_a_killed_node_run_elsewhere_within_30_seconds() {
     println!("killed node's jobs ran elsewhere after {took:?}");
     pool.close().await;
     served.stop().await;
+}
+
+/// Calls the served API; the answer's status and body.
+async fn call(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = http.post(format!("http://{addr}/api/v1{path}")).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// A node is killed (`kill -9`) while a webhook delivery is in flight (the receiver holds the
+/// request open): another node delivers it again once the lease runs out, with the same
+/// `webhook-id`, and the specification's library verifies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_off_by_kill_9_is_delivered_again_by_another_node_with_the_same_webhook_id() {
+    use axum::http::HeaderMap;
+    use tokio::sync::mpsc;
+
+    // The receiver: the first request hangs, later ones are answered 204.
+    let (got, mut received) = mpsc::unbounded_channel::<(HeaderMap, axum::body::Bytes)>();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (got, seen) = (got.clone(), seen.clone());
+            async move {
+                let _ = got.send((headers, body));
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let env = [("PARLEY_JWT_SECRET", "serve-test-secret"), ("PARLEY_WEBHOOKS_ALLOW_PRIVATE", "true")];
+    let mut first = Served::start(&env).await;
+    let http = reqwest::Client::new();
+    let register = serde_json::json!({
+        "name": "Owner", "email": "owner@example.com", "password": "correct horse battery", "account_name": "Acme"
+    });
+    let (status, registered) = call(&http, &first.addr, "/auth/register", None, register).await;
+    assert_eq!(status, 201, "{registered}");
+    let token = registered["data"]["access_token"].as_str().unwrap().to_owned();
+    let subscribe = serde_json::json!({"url": hook_url, "event_types": ["MessagePosted"]});
+    let (status, subscribed) = call(&http, &first.addr, "/webhooks/subscriptions", Some(&token), subscribe).await;
+    assert_eq!(status, 201, "{subscribed}");
+    let secret = subscribed["data"]["secret"].as_str().unwrap().to_owned();
+    let group = serde_json::json!({"kind": "group", "title": "General", "member_ids": []});
+    let (status, conversation) = call(&http, &first.addr, "/conversations", Some(&token), group).await;
+    assert_eq!(status, 201, "{conversation}");
+    let messages = format!("/conversations/{}/messages", conversation["data"]["id"].as_str().unwrap());
+    let (status, posted) = call(&http, &first.addr, &messages, Some(&token), serde_json::json!({"body": "hi"})).await;
+    assert_eq!(status, 201, "{posted}");
+
+    async fn next(received: &mut mpsc::UnboundedReceiver<(HeaderMap, axum::body::Bytes)>) -> (HeaderMap, axum::body::Bytes) {
+        let wait = tokio::time::timeout(Duration::from_secs(40), received.recv());
+        wait.await.expect("a delivery in time").expect("the receiver runs")
+    }
+    let (headers, body) = next(&mut received).await;
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    verifier.verify(&body, &headers).expect("the first delivery verifies");
+    let pid = first.child.id().unwrap();
+    assert!(std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap().success());
+    let _ = first.child.wait().await;
+    let killed_at = std::time::Instant::now();
+
+    let second = Served::start_on(&first.database, &env).await;
+    let (again_headers, again_body) = next(&mut received).await;
+    verifier.verify(&again_body, &again_headers).expect("the delivery again verifies");
+    assert_eq!(again_headers["webhook-id"], headers["webhook-id"], "the same webhook-id");
+    assert_eq!(again_body, body, "the same body");
+    assert!(killed_at.elapsed() < Duration::from_secs(40), "delivered again after {:?}", killed_at.elapsed());
+    println!("delivered again {:?} after the kill", killed_at.elapsed());
+    second.stop().await;
 }
