@@ -23,6 +23,8 @@ pub struct App {
     pub jobs: JobQueue,
     pub webhooks: Webhooks,
     pub connect: PgConnectOptions,
+    /// Jobs this process's worker runs at once.
+    pub job_concurrency: usize,
 }
 
 impl App {
@@ -52,7 +54,8 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot load the secrets key: {e}"))?;
         let webhooks = Webhooks::new(commands.clone(), jobs.clone(), secrets, config.webhooks_allow_private);
-        Ok(Self { store, commands, projections: Projections::standard(), jobs, webhooks, connect })
+        let job_concurrency = config.job_concurrency.max(1);
+        Ok(Self { store, commands, projections: Projections::standard(), jobs, webhooks, connect, job_concurrency })
     }
 
     /// How this process's projection runners take their leases.

@@ -15,6 +15,7 @@ pub const DEFAULT_AUTH_PER_MINUTE: u32 = 60;
 pub const DEFAULT_FAILED_LOGINS: u32 = 10;
 /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
 pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
+pub const DEFAULT_JOB_CONCURRENCY: usize = 50;
 
 #[derive(Clone, Debug, Args)]
 pub struct Config {
@@ -47,6 +48,9 @@ pub struct Config {
     /// Let webhooks reach loopback and private addresses (tests, development only).
     #[arg(long, env = "PARLEY_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, global = true)]
     pub webhooks_allow_private: bool,
+    /// Jobs a node runs at once (webhook deliveries mostly wait on the network).
+    #[arg(long, env = "PARLEY_JOB_CONCURRENCY", default_value_t = DEFAULT_JOB_CONCURRENCY, global = true)]
+    pub job_concurrency: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -65,6 +69,7 @@ impl Config {
             jwt_secret: None,
             secrets_key: None,
             webhooks_allow_private: false,
+            job_concurrency: DEFAULT_JOB_CONCURRENCY,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,

@@ -34,7 +34,8 @@ impl Workers {
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
         let handlers = app.webhooks.handlers(jobs::handlers(app.store.pool().clone(), app.jobs.clone()));
-        let worker = Worker::new(app.jobs.clone(), handlers, WorkerOptions::default());
+        let options = WorkerOptions { concurrency: app.job_concurrency, ..WorkerOptions::default() };
+        let worker = Worker::new(app.jobs.clone(), handlers, options);
         tasks.spawn(worker.run(stopped(stop.subscribe())));
         tasks.spawn(cron.run(stopped(stop.subscribe())));
         Ok(Self { stop, tasks })

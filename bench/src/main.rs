@@ -15,6 +15,9 @@
 //! - `jobs`: no-op jobs enqueued and completed per second next to raw INSERT transactions/s,
 //!   pickup latency from the enqueuing commit at 500 jobs/s, and after `--jobs` jobs have passed
 //!   through with pruning, the claim latency and the table's size.
+//! - `webhooks`: delivery latency from a message's commit to a receiver on loopback at
+//!   `--webhook-rate` events/s to 10 subscriptions; deliveries/s through one server next to no-op
+//!   jobs/s through the same worker.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -24,6 +27,7 @@ mod http;
 mod jobs;
 mod rebuild;
 mod store;
+mod webhooks;
 
 use std::str::FromStr;
 
@@ -43,6 +47,7 @@ enum Suite {
     Auth,
     Chat,
     Jobs,
+    Webhooks,
     All,
 }
 
@@ -78,6 +83,9 @@ struct Args {
     /// How long the fan-out runs, in seconds.
     #[arg(long, default_value_t = 300)]
     fanout_seconds: u64,
+    /// Events per second of the webhooks suite's latency phase.
+    #[arg(long, default_value_t = 200)]
+    webhook_rate: u64,
     /// Jobs passed through the queue (with pruning) before claim latency and table size are read.
     #[arg(long, default_value_t = 1_000_000)]
     jobs: usize,
@@ -152,6 +160,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Jobs | Suite::All) {
         jobs::run(&server, args.seconds, args.jobs).await?;
+    }
+    if matches!(args.suite, Suite::Webhooks | Suite::All) {
+        webhooks::run(&server, args.seconds, args.webhook_rate).await?;
     }
     Ok(())
 }

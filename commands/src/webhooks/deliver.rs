@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::address::{is_public, literal_ip};
+use super::attempts::AttemptRecord;
 use super::signing::signature_header;
 use super::Webhooks;
 
@@ -56,6 +57,31 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// What a delivery needs, read at once.
+#[derive(sqlx::FromRow)]
+struct Found {
+    url: String,
+    failing_since: Option<DateTime<Utc>>,
+    event_type: String,
+    payload: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+    secrets: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Found {
+    /// The request body: the event's type, time and (redacted) data.
+    fn body(&self) -> Vec<u8> {
+        let mut data = self.payload.clone();
+        redact(&mut data);
+        let body = json!({
+            "type": self.event_type,
+            "timestamp": self.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "data": data,
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
 /// What one attempt came to.
 struct Outcome {
     status: Option<u16>,
@@ -76,22 +102,29 @@ impl Deliver {
         &self.webhooks.clock
     }
 
-    /// The request body: the event's type, time and (redacted) data.
-    async fn body(&self, event_id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        let row: Option<(String, serde_json::Value, DateTime<Utc>)> =
-            sqlx::query_as("SELECT event_type, payload, recorded_at FROM events WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map(|(event_type, mut data, at)| {
-            redact(&mut data);
-            let body = json!({
-                "type": event_type,
-                "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                "data": data,
-            });
-            serde_json::to_vec(&body).unwrap_or_default()
-        }))
+    /// In one round trip: the subscription's URL while it is enabled, the event, and the
+    /// secrets that sign at `now`.
+    async fn load(
+        &self,
+        account_id: Uuid,
+        subscription_id: Uuid,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Found>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT r.url, r.failing_since, e.event_type, e.payload, e.recorded_at, \
+                    ARRAY(SELECT ROW(s.nonce, s.sealed) FROM webhook_secrets s \
+                          WHERE s.owner_id = r.subscription_id AND (s.valid_until IS NULL OR s.valid_until > $4) \
+                          ORDER BY s.created_at DESC) AS secrets \
+             FROM webhook_routes r JOIN events e ON e.event_id = $3 AND e.account_id = r.account_id \
+             WHERE r.subscription_id = $2 AND r.account_id = $1 AND r.enabled",
+        )
+        .bind(account_id)
+        .bind(subscription_id)
+        .bind(event_id)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await
     }
 
     async fn send(&self, url: &str, event_id: Uuid, body: Vec<u8>, secrets: &[String]) -> Outcome {
@@ -133,30 +166,19 @@ impl Deliver {
         }
     }
 
-    async fn record(
-        &self,
-        job: &Job,
-        subscription_id: Uuid,
-        event_id: Uuid,
-        outcome: &Outcome,
-        took: Duration,
-    ) {
-        let recorded = sqlx::query(
-            "INSERT INTO webhook_attempts (account_id, subscription_id, event_id, attempt, status_code, error, duration_ms, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(job.account_id)
-        .bind(subscription_id)
-        .bind(event_id)
-        .bind(job.attempt)
-        .bind(outcome.status.map(i32::from))
-        .bind(&outcome.error)
-        .bind(took.as_millis().min(i32::MAX as u128) as i32)
-        .bind(self.clock().now())
-        .execute(self.pool())
-        .await;
-        if let Err(e) = recorded {
-            tracing::warn!(error = %e, "could not record a webhook attempt");
+    fn record(&self, job: &Job, subscription_id: Uuid, event_id: Uuid, outcome: &Outcome, took: Duration) {
+        let record = AttemptRecord {
+            account_id: job.account_id,
+            subscription_id,
+            event_id,
+            attempt: job.attempt,
+            status_code: outcome.status.map(i32::from),
+            error: outcome.error.clone(),
+            duration_ms: took.as_millis().min(i32::MAX as u128) as i32,
+            at: self.clock().now(),
+        };
+        if self.webhooks.attempts.send(record).is_err() {
+            tracing::warn!("the attempt writer has stopped; an attempt went unrecorded");
         }
     }
 }
@@ -195,30 +217,19 @@ impl Handler for Deliver {
     async fn run(&self, job: &Job) -> Result<(), Failure> {
         let subscription_id = arg(job, "subscription_id")?;
         let event_id = arg(job, "event_id")?;
-        let route: Option<(String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT url, enabled, failing_since FROM webhook_routes WHERE subscription_id = $1 AND account_id = $2",
-        )
-        .bind(subscription_id)
-        .bind(job.account_id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| e.to_string())?;
-        // Deleted or disabled since: nothing to send.
-        let Some((url, true, failing_since)) = route else { return Ok(()) };
-        let Some(body) = self.body(event_id).await.map_err(|e| e.to_string())? else {
+        let now = self.clock().now();
+        let Some(found) = self.load(job.account_id, subscription_id, event_id, now).await.map_err(|e| e.to_string())?
+        else {
+            // The subscription was deleted or disabled since, or the event is gone: nothing to send.
             return Ok(());
         };
-        let now = self.clock().now();
-        let secrets = self
-            .webhooks
-            .secrets
-            .signing(self.pool(), subscription_id, now)
-            .await
-            .map_err(|e| e.to_string())?;
+        let failing_since = found.failing_since;
+        let secrets = self.webhooks.secrets.open_all(&found.secrets);
+        let body = found.body();
         let started = Instant::now();
-        let outcome = self.send(&url, event_id, body, &secrets).await;
+        let outcome = self.send(&found.url, event_id, body, &secrets).await;
         let took = started.elapsed();
-        self.record(job, subscription_id, event_id, &outcome, took).await;
+        self.record(job, subscription_id, event_id, &outcome, took);
         let label = match outcome.status {
             Some(s) if (200..300).contains(&s) => "delivered",
             Some(410) => "gone",

@@ -9,6 +9,7 @@
 //! request leaves for a non-public address unless `allow_private` is set.
 
 pub mod address;
+mod attempts;
 mod deliver;
 mod fanout;
 mod incoming;
@@ -47,11 +48,14 @@ pub struct Webhooks {
     client: reqwest::Client,
     clock: Arc<dyn Clock>,
     allow_private: bool,
+    /// Where deliveries send their attempts to be recorded.
+    attempts: tokio::sync::mpsc::UnboundedSender<attempts::AttemptRecord>,
 }
 
 impl Webhooks {
     /// `allow_private` lets subscriptions and deliveries reach loopback and private addresses
-    /// (tests, development).
+    /// (tests, development). Must be called inside a tokio runtime (it starts the attempts'
+    /// writer).
     pub fn new(commands: Commands, queue: JobQueue, secrets: SecretBox, allow_private: bool) -> Self {
         let mut client = reqwest::Client::builder()
             .no_proxy()
@@ -65,7 +69,8 @@ impl Webhooks {
         let client = client.build().unwrap_or_default();
         let pool = commands.dispatcher().store.pool().clone();
         let clock = queue.clock().clone();
-        Self { commands, queue, pool, secrets, client, clock, allow_private }
+        let attempts = attempts::writer(pool.clone());
+        Self { commands, queue, pool, secrets, client, clock, allow_private, attempts }
     }
 
     /// The handlers of webhook jobs.

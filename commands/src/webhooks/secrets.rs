@@ -155,6 +155,11 @@ impl SecretBox {
         Ok(rows.iter().filter_map(|(nonce, sealed)| self.open(nonce, sealed)).collect())
     }
 
+    /// Opens sealed `(nonce, sealed)` pairs; those that do not open are left out.
+    pub fn open_all(&self, sealed: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+        sealed.iter().filter_map(|(nonce, sealed)| self.open(nonce, sealed)).collect()
+    }
+
     /// Forgets every secret of `owner_id` (its subscription or hook was deleted).
     pub async fn forget(&self, conn: &mut PgConnection, owner_id: Uuid) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM webhook_secrets WHERE owner_id = $1").bind(owner_id).execute(conn).await?;
