@@ -55,7 +55,15 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot load the secrets key: {e}"))?;
         let webhooks = Webhooks::new(commands.clone(), jobs.clone(), secrets, config.webhooks_allow_private);
         let job_concurrency = config.job_concurrency.max(1);
-        Ok(Self { store, commands, projections: Projections::standard(), jobs, webhooks, connect, job_concurrency })
+        Ok(Self {
+            store,
+            commands,
+            projections: Projections::standard(),
+            jobs,
+            webhooks,
+            connect,
+            job_concurrency,
+        })
     }
 
     /// How this process's projection runners take their leases.

@@ -243,17 +243,21 @@ async fn a_delivery_cut_off_by_kill_9_is_delivered_again_by_another_node_with_th
     assert_eq!(status, 201, "{registered}");
     let token = registered["data"]["access_token"].as_str().unwrap().to_owned();
     let subscribe = serde_json::json!({"url": hook_url, "event_types": ["MessagePosted"]});
-    let (status, subscribed) = call(&http, &first.addr, "/webhooks/subscriptions", Some(&token), subscribe).await;
+    let (status, subscribed) =
+        call(&http, &first.addr, "/webhooks/subscriptions", Some(&token), subscribe).await;
     assert_eq!(status, 201, "{subscribed}");
     let secret = subscribed["data"]["secret"].as_str().unwrap().to_owned();
     let group = serde_json::json!({"kind": "group", "title": "General", "member_ids": []});
     let (status, conversation) = call(&http, &first.addr, "/conversations", Some(&token), group).await;
     assert_eq!(status, 201, "{conversation}");
     let messages = format!("/conversations/{}/messages", conversation["data"]["id"].as_str().unwrap());
-    let (status, posted) = call(&http, &first.addr, &messages, Some(&token), serde_json::json!({"body": "hi"})).await;
+    let (status, posted) =
+        call(&http, &first.addr, &messages, Some(&token), serde_json::json!({"body": "hi"})).await;
     assert_eq!(status, 201, "{posted}");
 
-    async fn next(received: &mut mpsc::UnboundedReceiver<(HeaderMap, axum::body::Bytes)>) -> (HeaderMap, axum::body::Bytes) {
+    async fn next(
+        received: &mut mpsc::UnboundedReceiver<(HeaderMap, axum::body::Bytes)>,
+    ) -> (HeaderMap, axum::body::Bytes) {
         let wait = tokio::time::timeout(Duration::from_secs(40), received.recv());
         wait.await.expect("a delivery in time").expect("the receiver runs")
     }

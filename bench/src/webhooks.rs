@@ -42,7 +42,10 @@ async fn api(http: &reqwest::Client, url: String, token: &str, body: Value) -> a
 }
 
 /// Waits until `n` deliveries arrived (or 300 s passed); returns them.
-async fn collect(arrived: &mut mpsc::UnboundedReceiver<(String, Instant)>, n: usize) -> Vec<(String, Instant)> {
+async fn collect(
+    arrived: &mut mpsc::UnboundedReceiver<(String, Instant)>,
+    n: usize,
+) -> Vec<(String, Instant)> {
     let mut got = Vec::with_capacity(n);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     while got.len() < n {
@@ -75,14 +78,24 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, rate: u64) -> anyhow::
     let (token, _) = register(&http, &base.trim_end_matches("/api/v1").to_owned()).await?;
     let mut conversations = Vec::new();
     for _ in 0..CONVERSATIONS {
-        let c = api(&http, format!("{base}/conversations"), &token, json!({"kind": "group", "title": "bench", "member_ids": []}))
-            .await?;
+        let c = api(
+            &http,
+            format!("{base}/conversations"),
+            &token,
+            json!({"kind": "group", "title": "bench", "member_ids": []}),
+        )
+        .await?;
         conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
     }
     let mut subscriptions = Vec::new();
     for _ in 0..SUBSCRIPTIONS {
-        let s = api(&http, format!("{base}/webhooks/subscriptions"), &token, json!({"url": hook, "event_types": ["MessagePosted"]}))
-            .await?;
+        let s = api(
+            &http,
+            format!("{base}/webhooks/subscriptions"),
+            &token,
+            json!({"url": hook, "event_types": ["MessagePosted"]}),
+        )
+        .await?;
         subscriptions.push(s["data"]["id"].as_str().unwrap_or_default().to_owned());
     }
     println!();
@@ -132,16 +145,19 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, rate: u64) -> anyhow::
     let total = n * SUBSCRIPTIONS;
     let t = Instant::now();
     for s in &subscriptions {
-        api(&http, format!("{base}/webhooks/subscriptions/{s}/recover"), &token, json!({"since": started})).await?;
+        api(&http, format!("{base}/webhooks/subscriptions/{s}/recover"), &token, json!({"since": started}))
+            .await?;
     }
     let again = collect(&mut arrived, total).await;
     let deliveries = again.len() as f64 / t.elapsed().as_secs_f64();
-    let noops: Vec<NewJob> = (0..total).map(|_| NewJob::new(parley_commands::jobs::NOOP, json!({}))).collect();
+    let noops: Vec<NewJob> =
+        (0..total).map(|_| NewJob::new(parley_commands::jobs::NOOP, json!({}))).collect();
     let t = Instant::now();
     let mut conn = app.store.pool().acquire().await?;
-    let (before,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'platform.noop' AND state = 'completed'")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (before,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'platform.noop' AND state = 'completed'")
+            .fetch_one(&mut *conn)
+            .await?;
     app.jobs.enqueue_many(&mut conn, &noops).await?;
     app.jobs.wake().await;
     loop {

@@ -166,14 +166,19 @@ async fn a_410_disables_the_subscription_and_a_redirect_fails_without_being_foll
     let mut receiver = Receiver::start().await;
     receiver.answer("gone", Reply::Status(410, Vec::new()));
     receiver.answer("moved", Reply::Status(302, vec![("location", receiver.url("elsewhere"))]));
+    receiver.answer("busy", Reply::Status(503, vec![("retry-after", "3600".into())]));
     let owner = s.register("owner@example.com").await;
     let group = s.group(&owner, &[]).await;
     let gone = subscribe(&s, &owner, &receiver.url("gone"), &["MessagePosted"]).await;
     let moved = subscribe(&s, &owner, &receiver.url("moved"), &["MessagePosted"]).await;
+    let busy = subscribe(&s, &owner, &receiver.url("busy"), &["MessagePosted"]).await;
     let event = post(&s, &owner, &group, "hello").await;
-    let mut paths: Vec<String> = vec![receiver.next(20).await.path, receiver.next(20).await.path];
+    let mut paths: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        paths.push(receiver.next(20).await.path);
+    }
     paths.sort();
-    assert_eq!(paths, ["gone", "moved"]);
+    assert_eq!(paths, ["busy", "gone", "moved"]);
     let gone_path = format!("/api/v1/webhooks/subscriptions/{}", gone["id"].as_str().unwrap());
     let disabled = until(&s, &gone_path, &owner.token, |b| b["data"]["enabled"] == false).await;
     assert!(disabled["data"]["disabled_reason"].as_str().unwrap().contains("410"), "{disabled}");
@@ -185,13 +190,32 @@ async fn a_410_disables_the_subscription_and_a_redirect_fails_without_being_foll
     assert_eq!(attempt["status_code"], 302, "{listed}");
     assert_eq!(attempt["event_id"], event.as_str());
     assert!(attempt["error"].as_str().unwrap().contains("redirect"), "{attempt}");
-    // The 302 left its job to retry (in 5 s), the 410 completed its job.
-    let (states,): (Vec<String>,) =
-        sqlx::query_as("SELECT array_agg(state ORDER BY state) FROM jobs WHERE kind = 'webhooks.deliver'")
-            .fetch_one(s.t.app.store.pool())
-            .await
-            .unwrap();
-    assert_eq!(states, ["completed", "retryable"]);
+    // The 410 completed its job; the 302 left its job to retry in 5 s (±20%); the 503 in the
+    // hour its Retry-After asked for.
+    let busy_attempts = format!("/api/v1/webhooks/subscriptions/{}/attempts", busy["id"].as_str().unwrap());
+    until(&s, &busy_attempts, &owner.token, |b| b["data"].as_array().is_some_and(|a| !a.is_empty())).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let retries: Vec<(String, String, f64)> = loop {
+        let rows: Vec<(String, String, f64)> = sqlx::query_as(
+            "SELECT args->>'subscription_id', state, extract(epoch FROM run_at - attempted_at)::float8 \
+             FROM jobs WHERE kind = 'webhooks.deliver'",
+        )
+        .fetch_all(s.t.app.store.pool())
+        .await
+        .unwrap();
+        if rows.iter().all(|(_, state, _)| state != "running") {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "the deliveries finish their first attempt: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of =
+        |sub: &Value| retries.iter().find(|(id, _, _)| id == sub["id"].as_str().unwrap()).unwrap().clone();
+    assert_eq!(of(&gone).1, "completed");
+    let (_, state, wait) = of(&moved);
+    assert!(state == "retryable" && (3.9..6.1).contains(&wait), "{state} in {wait} s");
+    let (_, state, wait) = of(&busy);
+    assert!(state == "retryable" && (3590.0..3610.0).contains(&wait), "{state} in {wait} s");
     assert!(receiver.drain().iter().all(|d| d.path != "elsewhere"), "the redirect is not followed");
     s.stop().await;
 }

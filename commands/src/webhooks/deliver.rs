@@ -41,6 +41,11 @@ pub fn delivery_job(account_id: Uuid, subscription_id: Uuid, event_id: Uuid) -> 
         .caused_by(event_id)
 }
 
+/// Whether a subscription failing since `since` has failed long enough to be disabled.
+fn failing_too_long(since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now - since >= FAILING_FOR
+}
+
 /// The wait after the `count`th failure (from 0), ±20%.
 pub fn backoff(count: i32) -> Duration {
     let base = SCHEDULE[(count.max(0) as usize).min(SCHEDULE.len() - 1)] as f64;
@@ -218,7 +223,8 @@ impl Handler for Deliver {
         let subscription_id = arg(job, "subscription_id")?;
         let event_id = arg(job, "event_id")?;
         let now = self.clock().now();
-        let Some(found) = self.load(job.account_id, subscription_id, event_id, now).await.map_err(|e| e.to_string())?
+        let Some(found) =
+            self.load(job.account_id, subscription_id, event_id, now).await.map_err(|e| e.to_string())?
         else {
             // The subscription was deleted or disabled since, or the event is gone: nothing to send.
             return Ok(());
@@ -266,7 +272,7 @@ impl Handler for Deliver {
                 .fetch_one(self.pool())
                 .await
                 .map_err(|e| e.to_string())?;
-                if now - since.0 >= FAILING_FOR {
+                if failing_too_long(since.0, now) {
                     self.webhooks
                         .disable(job.account_id, subscription_id, "deliveries failed for 5 days")
                         .await?;
@@ -300,6 +306,13 @@ mod tests {
             }
         }
         assert!(backoff(20).as_secs() >= 8 * 3600);
+    }
+
+    #[test]
+    fn a_subscription_is_disabled_after_five_days_of_failures_and_not_before() {
+        let since = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
+        assert!(!failing_too_long(since, since + chrono::Duration::days(5) - chrono::Duration::seconds(1)));
+        assert!(failing_too_long(since, since + chrono::Duration::days(5)));
     }
 
     #[test]
