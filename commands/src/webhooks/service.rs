@@ -26,6 +26,7 @@ use crate::context::CommandContext;
 use crate::error::DispatchError;
 use crate::services::field;
 use crate::unit_of_work::Executed;
+use crate::write_side::WriteSide;
 
 /// How long a rotated-out secret keeps signing.
 pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
@@ -95,6 +96,30 @@ fn description(text: Option<String>) -> Result<Option<String>, DispatchError> {
 }
 
 impl Webhooks {
+    /// Keeps `secret` for `owner_id` and runs `command` (which records its fingerprint) on the
+    /// owner's stream, in one transaction: the secret exists exactly when its event does.
+    async fn with_secret<A: WriteSide>(
+        &self,
+        ctx: &CommandContext,
+        owner_id: Uuid,
+        secret: &str,
+        command: A::Command,
+    ) -> Result<Executed<A>, DispatchError> {
+        let (secrets, account_id, now) = (self.secrets.clone(), ctx.account_id, self.clock.now());
+        let secret = secret.to_owned();
+        self.commands
+            .dispatcher()
+            .transact(ctx, None, move |uow| {
+                let (secrets, secret, command) = (secrets.clone(), secret.clone(), command.clone());
+                Box::pin(async move {
+                    secrets.store(uow.conn(), owner_id, account_id, &secret, now).await?;
+                    uow.execute::<A>(&owner_id.to_string(), command).await
+                })
+            })
+            .await?
+            .fresh()
+    }
+
     async fn url(&self, url: &str) -> Result<String, DispatchError> {
         check_url(url, self.allow_private)
             .await
@@ -131,7 +156,7 @@ impl Webhooks {
         let event_types = event_types(types)?;
         let description = description(text)?;
         let url = self.url(url).await?;
-        let (secret, subscription_id, now) = (new_secret(), Uuid::now_v7(), self.clock.now());
+        let (secret, subscription_id) = (new_secret(), Uuid::now_v7());
         let create = WebhookSubscriptionCommand::Create {
             subscription_id,
             account_id: ctx.account_id,
@@ -141,20 +166,7 @@ impl Webhooks {
             secret_fingerprint: fingerprint(&secret),
             by,
         };
-        let (secrets, account_id) = (self.secrets.clone(), ctx.account_id);
-        let stored = secret.clone();
-        let done = self
-            .commands
-            .dispatcher()
-            .transact(ctx, None, move |uow| {
-                let (create, secrets, stored) = (create.clone(), secrets.clone(), stored.clone());
-                Box::pin(async move {
-                    secrets.store(uow.conn(), subscription_id, account_id, &stored, now).await?;
-                    uow.execute::<WebhookSubscription>(&subscription_id.to_string(), create).await
-                })
-            })
-            .await?
-            .fresh()?;
+        let done = self.with_secret(ctx, subscription_id, &secret, create).await?;
         Ok(Issued { done, secret })
     }
 
@@ -365,7 +377,7 @@ impl Webhooks {
         if !visible {
             return Err(DispatchError::NotFound("conversation"));
         }
-        let (secret, hook_id, now) = (new_secret(), Uuid::now_v7(), self.clock.now());
+        let (secret, hook_id) = (new_secret(), Uuid::now_v7());
         let create = IncomingWebhookCommand::Create {
             hook_id,
             account_id: ctx.account_id,
@@ -374,19 +386,7 @@ impl Webhooks {
             secret_fingerprint: fingerprint(&secret),
             by,
         };
-        let (secrets, account_id, stored) = (self.secrets.clone(), ctx.account_id, secret.clone());
-        let done = self
-            .commands
-            .dispatcher()
-            .transact(ctx, None, move |uow| {
-                let (create, secrets, stored) = (create.clone(), secrets.clone(), stored.clone());
-                Box::pin(async move {
-                    secrets.store(uow.conn(), hook_id, account_id, &stored, now).await?;
-                    uow.execute::<IncomingWebhook>(&hook_id.to_string(), create).await
-                })
-            })
-            .await?
-            .fresh()?;
+        let done = self.with_secret(ctx, hook_id, &secret, create).await?;
         Ok(Issued { done, secret })
     }
 
