@@ -7,6 +7,7 @@ use cqrs_es::Aggregate;
 
 use crate::account::{Account, AccountEvent};
 use crate::api_key::{ApiKey, ApiKeyEvent};
+use crate::call::{Call, CallEvent};
 use crate::conversation::{Conversation, ConversationEvent};
 use crate::inbox::{Inbox, InboxEvent};
 use crate::invitation::{Invitation, InvitationEvent};
@@ -33,6 +34,7 @@ pub const STREAMS: &[(&str, &[&str])] = &[
     (Inbox::TYPE, InboxEvent::TYPES),
     (WebhookSubscription::TYPE, WebhookSubscriptionEvent::TYPES),
     (IncomingWebhook::TYPE, IncomingWebhookEvent::TYPES),
+    (Call::TYPE, CallEvent::TYPES),
 ];
 
 /// Every stream type.

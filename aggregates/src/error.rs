@@ -31,4 +31,6 @@ pub enum DomainError {
     WebhookSubscription(#[from] crate::webhook::WebhookSubscriptionError),
     #[error(transparent)]
     IncomingWebhook(#[from] crate::webhook::IncomingWebhookError),
+    #[error(transparent)]
+    Call(#[from] crate::call::CallError),
 }

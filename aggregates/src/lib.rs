@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod api_key;
+pub mod call;
 pub mod catalog;
 pub mod conversation;
 mod error;
