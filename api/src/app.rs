@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use parley_commands::calls::Calls;
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Commands;
 use parley_commands::webhooks::{SecretBox, Webhooks};
@@ -22,6 +23,7 @@ pub struct App {
     /// The durable job queue, on the same pool.
     pub jobs: JobQueue,
     pub webhooks: Webhooks,
+    pub calls: Calls,
     pub connect: PgConnectOptions,
     /// Jobs this process's worker runs at once.
     pub job_concurrency: usize,
@@ -55,12 +57,15 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot load the secrets key: {e}"))?;
         let webhooks = Webhooks::new(commands.clone(), jobs.clone(), secrets, config.webhooks_allow_private);
         let job_concurrency = config.job_concurrency.max(1);
+        let ring = std::time::Duration::from_secs(config.call_ring_seconds.max(1));
+        let calls = Calls::new(commands.clone(), jobs.clone(), ring);
         Ok(Self {
             store,
             commands,
             projections: Projections::standard(),
             jobs,
             webhooks,
+            calls,
             connect,
             job_concurrency,
         })

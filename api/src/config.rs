@@ -51,6 +51,9 @@ pub struct Config {
     /// Jobs a node runs at once (webhook deliveries mostly wait on the network).
     #[arg(long, env = "PARLEY_JOB_CONCURRENCY", default_value_t = DEFAULT_JOB_CONCURRENCY, global = true)]
     pub job_concurrency: usize,
+    /// How long a call rings before it is missed.
+    #[arg(long, env = "PARLEY_CALL_RING_SECONDS", default_value_t = 30, global = true)]
+    pub call_ring_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -70,6 +73,7 @@ impl Config {
             secrets_key: None,
             webhooks_allow_private: false,
             job_concurrency: DEFAULT_JOB_CONCURRENCY,
+            call_ring_seconds: 30,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,

@@ -29,11 +29,13 @@ impl Workers {
         }
         let mut consumers = process_managers::all(&app.jobs);
         consumers.push(app.webhooks.fanout());
+        consumers.push(app.calls.ringing());
         for consumer in consumers {
             let runner = ConsumerRunner::new(app.store.clone(), consumer, app.connect.clone());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
-        let handlers = app.webhooks.handlers(jobs::handlers(app.store.pool().clone(), app.jobs.clone()));
+        let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
+        let handlers = app.calls.handlers(app.webhooks.handlers(handlers));
         let options = WorkerOptions { concurrency: app.job_concurrency, ..WorkerOptions::default() };
         let worker = Worker::new(app.jobs.clone(), handlers, options);
         tasks.spawn(worker.run(stopped(stop.subscribe())));

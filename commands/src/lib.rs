@@ -3,6 +3,7 @@
 //! authorization of commands against their actor, and the application services built on that.
 
 mod cache;
+pub mod calls;
 mod context;
 mod dispatcher;
 mod error;

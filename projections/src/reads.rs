@@ -22,10 +22,11 @@ pub enum ReadModel {
     ApiKeys,
     Notifications,
     Webhooks,
+    Calls,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 8] = [
+    pub const ALL: [ReadModel; 9] = [
         ReadModel::Users,
         ReadModel::Conversations,
         ReadModel::Messages,
@@ -34,6 +35,7 @@ impl ReadModel {
         ReadModel::ApiKeys,
         ReadModel::Notifications,
         ReadModel::Webhooks,
+        ReadModel::Calls,
     ];
 
     /// The stored name: its checkpoint rows, schemas and lease are named after it.
@@ -47,6 +49,7 @@ impl ReadModel {
             ReadModel::ApiKeys => "api_keys",
             ReadModel::Notifications => "notifications",
             ReadModel::Webhooks => "webhooks",
+            ReadModel::Calls => "calls",
         }
     }
 }

@@ -228,6 +228,8 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/notifications/{id}/read",
         "/api/v1/admin/jobs/{id}/retry",
         "/api/v1/webhooks/subscriptions/{id}/rotate",
+        "/api/v1/conversations/{id}/calls/{call_id}/accept",
+        "/api/v1/conversations/{id}/calls/{call_id}/decline",
     ];
     if *method == Method::GET || *method == Method::DELETE || bodiless.contains(&template) {
         return None;
@@ -245,6 +247,7 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
             json!({"current_password": "correct horse battery", "new_password": "another password"})
         }
         "/api/v1/webhooks/subscriptions/{id}" => json!({"description": "mine now"}),
+        "/api/v1/conversations/{id}/calls" => json!({"kind": "audio"}),
         "/api/v1/webhooks/subscriptions/{id}/resend" => json!({"event_id": me}),
         "/api/v1/webhooks/subscriptions/{id}/recover" => json!({"since": "2026-01-01T00:00:00Z"}),
         _ => panic!("{method} {template} takes a body: give it a valid one in sample_body (me: {me})"),
@@ -309,7 +312,12 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         )
         .await;
     let hook_id = hook.data()["id"].as_str().unwrap().to_owned();
-    let settled = hook.position();
+    let call = s
+        .post(&format!("/api/v1/conversations/{conversation}/calls"), &theirs.token, json!({"kind": "audio"}))
+        .await;
+    assert_eq!(call.status, 201, "{:?}", call.body);
+    let call_id = call.data()["id"].as_str().unwrap().to_owned();
+    let settled = call.position();
     let told = s.get_at("/api/v1/notifications", &their_member.token, &settled).await;
     let notification_id = told.data()[0]["id"].as_str().expect("they were added: a notification").to_owned();
     // Mine: an owner with every permission.
@@ -360,8 +368,11 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
             "webhooks" if template.starts_with("/api/v1/webhooks/incoming") => hook_id.clone(),
             _ => id_of(resource).1,
         };
-        let path =
-            template.replace("{id}", &id).replace("{message_id}", &message_id).replace("{user_id}", &user);
+        let path = template
+            .replace("{id}", &id)
+            .replace("{message_id}", &message_id)
+            .replace("{user_id}", &user)
+            .replace("{call_id}", &call_id);
         cases.push((method.clone(), path, body));
     }
     assert!(cases.iter().all(|(_, path, _)| !path.contains('{')), "every path parameter filled: {cases:?}");

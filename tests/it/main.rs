@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cable_loop;
+mod calls;
 mod commands;
 mod concurrency;
 mod group_commit;

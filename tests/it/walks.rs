@@ -30,6 +30,8 @@ struct World {
     subscription: String,
     hook: String,
     event: String,
+    /// A call of the group, over (so a new one may start).
+    call: String,
 }
 
 impl World {
@@ -103,6 +105,20 @@ impl World {
                 .await
                 .unwrap();
         let event = event.to_string();
+        let started = s
+            .post(&format!("/api/v1/conversations/{group}/calls"), &owner.token, json!({"kind": "audio"}))
+            .await;
+        let call = id_of(&started);
+        let ended = s
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/conversations/{group}/calls/{call}"),
+                Some(&owner.token),
+                None,
+                &[],
+            )
+            .await;
+        assert!(ended.status.is_success(), "{:?}", ended.body);
         Self {
             s,
             owner,
@@ -119,6 +135,7 @@ impl World {
             subscription,
             hook,
             event,
+            call,
         }
     }
 
@@ -140,6 +157,7 @@ impl World {
         template
             .replace("{id}", id)
             .replace("{message_id}", &self.message)
+            .replace("{call_id}", &self.call)
             .replace("{user_id}", &self.member.id)
             .replace("{stream_type}", "Conversation")
             .replace("{stream_id}", &self.group)
@@ -162,6 +180,9 @@ impl World {
         let body = match e.path.as_str() {
             "/api/v1/notifications/{id}/read" | "/api/v1/notifications/read_all" => return None,
             "/api/v1/admin/jobs/{id}/retry" | "/api/v1/webhooks/subscriptions/{id}/rotate" => return None,
+            "/api/v1/conversations/{id}/calls/{call_id}/accept"
+            | "/api/v1/conversations/{id}/calls/{call_id}/decline" => return None,
+            "/api/v1/conversations/{id}/calls" => json!({"kind": "audio"}),
             // Signed, not authenticated: a body without a signature is refused before it is read.
             "/api/v1/webhooks/incoming/{id}" => return None,
             "/api/v1/webhooks/subscriptions" => json!({
@@ -351,7 +372,7 @@ async fn a_nul_character_in_any_field_parameter_or_path_is_refused_and_nothing_i
     }
     assert!(fields >= 30, "every text field of every body: {fields}");
     for e in endpoints().into_iter().filter(|e| e.path.contains('{')) {
-        for param in ["{id}", "{message_id}", "{user_id}", "{stream_type}", "{stream_id}"] {
+        for param in ["{id}", "{message_id}", "{user_id}", "{stream_type}", "{stream_id}", "{call_id}"] {
             if !e.path.contains(param) {
                 continue;
             }

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parley_aggregates::account::AccountError;
 use parley_aggregates::api_key::ApiKeyError;
+use parley_aggregates::call::CallError;
 use parley_aggregates::conversation::ConversationError;
 use parley_aggregates::role::RoleError;
 use parley_aggregates::session::SessionError;
@@ -180,6 +181,12 @@ impl From<DomainError> for ApiError {
             DomainError::WebhookSubscription(WebhookSubscriptionError::AlreadyCreated) => Code::Conflict,
             DomainError::IncomingWebhook(IncomingWebhookError::NotFound) => Code::NotFound,
             DomainError::IncomingWebhook(IncomingWebhookError::AlreadyCreated) => Code::Conflict,
+            DomainError::Call(CallError::NotFound | CallError::NotInvited | CallError::NotAParticipant) => {
+                Code::NotFound
+            }
+            DomainError::Call(CallError::Over | CallError::AlreadyAnswered | CallError::AlreadyStarted) => {
+                Code::Conflict
+            }
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
                 ConversationError::NotFound | ConversationError::NotAMember => Code::NotFound,
@@ -220,6 +227,10 @@ impl From<DispatchError> for ApiError {
             DispatchError::Claimed { kind: parley_commands::services::EMAIL_CLAIM, .. } => {
                 ApiError::new(Code::EmailTaken, "email has already been taken")
                     .with_details(json!({"email": ["has already been taken"]}))
+            }
+            DispatchError::Claimed { kind: parley_commands::calls::LIVE_CALL_CLAIM, holder } => {
+                ApiError::new(Code::Conflict, "the conversation has a live call")
+                    .with_details(json!({"call_id": holder.stream_id}))
             }
             DispatchError::Claimed { kind, .. } => {
                 ApiError::new(Code::Conflict, format!("{kind} is already taken"))

@@ -1,6 +1,7 @@
 //! Every read model: real relational tables with the indexes their queries need.
 
 pub mod api_keys;
+pub mod calls;
 pub mod conversations;
 pub mod invitations;
 pub mod messages;
@@ -12,6 +13,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 pub use api_keys::ApiKeysProjection;
+pub use calls::CallsProjection;
 pub use conversations::ConversationsProjection;
 pub use invitations::InvitationsProjection;
 pub use messages::MessagesProjection;
@@ -32,6 +34,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(ApiKeysProjection),
         Arc::new(NotificationsProjection),
         Arc::new(WebhooksProjection),
+        Arc::new(CallsProjection),
     ]
 }
 

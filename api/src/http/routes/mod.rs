@@ -7,6 +7,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod calls;
 pub mod conversations;
 pub mod health;
 pub mod invitations;
@@ -169,6 +170,7 @@ pub fn api() -> Routes {
         .merge(notifications::router())
         .merge(jobs::router())
         .merge(webhooks::router())
+        .merge(calls::router())
 }
 
 /// Every endpoint, with its full path.

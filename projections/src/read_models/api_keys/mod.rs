@@ -90,6 +90,13 @@ impl Projection for ApiKeysProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }

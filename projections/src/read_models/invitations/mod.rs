@@ -88,6 +88,13 @@ impl Projection for InvitationsProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }

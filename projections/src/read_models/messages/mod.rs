@@ -184,6 +184,13 @@ impl Projection for MessagesProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }

@@ -3,6 +3,7 @@
 //! every notification the id clients already know.
 
 use async_trait::async_trait;
+use parley_aggregates::call::CallEvent;
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::inbox::InboxEvent;
 use parley_eventstore::RecordedEvent;
@@ -20,6 +21,7 @@ pub struct NotificationsProjection;
 
 pub const MENTION: &str = "mention";
 pub const ADDED_TO_CONVERSATION: &str = "added_to_conversation";
+pub const MISSED_CALL: &str = "missed_call";
 
 /// The notification `event` gives `user`: the same on every rebuild.
 pub fn notification_id(event_id: Uuid, user_id: Uuid) -> Uuid {
@@ -61,7 +63,13 @@ impl Projection for NotificationsProjection {
 
     fn decides(&self) -> Decisions {
         Decisions {
-            handles: &["MemberAdded", "MessagePosted", "NotificationRead", "NotificationsReadAll"],
+            handles: &[
+                "MemberAdded",
+                "MessagePosted",
+                "NotificationRead",
+                "NotificationsReadAll",
+                "CallMissed",
+            ],
             ignores: &[
                 "AccountOpened",
                 "OwnerAdded",
@@ -100,6 +108,12 @@ impl Projection for NotificationsProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
             ],
         }
     }
@@ -156,6 +170,9 @@ struct Addressed {
     mentions: Vec<Uuid>,
     user_id: Option<Uuid>,
     added_by: Option<Uuid>,
+    initiator_id: Option<Uuid>,
+    #[serde(default)]
+    callee_ids: Vec<Uuid>,
 }
 
 /// Whether `e` is news for `user`'s own channel (the cable's `user` channel): it notifies them,
@@ -169,13 +186,38 @@ pub fn concerns(e: &RecordedEvent, user: Uuid) -> bool {
             a.user_id.zip(a.added_by).is_some_and(|added| told(None, Some(added)).contains(&user))
         }
         "NotificationRead" | "NotificationsReadAll" => a.user_id == Some(user),
+        // A call rings its callees and tells them it was missed; its outcome reaches everyone in it.
+        "CallRinging" | "CallMissed" => a.callee_ids.contains(&user),
+        "CallAccepted" | "CallDeclined" | "CallParticipantLeft" | "CallEnded" => {
+            a.initiator_id == Some(user) || a.user_id == Some(user) || a.callee_ids.contains(&user)
+        }
         _ => false,
     }
 }
 
-/// The notifications a conversation event gives.
+/// The notice a call event gives: each callee who never answered a missed call is told.
+fn call_notice(event: CallEvent) -> Option<Notice> {
+    match event {
+        CallEvent::CallMissed { conversation_id, initiator_id, callee_ids, .. } if !callee_ids.is_empty() => {
+            Some(Notice {
+                kind: MISSED_CALL,
+                conversation_id,
+                message_id: None,
+                actor_id: initiator_id,
+                users: callee_ids,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The notifications a conversation or call event gives.
 async fn notify(conn: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-    let Some(Notice { kind, conversation_id, message_id, actor_id, users }) = notice(decode(e)?) else {
+    let notice = match e.stream_type.as_str() {
+        "Call" => call_notice(decode(e)?),
+        _ => notice(decode(e)?),
+    };
+    let Some(Notice { kind, conversation_id, message_id, actor_id, users }) = notice else {
         return Ok(());
     };
     let ids: Vec<Uuid> = users.iter().map(|u| notification_id(e.event_id, *u)).collect();

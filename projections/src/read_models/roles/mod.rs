@@ -85,6 +85,13 @@ impl Projection for RolesProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }

@@ -104,6 +104,13 @@ impl Projection for UsersProjection {
                 "WebhookSubscriptionDeleted",
                 "IncomingWebhookCreated",
                 "IncomingWebhookDeleted",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }

@@ -107,6 +107,13 @@ impl Projection for WebhooksProjection {
                 "RoleDeleted",
                 "NotificationRead",
                 "NotificationsReadAll",
+                "CallStarted",
+                "CallRinging",
+                "CallAccepted",
+                "CallDeclined",
+                "CallParticipantLeft",
+                "CallEnded",
+                "CallMissed",
             ],
         }
     }
