@@ -44,6 +44,11 @@ impl Handler for Prune {
             .await
             .map_err(|e| e.to_string())?
             .rows_affected();
+        // Large signals live for as long as it takes every node to read them.
+        sqlx::query("DELETE FROM signals WHERE created_at < now() - interval '1 minute'")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
         let jobs = self.queue.prune(&Retention::default()).await.map_err(|e| e.to_string())?;
         if jobs.completed + jobs.cancelled + jobs.discarded > 0 {
             // The deleted rows' space is reused at once, whether or not autovacuum runs here.

@@ -21,6 +21,7 @@ mod outage;
 mod process_managers;
 mod projections;
 mod replay;
+mod signals;
 mod store;
 mod walks;
 mod webhooks;

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod follow;
 pub mod revocations;
 pub mod roles;
+pub mod signals;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use self::feed::LiveFeed;
 use self::follow::follow;
 use self::revocations::Revocations;
 use self::roles::RoleDirectory;
+use self::signals::Signals;
 use crate::app::App;
 
 /// How long [`Live::stop`] waits for its tasks before leaving them.
@@ -47,6 +49,8 @@ pub struct Live {
     pub roles: RoleDirectory,
     /// API keys: a `pk_...` bearer is checked without a database round trip once known.
     pub api_keys: ApiKeyDirectory,
+    /// Signals between users (WebRTC, media state, typing), relayed through every node.
+    pub signals: Signals,
     /// Kept alive as long as the followers: the store tells it of this node's own commits.
     own_commits: Arc<dyn CommitObserver>,
     stopping: Stopping,
@@ -66,6 +70,7 @@ impl Live {
         let api_keys = follow(ApiKeyDirectory::new(app.commands.clone()), store, &feed, &stopping).await?;
         let fanout = follow(Fanout::new(capacity), store, &feed, &stopping).await?;
         announcements::listen(store.pool(), revocations.clone(), api_keys.clone(), &stopping).await?;
+        let signals = Signals::start(store.pool(), &stopping).await?;
         let own_commits: Arc<dyn CommitObserver> = Arc::new(OwnCommits {
             revocations: revocations.clone(),
             roles: roles.clone(),
@@ -73,7 +78,7 @@ impl Live {
         });
         store.observe_commits(&own_commits);
         let closing = watch::channel(false).0;
-        Ok(Self { feed, fanout, revocations, roles, api_keys, own_commits, stopping, closing })
+        Ok(Self { feed, fanout, revocations, roles, api_keys, signals, own_commits, stopping, closing })
     }
 
     /// Completes when the node closes its WebSocket connections (it is stopping).

@@ -23,6 +23,10 @@ use super::error::{ApiError, Code};
 use super::extract::ApiQuery;
 use super::state::AppState;
 
+/// Frames over 64 KiB are answered `payload_too_large` and the connection stays up; only a frame
+/// over this transport limit ends it.
+const TRANSPORT_LIMIT: usize = 1024 * 1024;
+
 #[derive(Deserialize)]
 pub struct CableParams {
     token: Option<String>,
@@ -54,7 +58,7 @@ pub async fn cable(
         Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
         None => None,
     };
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| async move {
+    ws.max_message_size(TRANSPORT_LIMIT).on_upgrade(move |socket| async move {
         match principal {
             Some(principal) => Connection::new(state.app, state.live, principal).run(socket).await,
             None => close_unauthorized(socket).await,
