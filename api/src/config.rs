@@ -54,6 +54,9 @@ pub struct Config {
     /// How long a call rings before it is missed.
     #[arg(long, env = "PARLEY_CALL_RING_SECONDS", default_value_t = 30, global = true)]
     pub call_ring_seconds: u64,
+    /// How long a connection unheard of (its node died) still counts its user online.
+    #[arg(long, env = "PARLEY_PRESENCE_TTL_SECONDS", default_value_t = 35, global = true)]
+    pub presence_ttl_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -74,6 +77,7 @@ impl Config {
             webhooks_allow_private: false,
             job_concurrency: DEFAULT_JOB_CONCURRENCY,
             call_ring_seconds: 30,
+            presence_ttl_seconds: 35,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,

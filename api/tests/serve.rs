@@ -278,3 +278,85 @@ async fn a_delivery_cut_off_by_kill_9_is_delivered_again_by_another_node_with_th
     println!("delivered again {:?} after the kill", killed_at.elapsed());
     second.stop().await;
 }
+
+/// A user connected to a node that is killed (`kill -9`) goes offline on the other node once the
+/// presence TTL runs out (no node closed the connection: the sweep of stale rows finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_users_go_offline_on_the_other_node_within_the_ttl() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ttl = 3;
+    let env = [("PARLEY_JWT_SECRET", "serve-test-secret"), ("PARLEY_PRESENCE_TTL_SECONDS", "3")];
+    let mut first = Served::start(&env).await;
+    let second = Served::start_on(&first.database, &env).await;
+    let http = reqwest::Client::new();
+    let register = serde_json::json!({
+        "name": "Alice", "email": "alice@example.com", "password": "correct horse battery", "account_name": "Acme"
+    });
+    let (_, alice) = call(&http, &first.addr, "/auth/register", None, register).await;
+    let alice_token = alice["data"]["access_token"].as_str().unwrap().to_owned();
+    let alice_id = alice["data"]["user"]["id"].as_str().unwrap().to_owned();
+    let invite = serde_json::json!({"email": "bob@example.com", "role": "member"});
+    let (_, invitation) = call(&http, &first.addr, "/invitations", Some(&alice_token), invite).await;
+    let join = serde_json::json!({
+        "name": "Bob", "email": "bob@example.com", "password": "correct horse battery",
+        "invitation_token": invitation["data"]["token"]
+    });
+    let (_, bob) = call(&http, &first.addr, "/auth/register", None, join).await;
+    let bob_token = bob["data"]["access_token"].as_str().unwrap().to_owned();
+    let group = serde_json::json!({"kind": "group", "title": "G", "member_ids": [bob["data"]["user"]["id"]]});
+    let (status, group) = call(&http, &first.addr, "/conversations", Some(&alice_token), group).await;
+    assert_eq!(status, 201, "{group}");
+    let settled = http
+        .get(format!("http://{}/api/v1/conversations", second.addr))
+        .bearer_auth(&bob_token)
+        .header("x-min-position", group["meta"]["position"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settled.status(), 200);
+
+    let connect = |addr: &str, token: &str| {
+        let url = format!("ws://{addr}/api/v1/cable?token={token}");
+        async move { tokio_tungstenite::connect_async(url).await.expect("websocket connects").0 }
+    };
+    let mut bob_ws = connect(&second.addr, &bob_token).await;
+    bob_ws
+        .send(Message::Text(
+            serde_json::json!({"command": "subscribe", "channel": "user"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    /// Reads frames until the roster (`want` = "roster") or Alice's presence `want`.
+    async fn presence<S>(ws: &mut S, alice_id: &str, want: &str)
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("the frame in time");
+            let Some(Ok(Message::Text(text))) = msg else { continue };
+            let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            let wanted = match want {
+                "roster" => frame["type"] == "presence_roster",
+                _ => frame["type"] == "presence" && frame["user_id"] == alice_id && frame["status"] == want,
+            };
+            if wanted {
+                return;
+            }
+        }
+    }
+    presence(&mut bob_ws, &alice_id, "roster").await;
+    let _alice_ws = connect(&first.addr, &alice_token).await;
+    presence(&mut bob_ws, &alice_id, "online").await;
+    let pid = first.child.id().unwrap();
+    assert!(std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap().success());
+    let _ = first.child.wait().await;
+    let killed_at = std::time::Instant::now();
+    presence(&mut bob_ws, &alice_id, "offline").await;
+    let took = killed_at.elapsed();
+    println!("offline on the other node {took:?} after the kill (TTL {ttl} s)");
+    assert!(took < Duration::from_secs_f64(ttl as f64 * 1.5), "offline after {took:?}");
+    second.stop().await;
+}

@@ -110,7 +110,7 @@ impl Scene {
         let (ctx, _) = t.owner("owner@example.com").await;
         let session = t.app.commands.start_session(&ctx).await.unwrap().session_id;
         let conversation = t.app.commands.start_group(&ctx, "Loop", &[]).await.unwrap().aggregate.id.unwrap();
-        let live = Live::start(&t.app, capacity).await.unwrap();
+        let live = Live::start(&t.app, capacity, std::time::Duration::from_secs(35)).await.unwrap();
         Self { t, live, ctx, session, conversation }
     }
 

@@ -133,3 +133,90 @@ async fn offers_answers_and_candidates_cross_servers_to_participants_only() {
     other.stop().await;
     s.stop().await;
 }
+
+/// Waits for the conversations read model to include `position` (presence finds its audience
+/// there).
+async fn settled(s: &TestServer, user: &User, position: &str) {
+    let a = s.get_at("/api/v1/conversations", &user.token, position).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversation_hear_of_it() {
+    let s = TestServer::start().await;
+    let other = s.second_server(|_| {}).await;
+    let (a, b) = (s.base.trim_start_matches("http://").to_owned(), other.addr.to_string());
+    let alice = s.register("alice@example.com").await;
+    let bob = s.invite_member(&alice, "bob@example.com").await;
+    let carol = s.invite_member(&alice, "carol@example.com").await;
+    let group = s
+        .post(
+            "/api/v1/conversations",
+            &alice.token,
+            json!({"kind": "group", "title": "G", "member_ids": [bob.id]}),
+        )
+        .await;
+    settled(&s, &alice, &group.position()).await;
+    // Bob and Carol follow their user channels on the other server.
+    let mut bob_ws = cable_at(&b, &bob).await;
+    assert_eq!(bob_ws.subscribe("user", None, None).await["type"], "subscribed");
+    let roster = next(&mut bob_ws).await;
+    assert_eq!(roster["type"], "presence_roster");
+    assert_eq!(roster["online_user_ids"], json!([]), "{roster}");
+    let mut carol_ws = cable_at(&b, &carol).await;
+    assert_eq!(carol_ws.subscribe("user", None, None).await["type"], "subscribed");
+    assert_eq!(next(&mut carol_ws).await["type"], "presence_roster");
+
+    // Alice opens a tab: online. A second tab: nothing new.
+    let mut tab1 = cable_at(&a, &alice).await;
+    let online = next(&mut bob_ws).await;
+    assert_eq!(
+        (online["type"].as_str(), online["user_id"].as_str(), online["status"].as_str()),
+        (Some("presence"), Some(alice.id.as_str()), Some("online")),
+        "{online}"
+    );
+    let mut tab2 = cable_at(&a, &alice).await;
+    assert!(before_pong(&mut tab2).await.is_empty());
+    // The roster of a new subscriber names her.
+    let mut bob_again = cable_at(&b, &bob).await;
+    bob_again.subscribe("user", None, None).await;
+    assert_eq!(next(&mut bob_again).await["online_user_ids"], json!([alice.id]));
+    // One tab closes: still online. The last closes: offline, with when she was last seen.
+    tab1.ws.close(None).await.unwrap();
+    drop(tab1);
+    connections(&s, &alice, 1).await;
+    assert!(before_pong(&mut tab2).await.is_empty());
+    tab2.ws.close(None).await.unwrap();
+    drop(tab2);
+    let offline = next(&mut bob_ws).await;
+    assert_eq!(
+        (offline["status"].as_str(), offline["user_id"].as_str()),
+        (Some("offline"), Some(alice.id.as_str())),
+        "{offline}"
+    );
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    connections(&s, &alice, 0).await;
+    assert!(before_pong(&mut bob_ws).await.is_empty(), "one offline, once");
+    // Carol shares no conversation with Alice: she heard nothing.
+    assert!(before_pong(&mut carol_ws).await.is_empty());
+    other.stop().await;
+    s.stop().await;
+}
+
+/// Waits until `user` has `n` live connections in the cluster's presence.
+async fn connections(s: &TestServer, user: &User, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM presence_connections WHERE user_id = $1::uuid")
+                .bind(&user.id)
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        if count == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{count} connections, waiting for {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

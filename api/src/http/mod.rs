@@ -123,7 +123,8 @@ impl Server {
         app.store.spawn_listener().await?;
         parley_projections::ensure_live(&app.store, app.projections.all(), app.lease_options()).await?;
         let secret = load_secret(app.store.pool(), config.jwt_secret.as_ref().map(Secret::expose)).await?;
-        let live = Live::start(&app, config.live_capacity).await?;
+        let presence_ttl = std::time::Duration::from_secs(config.presence_ttl_seconds.max(1));
+        let live = Live::start(&app, config.live_capacity, presence_ttl).await?;
         let state = AppState {
             app: app.clone(),
             jwt: Arc::new(JwtKeys::new(&secret)),

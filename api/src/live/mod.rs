@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod fanout;
 pub mod feed;
 pub mod follow;
+pub mod presence;
 pub mod revocations;
 pub mod roles;
 pub mod signals;
@@ -29,6 +30,7 @@ use self::api_keys::ApiKeyDirectory;
 use self::fanout::Fanout;
 use self::feed::LiveFeed;
 use self::follow::follow;
+use self::presence::Presence;
 use self::revocations::Revocations;
 use self::roles::RoleDirectory;
 use self::signals::Signals;
@@ -51,6 +53,8 @@ pub struct Live {
     pub api_keys: ApiKeyDirectory,
     /// Signals between users (WebRTC, media state, typing), relayed through every node.
     pub signals: Signals,
+    /// Who is online, across the nodes.
+    pub presence: Presence,
     /// Kept alive as long as the followers: the store tells it of this node's own commits.
     own_commits: Arc<dyn CommitObserver>,
     stopping: Stopping,
@@ -61,7 +65,7 @@ pub struct Live {
 
 impl Live {
     /// Starts every follower of `app`'s log; `capacity` events are kept for slow followers.
-    pub async fn start(app: &App, capacity: usize) -> Result<Self, StoreError> {
+    pub async fn start(app: &App, capacity: usize, presence_ttl: Duration) -> Result<Self, StoreError> {
         let stopping = Stopping::new();
         let store = &app.store;
         let feed = LiveFeed::start(store.clone(), capacity, stopping.clone()).await?;
@@ -71,6 +75,7 @@ impl Live {
         let fanout = follow(Fanout::new(capacity), store, &feed, &stopping).await?;
         announcements::listen(store.pool(), revocations.clone(), api_keys.clone(), &stopping).await?;
         let signals = Signals::start(store.pool(), &stopping).await?;
+        let presence = Presence::start(store.pool(), signals.clone(), presence_ttl, &stopping);
         let own_commits: Arc<dyn CommitObserver> = Arc::new(OwnCommits {
             revocations: revocations.clone(),
             roles: roles.clone(),
@@ -78,7 +83,18 @@ impl Live {
         });
         store.observe_commits(&own_commits);
         let closing = watch::channel(false).0;
-        Ok(Self { feed, fanout, revocations, roles, api_keys, signals, own_commits, stopping, closing })
+        Ok(Self {
+            feed,
+            fanout,
+            revocations,
+            roles,
+            api_keys,
+            signals,
+            presence,
+            own_commits,
+            stopping,
+            closing,
+        })
     }
 
     /// Completes when the node closes its WebSocket connections (it is stopping).

@@ -27,7 +27,10 @@ const QUEUE: usize = 256;
 /// How often the notification queue's usage is measured for `/metrics`.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
-type Taps = HashMap<Uuid, HashMap<u64, mpsc::Sender<Arc<str>>>>;
+/// A frame for a connection, and whether it belongs to the `user` channel only (presence).
+pub type Delivered = (Arc<str>, bool);
+
+type Taps = HashMap<Uuid, HashMap<u64, mpsc::Sender<Delivered>>>;
 
 /// This node's side of the signals: its connections by user, and the way out to every node.
 #[derive(Clone)]
@@ -42,7 +45,7 @@ pub struct SignalTap {
     user: Uuid,
     id: u64,
     taps: Arc<RwLock<Taps>>,
-    pub rx: mpsc::Receiver<Arc<str>>,
+    pub rx: mpsc::Receiver<Delivered>,
 }
 
 impl Drop for SignalTap {
@@ -96,7 +99,16 @@ impl Signals {
 
     /// Sends `frame` to every connection of each of `to`, on every node.
     pub async fn publish(&self, to: &[Uuid], frame: Value) -> Result<(), sqlx::Error> {
-        let payload = json!({"to": to, "frame": frame}).to_string();
+        self.send(to, frame, false).await
+    }
+
+    /// Sends `frame` to the connections of each of `to` that follow their `user` channel.
+    pub async fn publish_to_user_channel(&self, to: &[Uuid], frame: Value) -> Result<(), sqlx::Error> {
+        self.send(to, frame, true).await
+    }
+
+    async fn send(&self, to: &[Uuid], frame: Value, user_channel: bool) -> Result<(), sqlx::Error> {
+        let payload = json!({"to": to, "frame": frame, "user_channel": user_channel}).to_string();
         let notified = if payload.len() <= INLINE {
             payload
         } else {
@@ -134,12 +146,13 @@ impl Signals {
         };
         let Ok(signal) = serde_json::from_str::<Value>(&payload) else { return };
         let frame: Arc<str> = signal["frame"].to_string().into();
+        let user_channel = signal["user_channel"].as_bool().unwrap_or(false);
         let Ok(taps) = self.taps.read() else { return };
         for user in
             signal["to"].as_array().into_iter().flatten().filter_map(|u| u.as_str()?.parse::<Uuid>().ok())
         {
             for tap in taps.get(&user).into_iter().flat_map(|t| t.values()) {
-                if tap.try_send(frame.clone()).is_err() {
+                if tap.try_send((frame.clone(), user_channel)).is_err() {
                     metrics::counter!("parley_signals_dropped_total").increment(1);
                 }
             }

@@ -110,6 +110,10 @@ pub struct Connection {
     bucket: Bucket,
     /// When it last relayed typing, by conversation.
     typed: std::collections::HashMap<Uuid, std::time::Instant>,
+    /// Its row in the cluster's presence (users only).
+    presence_id: Uuid,
+    /// When the client was last heard from (any frame, a pong to the server's ping included).
+    heard: std::time::Instant,
 }
 
 /// The connection ends: the client left or the socket failed.
@@ -120,7 +124,19 @@ impl Connection {
         let listener = live.fanout.listen();
         let signals = principal.user_id().ok().map(|user| live.signals.tap(user));
         let (bucket, typed) = (Bucket::new(), Default::default());
-        Self { app, live, principal, subscriptions: BTreeMap::new(), listener, signals, bucket, typed }
+        let (presence_id, heard) = (Uuid::now_v7(), std::time::Instant::now());
+        Self {
+            app,
+            live,
+            principal,
+            subscriptions: BTreeMap::new(),
+            listener,
+            signals,
+            bucket,
+            typed,
+            presence_id,
+            heard,
+        }
     }
 
     /// Speaks the protocol over `socket` until the client leaves, its credential ends or the
@@ -130,7 +146,14 @@ impl Connection {
         S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
     {
         metrics::gauge!("parley_ws_connections").increment(1.0);
+        let user = self.principal.user_id().ok();
+        if let Some(user) = user {
+            self.live.presence.connected(self.presence_id, user, self.principal.account_id()).await;
+        }
         let _ = self.serve(&mut socket).await;
+        if let Some(user) = user {
+            self.live.presence.disconnected(self.presence_id, user).await;
+        }
         metrics::gauge!("parley_ws_connections").decrement(1.0);
     }
 
@@ -147,8 +170,26 @@ impl Connection {
         // the event (an old transaction elsewhere can hold the feed back): look at it often.
         let mut check = tokio::time::interval(CREDENTIAL_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // While the client is heard from, the connection keeps its user online; the server's own
+        // pings are answered by any live client, so a quiet one stays online too.
+        let refresh_every = self.live.presence.refresh_every();
+        let mut refresh =
+            tokio::time::interval_at(tokio::time::Instant::now() + refresh_every, refresh_every);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = refresh.tick() => {
+                    if self.heard.elapsed() > refresh_every * 3 {
+                        // Unheard for a whole TTL: the client is gone without closing.
+                        return Err(Closed);
+                    }
+                    if self.signals.is_some() {
+                        self.live.presence.seen(self.presence_id).await;
+                    }
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Err(Closed);
+                    }
+                }
                 _ = check.tick() => if self.credential_ended() {
                     let _ = socket.send(unauthorized_close()).await;
                     return Err(Closed);
@@ -158,10 +199,13 @@ impl Connection {
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return Err(Closed);
                 }
-                incoming = socket.next() => match incoming {
-                    Some(Ok(Message::Text(text))) => self.command(socket, text.as_str()).await?,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
-                    Some(Ok(_)) => {}
+                incoming = socket.next() => {
+                    self.heard = std::time::Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => self.command(socket, text.as_str()).await?,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
+                        Some(Ok(_)) => {}
+                    }
                 },
                 event = self.listener.recv() => match event {
                     // Events were dropped before this one: deliver nothing newer before them.
@@ -176,8 +220,10 @@ impl Connection {
                 },
                 _ = lag.lagged() => self.catch_up_lagged(socket, &lag).await?,
                 signal = async { match self.signals.as_mut() { Some(tap) => tap.rx.recv().await, None => std::future::pending().await } } => {
-                    if let Some(frame) = signal {
-                        send(socket, frame.to_string()).await?;
+                    if let Some((frame, user_channel)) = signal {
+                        if !user_channel || self.subscriptions.contains_key(&("user".to_owned(), None)) {
+                            send(socket, frame.to_string()).await?;
+                        }
                     }
                 }
             }
@@ -401,6 +447,11 @@ impl Connection {
                 .to_string(),
         )
         .await?;
+        if let Some(me) = user {
+            // Who of those sharing a conversation with the subscriber is online now.
+            let online = self.live.presence.roster(me).await;
+            send(socket, json!({"type": "presence_roster", "online_user_ids": online}).to_string()).await?;
+        }
         if after.is_some() {
             self.catch_up(socket, &key).await?;
         }

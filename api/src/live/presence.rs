@@ -1,0 +1,163 @@
+//! Presence: a user is online while any of their connections lives, on any node. Each
+//! connection keeps a row in `presence_connections`, refreshed while it lives and deleted when
+//! it closes; a node that dies stops refreshing its rows, and any node sweeps rows older than the
+//! TTL. The user's first connection announces `online`, the end of their last one `offline`
+//! (with `last_seen_at`), only to users who share a conversation with them, through the signals.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::signals::Signals;
+use super::Stopping;
+
+/// How a node keeps presence.
+#[derive(Clone)]
+pub struct Presence {
+    pool: PgPool,
+    signals: Signals,
+    node: String,
+    ttl: Duration,
+}
+
+impl Presence {
+    /// Starts the sweeper, which runs every quarter of the TTL until the node stops.
+    pub fn start(pool: &PgPool, signals: Signals, ttl: Duration, stopping: &Stopping) -> Self {
+        let presence =
+            Self { pool: pool.clone(), signals, node: format!("node-{}", Uuid::now_v7().simple()), ttl };
+        let sweeper = presence.clone();
+        stopping.spawn(move |mut stop| async move {
+            let mut every = tokio::time::interval(sweeper.ttl / 4);
+            loop {
+                tokio::select! {
+                    _ = stop.stopped() => return,
+                    _ = every.tick() => sweeper.sweep().await,
+                }
+            }
+        });
+        presence
+    }
+
+    /// How often a live connection refreshes its row.
+    pub fn refresh_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    fn ttl_secs(&self) -> f64 {
+        self.ttl.as_secs_f64()
+    }
+
+    /// A connection of `user` opened: online (announced if it is their first).
+    pub async fn connected(&self, connection: Uuid, user: Uuid, account: Uuid) {
+        let inserted: Result<(bool,), _> = sqlx::query_as(
+            "WITH others AS (SELECT count(*) AS n FROM presence_connections \
+                             WHERE user_id = $2 AND seen_at > now() - make_interval(secs => $5)) \
+             INSERT INTO presence_connections (connection_id, user_id, account_id, node, seen_at) \
+             SELECT $1, $2, $3, $4, now() FROM others RETURNING (SELECT n = 0 FROM others)",
+        )
+        .bind(connection)
+        .bind(user)
+        .bind(account)
+        .bind(&self.node)
+        .bind(self.ttl_secs())
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok((true,)) => self.announce(user, "online", None).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record a connection's presence"),
+        }
+    }
+
+    /// The connection is alive (a heartbeat, or its own timer while it lives).
+    pub async fn seen(&self, connection: Uuid) {
+        let _ = sqlx::query("UPDATE presence_connections SET seen_at = now() WHERE connection_id = $1")
+            .bind(connection)
+            .execute(&self.pool)
+            .await;
+    }
+
+    /// The connection closed: offline if it was the user's last.
+    pub async fn disconnected(&self, connection: Uuid, user: Uuid) {
+        let gone: Result<Option<(DateTime<Utc>, bool)>, _> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM presence_connections WHERE connection_id = $1 RETURNING user_id) \
+             SELECT now(), NOT EXISTS (SELECT 1 FROM presence_connections p, gone \
+                                       WHERE p.user_id = gone.user_id AND p.connection_id <> $1 \
+                                         AND p.seen_at > now() - make_interval(secs => $2)) FROM gone",
+        )
+        .bind(connection)
+        .bind(self.ttl_secs())
+        .fetch_optional(&self.pool)
+        .await;
+        if let Ok(Some((at, true))) = gone {
+            self.announce(user, "offline", Some(at)).await;
+        }
+    }
+
+    /// Removes the rows of dead nodes' connections; announces the users left with none.
+    async fn sweep(&self) {
+        let swept: Result<Vec<(Uuid, DateTime<Utc>)>, _> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM presence_connections \
+                           WHERE seen_at < now() - make_interval(secs => $1) RETURNING user_id, seen_at) \
+             SELECT g.user_id, max(g.seen_at) FROM gone g \
+             WHERE NOT EXISTS (SELECT 1 FROM presence_connections p WHERE p.user_id = g.user_id \
+                               AND p.seen_at > now() - make_interval(secs => $1)) \
+             GROUP BY g.user_id",
+        )
+        .bind(self.ttl_secs())
+        .fetch_all(&self.pool)
+        .await;
+        match swept {
+            Ok(users) => {
+                for (user, last_seen) in users {
+                    self.announce(user, "offline", Some(last_seen)).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not sweep presence"),
+        }
+    }
+
+    /// Who shares a conversation with `user`.
+    async fn audience(&self, user: Uuid) -> Vec<Uuid> {
+        sqlx::query_as::<_, (Uuid,)>(
+            "SELECT DISTINCT other.user_id FROM conversation_members mine \
+             JOIN conversation_members other ON other.conversation_id = mine.conversation_id \
+             WHERE mine.user_id = $1 AND other.user_id <> $1",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(|(u,)| u).collect())
+        .unwrap_or_default()
+    }
+
+    async fn announce(&self, user: Uuid, status: &str, last_seen_at: Option<DateTime<Utc>>) {
+        let audience = self.audience(user).await;
+        if audience.is_empty() {
+            return;
+        }
+        let frame =
+            json!({"type": "presence", "user_id": user, "status": status, "last_seen_at": last_seen_at});
+        if let Err(e) = self.signals.publish_to_user_channel(&audience, frame).await {
+            tracing::warn!(error = %e, "could not announce presence");
+        }
+    }
+
+    /// The users sharing a conversation with `user` who are online now.
+    pub async fn roster(&self, user: Uuid) -> Vec<Uuid> {
+        let audience = self.audience(user).await;
+        sqlx::query_as::<_, (Uuid,)>(
+            "SELECT DISTINCT user_id FROM presence_connections \
+             WHERE user_id = ANY($1) AND seen_at > now() - make_interval(secs => $2)",
+        )
+        .bind(&audience)
+        .bind(self.ttl_secs())
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| rows.into_iter().map(|(u,)| u).collect())
+        .unwrap_or_default()
+    }
+}
