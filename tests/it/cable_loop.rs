@@ -190,6 +190,7 @@ async fn an_ended_session_closes_its_connection_with_4401() {
     assert_eq!(client.frame().await["type"], "welcome");
     client.say(json!({"command": "subscribe", "channel": "user"}));
     assert_eq!(client.frame().await["type"], "subscribed");
+    assert_eq!(client.frame().await["type"], "presence_roster");
     // Logout: its event reaches this node's revocations at its commit.
     scene.t.app.commands.end_session(&scene.ctx, scene.session, "logout").await.unwrap();
     assert_eq!(client.next().await, Err(Some(UNAUTHORIZED_CLOSE)));

@@ -321,6 +321,7 @@ async fn mentions_and_additions_notify_live_on_the_user_channel_and_are_marked_r
     assert_eq!(cable.frame().await["type"], "welcome");
     let subscribed = cable.subscribe("user", None, None).await;
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(cable.frame().await["type"], "presence_roster");
 
     let group = s.group(&owner, &[&ann]).await;
     let added = cable.frame().await;
