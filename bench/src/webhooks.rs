@@ -75,7 +75,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64, rate: u64) -> anyhow::
         let _ = axum::serve(listener, receiver).await;
     });
 
-    let (token, _) = register(&http, &base.trim_end_matches("/api/v1").to_owned()).await?;
+    let (token, _) = register(&http, base.trim_end_matches("/api/v1")).await?;
     let mut conversations = Vec::new();
     for _ in 0..CONVERSATIONS {
         let c = api(
