@@ -11,3 +11,9 @@ CREATE UNLOGGED TABLE presence_connections (
 );
 CREATE INDEX presence_connections_user_idx ON presence_connections (user_id, seen_at);
 CREATE INDEX presence_connections_seen_idx ON presence_connections (seen_at);
+
+-- When each user was last seen connected: written when their last connection closes or is swept.
+CREATE TABLE presence_last_seen (
+    user_id      uuid PRIMARY KEY,
+    last_seen_at timestamptz NOT NULL
+);

@@ -175,6 +175,8 @@ async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversat
         (Some("presence"), Some(alice.id.as_str()), Some("online")),
         "{online}"
     );
+    let profile = s.get(&format!("/api/v1/users/{}", alice.id), &bob.token).await;
+    assert_eq!(profile.data()["online"], true, "{:?}", profile.body);
     let mut tab2 = cable_at(&a, &alice).await;
     assert!(before_pong(&mut tab2).await.is_empty());
     // The roster of a new subscriber names her.
@@ -197,6 +199,9 @@ async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversat
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     connections(&s, &alice, 0).await;
     assert!(before_pong(&mut bob_ws).await.is_empty(), "one offline, once");
+    let profile = s.get(&format!("/api/v1/users/{}", alice.id), &bob.token).await;
+    assert_eq!(profile.data()["online"], false, "{:?}", profile.body);
+    assert_eq!(profile.data()["last_seen_at"], offline["last_seen_at"], "{:?}", profile.body);
     // Carol shares no conversation with Alice: she heard nothing.
     assert!(before_pong(&mut carol_ws).await.is_empty());
     other.stop().await;

@@ -93,6 +93,7 @@ impl Presence {
         .fetch_optional(&self.pool)
         .await;
         if let Ok(Some((at, true))) = gone {
+            self.last_seen(user, at).await;
             self.announce(user, "offline", Some(at)).await;
         }
     }
@@ -113,11 +114,24 @@ impl Presence {
         match swept {
             Ok(users) => {
                 for (user, last_seen) in users {
+                    self.last_seen(user, last_seen).await;
                     self.announce(user, "offline", Some(last_seen)).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not sweep presence"),
         }
+    }
+
+    /// Keeps when `user` was last seen, for their profile.
+    async fn last_seen(&self, user: Uuid, at: DateTime<Utc>) {
+        let _ = sqlx::query(
+            "INSERT INTO presence_last_seen (user_id, last_seen_at) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET last_seen_at = GREATEST(presence_last_seen.last_seen_at, $2)",
+        )
+        .bind(user)
+        .bind(at)
+        .execute(&self.pool)
+        .await;
     }
 
     /// Who shares a conversation with `user`.

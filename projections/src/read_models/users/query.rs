@@ -45,6 +45,9 @@ pub struct UserSummary {
     pub roles: Vec<String>,
     pub active: bool,
     pub created_at: DateTime<Utc>,
+    /// Connected now, on any node (presence is a signal: it is not in the log).
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 /// What anyone of the account may see of a user (no email).
@@ -57,7 +60,14 @@ pub struct PublicProfile {
     pub bio: Option<String>,
     pub active: bool,
     pub version: i64,
+    /// Connected now, on any node (presence is a signal: it is not in the log).
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
+
+/// The `online` and `last_seen_at` columns of a user `u`, from the cluster's presence.
+const PRESENCE: &str = "EXISTS (SELECT 1 FROM presence_connections p WHERE p.user_id = u.id) AS online, \
+     (SELECT l.last_seen_at FROM presence_last_seen l WHERE l.user_id = u.id) AS last_seen_at";
 
 /// An active user's own profile.
 pub async fn own_profile(
@@ -103,11 +113,11 @@ pub async fn list(
     .bind(&pattern)
     .fetch_one(pool)
     .await?;
-    let users = sqlx::query_as(
-        "SELECT id, name, email, display_name, avatar_url, roles, active, created_at FROM users \
-         WHERE account_id = $1 AND ($2::text IS NULL OR lower(name) LIKE $2 OR email LIKE $2) \
-         ORDER BY lower(name), id LIMIT $3 OFFSET $4",
-    )
+    let users = sqlx::query_as(&format!(
+        "SELECT u.id, u.name, u.email, u.display_name, u.avatar_url, u.roles, u.active, u.created_at, {PRESENCE} \
+         FROM users u WHERE u.account_id = $1 AND ($2::text IS NULL OR lower(u.name) LIKE $2 OR u.email LIKE $2) \
+         ORDER BY lower(u.name), u.id LIMIT $3 OFFSET $4"
+    ))
     .bind(account_id)
     .bind(&pattern)
     .bind(limit)
@@ -124,9 +134,10 @@ pub async fn public_profile(
     user_id: Uuid,
 ) -> Result<Option<PublicProfile>, ProjectionError> {
     let pool = reads.of(READS).await?;
-    Ok(sqlx::query_as(
-        "SELECT id, name, display_name, avatar_url, bio, active, version FROM users WHERE id = $1 AND account_id = $2",
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT u.id, u.name, u.display_name, u.avatar_url, u.bio, u.active, u.version, {PRESENCE} \
+         FROM users u WHERE u.id = $1 AND u.account_id = $2"
+    ))
     .bind(user_id)
     .bind(account_id)
     .fetch_optional(pool)
