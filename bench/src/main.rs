@@ -18,6 +18,8 @@
 //! - `webhooks`: delivery latency from a message's commit to a receiver on loopback at
 //!   `--webhook-rate` events/s to 10 subscriptions; deliveries/s through one server next to no-op
 //!   jobs/s through the same worker.
+//! - `signals`: the relay's latency between two nodes at 1,000 signals/s, and a call's start to
+//!   the callee's `CallRinging` frame on the other node.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -26,6 +28,7 @@ mod chat;
 mod http;
 mod jobs;
 mod rebuild;
+mod signals;
 mod store;
 mod webhooks;
 
@@ -48,6 +51,7 @@ enum Suite {
     Chat,
     Jobs,
     Webhooks,
+    Signals,
     All,
 }
 
@@ -163,6 +167,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Webhooks | Suite::All) {
         webhooks::run(&server, args.seconds, args.webhook_rate).await?;
+    }
+    if matches!(args.suite, Suite::Signals | Suite::All) {
+        signals::run(&server, args.seconds).await?;
     }
     Ok(())
 }
