@@ -35,11 +35,23 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError>;
 }
 
-/// A projection's decision about every event type: those it applies, those it ignores.
+/// A projection's decision about every event type: those it applies, those it ignores, and
+/// the stream types whose every event it ignores (an aggregate it has nothing to do with).
 #[derive(Clone, Copy, Debug)]
 pub struct Decisions {
     pub handles: &'static [&'static str],
     pub ignores: &'static [&'static str],
+    pub ignores_streams: &'static [&'static str],
+}
+
+impl Decisions {
+    /// Whether `event_type` is ignored, by name or by its stream type.
+    pub fn ignores(&self, event_type: &str) -> bool {
+        self.ignores.contains(&event_type)
+            || parley_aggregates::catalog::STREAMS
+                .iter()
+                .any(|(stream, types)| self.ignores_streams.contains(stream) && types.contains(&event_type))
+    }
 }
 
 /// The set of projections a process runs.

@@ -272,7 +272,7 @@ impl Projection for FailsOn {
         "CREATE TABLE fails_on_seen (body text PRIMARY KEY);"
     }
     fn decides(&self) -> Decisions {
-        Decisions { handles: &["MessagePosted"], ignores: &[] }
+        Decisions { handles: &["MessagePosted"], ignores: &[], ignores_streams: &[] }
     }
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
         for e in events {

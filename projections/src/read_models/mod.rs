@@ -60,7 +60,7 @@ mod tests {
             let decided = projection.decides();
             for event_type in catalog::event_types() {
                 let handled = decided.handles.contains(&event_type);
-                let ignored = decided.ignores.contains(&event_type);
+                let ignored = decided.ignores(event_type);
                 assert!(
                     handled ^ ignored,
                     "{} must either handle or ignore {event_type} (handles: {handled}, ignores: {ignored})",
@@ -71,6 +71,13 @@ mod tests {
                 assert!(
                     catalog::is_event_type(named),
                     "{} names {named}, which is no event type",
+                    projection.name()
+                );
+            }
+            for stream in decided.ignores_streams {
+                assert!(
+                    catalog::is_stream_type(stream),
+                    "{} names {stream}, which is no stream type",
                     projection.name()
                 );
             }

@@ -82,22 +82,8 @@ impl Projection for ApiKeysProjection {
                 "RoleDeleted",
                 "NotificationRead",
                 "NotificationsReadAll",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
-                "CallStarted",
-                "CallRinging",
-                "CallAccepted",
-                "CallDeclined",
-                "CallParticipantLeft",
-                "CallEnded",
-                "CallMissed",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call"],
         }
     }
 

@@ -111,22 +111,8 @@ impl Projection for ConversationsProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
-                "CallStarted",
-                "CallRinging",
-                "CallAccepted",
-                "CallDeclined",
-                "CallParticipantLeft",
-                "CallEnded",
-                "CallMissed",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call"],
         }
     }
 

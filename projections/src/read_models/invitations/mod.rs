@@ -80,22 +80,8 @@ impl Projection for InvitationsProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
-                "CallStarted",
-                "CallRinging",
-                "CallAccepted",
-                "CallDeclined",
-                "CallParticipantLeft",
-                "CallEnded",
-                "CallMissed",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call"],
         }
     }
 

@@ -176,22 +176,8 @@ impl Projection for MessagesProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
-                "CallStarted",
-                "CallRinging",
-                "CallAccepted",
-                "CallDeclined",
-                "CallParticipantLeft",
-                "CallEnded",
-                "CallMissed",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call"],
         }
     }
 

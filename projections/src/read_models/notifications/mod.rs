@@ -100,14 +100,6 @@ impl Projection for NotificationsProjection {
                 "ApiKeyCreated",
                 "ApiKeyRevoked",
                 "ApiKeyUsed",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
                 "CallStarted",
                 "CallRinging",
                 "CallAccepted",
@@ -115,6 +107,7 @@ impl Projection for NotificationsProjection {
                 "CallParticipantLeft",
                 "CallEnded",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook"],
         }
     }
 

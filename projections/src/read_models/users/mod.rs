@@ -96,22 +96,8 @@ impl Projection for UsersProjection {
                 "ApiKeyUsed",
                 "NotificationRead",
                 "NotificationsReadAll",
-                "WebhookSubscriptionCreated",
-                "WebhookSubscriptionUpdated",
-                "WebhookSecretRotated",
-                "WebhookSubscriptionDisabled",
-                "WebhookSubscriptionEnabled",
-                "WebhookSubscriptionDeleted",
-                "IncomingWebhookCreated",
-                "IncomingWebhookDeleted",
-                "CallStarted",
-                "CallRinging",
-                "CallAccepted",
-                "CallDeclined",
-                "CallParticipantLeft",
-                "CallEnded",
-                "CallMissed",
             ],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call"],
         }
     }
 
