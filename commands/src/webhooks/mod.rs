@@ -12,6 +12,7 @@ pub mod address;
 mod attempts;
 mod deliver;
 mod fanout;
+mod hooks;
 mod incoming;
 pub mod secrets;
 mod service;
@@ -28,9 +29,10 @@ use uuid::Uuid;
 
 pub use deliver::{DELIVER, MAX_ATTEMPTS as DELIVERY_ATTEMPTS};
 pub use fanout::WEBHOOK_FANOUT;
+pub use hooks::Received;
 pub use incoming::INCOMING;
 pub use secrets::SecretBox;
-pub use service::{Attempt, Issued, Received, SubscriptionChanges};
+pub use service::{Attempt, Issued, SubscriptionChanges};
 
 use crate::context::{Actor, CommandContext};
 use crate::services::Commands;
