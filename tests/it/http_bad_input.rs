@@ -317,6 +317,21 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .await;
     assert_eq!(call.status, 201, "{:?}", call.body);
     let call_id = call.data()["id"].as_str().unwrap().to_owned();
+    // The call is rung in the background: let that be written before counting what is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (rung,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'CallRinging' AND stream_id = $1")
+                .bind(&call_id)
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        if rung == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "their call never rang");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let settled = call.position();
     let told = s.get_at("/api/v1/notifications", &their_member.token, &settled).await;
     let notification_id = told.data()[0]["id"].as_str().expect("they were added: a notification").to_owned();
