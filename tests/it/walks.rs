@@ -263,7 +263,7 @@ async fn every_command_post_honours_its_idempotency_key_and_appends_nothing_when
                 if path.ends_with("/calls") {
                     // A started call is rung by a process manager in the background: let that
                     // happen first, so the count below sees only what the replay writes.
-                    rung(&w.s, first.data()["id"].as_str().unwrap()).await;
+                    w.s.rung(first.data()["id"].as_str().unwrap()).await;
                 }
                 let before = w.s.events().await;
                 let again = w.s.call(Method::POST, &path, Some(w.token(&e.path)), body, &headers).await;
@@ -449,22 +449,4 @@ async fn a_message_reads_the_same_through_post_patch_list_and_the_websocket_fram
     assert_eq!(listed["body"], "look again @Member");
     assert!(posted["edited_at"].is_null() && listed["edited_at"].is_string());
     w.s.stop().await;
-}
-
-/// Waits until the call `id` has rung (its `CallRinging` is in the log).
-async fn rung(s: &TestServer, id: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'CallRinging' AND stream_id = $1")
-                .bind(id)
-                .fetch_one(s.t.app.store.pool())
-                .await
-                .unwrap();
-        if n == 1 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "the call {id} never rang");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

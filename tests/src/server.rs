@@ -214,6 +214,25 @@ impl TestServer {
         a.data()["id"].as_str().unwrap().to_owned()
     }
 
+    /// Waits until the call `id` has rung (its `CallRinging` is in the log).
+    pub async fn rung(&self, id: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM events WHERE event_type = 'CallRinging' AND stream_id = $1",
+            )
+            .bind(id)
+            .fetch_one(self.t.app.store.pool())
+            .await
+            .unwrap();
+            if n == 1 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the call {id} never rang");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Number of events in the log.
     pub async fn events(&self) -> i64 {
         let (n,): (i64,) =

@@ -22,6 +22,7 @@ use parley_commands::{tokens, DispatchError};
 use parley_eventstore::{EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
+use super::changes::{Changed, Changes};
 use super::follow::FollowsLog;
 
 pub const API_KEY_REVOKED: &str = "ApiKeyRevoked";
@@ -58,13 +59,15 @@ pub struct KeyHolder {
 pub struct ApiKeyDirectory {
     inner: Arc<RwLock<Inner>>,
     commands: Commands,
+    /// Bumped at each revocation, for the WebSocket connections that wait for their key's.
+    revocations: Changes,
 }
 
 impl ApiKeyDirectory {
     /// An empty directory; keys are read from the write side when first presented, so loading
     /// reads nothing.
     pub fn new(commands: Commands) -> Self {
-        Self { inner: Default::default(), commands }
+        Self { inner: Default::default(), commands, revocations: Changes::default() }
     }
 
     /// The event types it takes note of.
@@ -158,6 +161,12 @@ impl ApiKeyDirectory {
             None => Known { account_id, permissions: Vec::new(), expires_at: None, revoked: true, version },
         };
         self.remember(api_key_id, known, None);
+        self.revocations.bump();
+    }
+
+    /// Wakes at each key revoked from now on (then ask [`Self::is_revoked`]).
+    pub fn revocations(&self) -> Changed {
+        self.revocations.subscribe()
     }
 
     /// Takes note of a key's creation or revocation from the log.

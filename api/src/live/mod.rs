@@ -10,6 +10,7 @@
 
 pub mod announcements;
 pub mod api_keys;
+pub mod changes;
 pub mod fanout;
 pub mod feed;
 pub mod follow;

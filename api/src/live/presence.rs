@@ -1,9 +1,12 @@
 //! Presence: a user is online while any of their connections lives, on any node. Each
-//! connection keeps a row in `presence_connections`, refreshed while it lives and deleted when
-//! it closes; a node that dies stops refreshing its rows, and any node sweeps rows older than the
-//! TTL. The user's first connection announces `online`, the end of their last one `offline`
+//! connection keeps a row in `presence_connections`, deleted when it closes; each node refreshes
+//! the rows of all its live connections in one statement every quarter of the TTL (so ten
+//! thousand idle connections cost one `UPDATE` every few seconds, not one per connection); a node
+//! that dies stops refreshing its rows, and any node sweeps rows older than the TTL. The user's first connection announces `online`, the end of their last one `offline`
 //! (with `last_seen_at`), only to users who share a conversation with them, through the signals.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,28 +24,40 @@ pub struct Presence {
     signals: Signals,
     node: String,
     ttl: Duration,
+    /// This node's live connections, whose rows it refreshes.
+    live: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl Presence {
-    /// Starts the sweeper, which runs every quarter of the TTL until the node stops.
+    /// Starts the keeper, which refreshes this node's rows and sweeps dead ones every quarter of
+    /// the TTL until the node stops.
     pub fn start(pool: &PgPool, signals: Signals, ttl: Duration, stopping: &Stopping) -> Self {
-        let presence =
-            Self { pool: pool.clone(), signals, node: format!("node-{}", Uuid::now_v7().simple()), ttl };
-        let sweeper = presence.clone();
+        let presence = Self {
+            pool: pool.clone(),
+            signals,
+            node: format!("node-{}", Uuid::now_v7().simple()),
+            ttl,
+            live: Default::default(),
+        };
+        let keeper = presence.clone();
         stopping.spawn(move |mut stop| async move {
-            let mut every = tokio::time::interval(sweeper.ttl / 4);
+            let mut every = tokio::time::interval(keeper.ttl / 4);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.stopped() => return,
-                    _ = every.tick() => sweeper.sweep().await,
+                    _ = every.tick() => {
+                        keeper.refresh().await;
+                        keeper.sweep().await;
+                    }
                 }
             }
         });
         presence
     }
 
-    /// How often a live connection refreshes its row.
-    pub fn refresh_every(&self) -> Duration {
+    /// How often a connection pings a quiet client (it is closed when unheard for three times that).
+    pub fn ping_every(&self) -> Duration {
         self.ttl / 3
     }
 
@@ -52,6 +67,9 @@ impl Presence {
 
     /// A connection of `user` opened: online (announced if it is their first).
     pub async fn connected(&self, connection: Uuid, user: Uuid, account: Uuid) {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(connection);
+        }
         let inserted: Result<(bool,), _> = sqlx::query_as(
             "WITH others AS (SELECT count(*) AS n FROM presence_connections \
                              WHERE user_id = $2 AND seen_at > now() - make_interval(secs => $5)) \
@@ -72,16 +90,32 @@ impl Presence {
         }
     }
 
-    /// The connection is alive (a heartbeat, or its own timer while it lives).
-    pub async fn seen(&self, connection: Uuid) {
-        let _ = sqlx::query("UPDATE presence_connections SET seen_at = now() WHERE connection_id = $1")
-            .bind(connection)
-            .execute(&self.pool)
-            .await;
+    /// This node's connections are alive: one statement for all of them.
+    #[tracing::instrument(skip_all, fields(connections))]
+    async fn refresh(&self) {
+        let live: Vec<Uuid> = match self.live.lock() {
+            Ok(live) => live.iter().copied().collect(),
+            Err(_) => return,
+        };
+        tracing::Span::current().record("connections", live.len());
+        if live.is_empty() {
+            return;
+        }
+        let refreshed =
+            sqlx::query("UPDATE presence_connections SET seen_at = now() WHERE connection_id = ANY($1)")
+                .bind(&live)
+                .execute(&self.pool)
+                .await;
+        if let Err(e) = refreshed {
+            tracing::warn!(error = %e, "could not refresh this node's presence");
+        }
     }
 
     /// The connection closed: offline if it was the user's last.
     pub async fn disconnected(&self, connection: Uuid, user: Uuid) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&connection);
+        }
         let gone: Result<Option<(DateTime<Utc>, bool)>, _> = sqlx::query_as(
             "WITH gone AS (DELETE FROM presence_connections WHERE connection_id = $1 RETURNING user_id) \
              SELECT now(), NOT EXISTS (SELECT 1 FROM presence_connections p, gone \

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parley_eventstore::{EventStore, RecordedEvent, StoreError};
 use uuid::Uuid;
 
+use super::changes::{Changed, Changes};
 use super::follow::FollowsLog;
 use crate::http::auth::ACCESS_TTL;
 
@@ -27,6 +28,8 @@ pub struct Revocations {
     /// Users whose roles changed, with the user stream version of the change: tokens issued
     /// before it carry stale roles and are refused (the client refreshes).
     roles_changed: Arc<RwLock<HashMap<Uuid, (i64, Instant)>>>,
+    /// Bumped at each ended session, for the WebSocket connections that wait for theirs.
+    ended_changes: Changes,
 }
 
 impl Revocations {
@@ -107,6 +110,12 @@ impl Revocations {
             ended.retain(|_, at| now.duration_since(*at) < retention());
             ended.insert(session, now);
         }
+        self.ended_changes.bump();
+    }
+
+    /// Wakes at each session ended from now on (then ask [`Self::is_revoked`]).
+    pub fn ended_changes(&self) -> Changed {
+        self.ended_changes.subscribe()
     }
 
     pub fn is_revoked(&self, session: Uuid) -> bool {

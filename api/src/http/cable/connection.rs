@@ -28,8 +28,6 @@ use crate::live::{api_keys, revocations, Live};
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
 /// Events read from the store per catch-up page.
 const CATCH_UP_PAGE: i64 = 500;
-/// How often a connection looks whether its credential ended.
-const CREDENTIAL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a client may say.
 #[derive(Deserialize)]
@@ -138,30 +136,34 @@ impl Connection {
         let stopping = stop.stopped();
         tokio::pin!(stopping);
         // The denylist learns of ended credentials at their commit, before the feed may bring
-        // the event (an old transaction elsewhere can hold the feed back): look at it often.
-        let mut check = tokio::time::interval(CREDENTIAL_CHECK);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        // While the client is heard from, the connection keeps its user online; the server's own
-        // pings are answered by any live client, so a quiet one stays online too.
-        let refresh_every = self.live.presence.refresh_every();
-        let mut refresh =
-            tokio::time::interval_at(tokio::time::Instant::now() + refresh_every, refresh_every);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // the event (an old transaction elsewhere can hold the feed back): look at it at each
+        // change, and once now for an end between the handshake and this subscription.
+        let mut ended = match &self.principal.credential {
+            Credential::Session(_) => self.live.revocations.ended_changes(),
+            Credential::ApiKey(_) => self.live.api_keys.revocations(),
+        };
+        if self.credential_ended() {
+            let _ = socket.send(unauthorized_close()).await;
+            return Err(Closed);
+        }
+        // While the connection lives, its node keeps its user online; the server's own pings
+        // are answered by any live client, so a quiet one lives, and one unheard for a whole
+        // TTL is closed.
+        let ping_every = self.live.presence.ping_every();
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = refresh.tick() => {
-                    if self.heard.elapsed() > refresh_every * 3 {
+                _ = ping.tick() => {
+                    if self.heard.elapsed() > ping_every * 3 {
                         // Unheard for a whole TTL: the client is gone without closing.
                         return Err(Closed);
-                    }
-                    if self.signals.is_some() {
-                        self.live.presence.seen(self.presence_id).await;
                     }
                     if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                         return Err(Closed);
                     }
                 }
-                _ = check.tick() => if self.credential_ended() {
+                _ = ended.next() => if self.credential_ended() {
                     let _ = socket.send(unauthorized_close()).await;
                     return Err(Closed);
                 },
