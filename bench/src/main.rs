@@ -20,6 +20,8 @@
 //!   jobs/s through the same worker.
 //! - `signals`: the relay's latency between two nodes at 1,000 signals/s, and a call's start to
 //!   the callee's `CallRinging` frame on the other node.
+//! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
+//!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -27,6 +29,7 @@ mod auth;
 mod chat;
 mod http;
 mod jobs;
+mod presence;
 mod rebuild;
 mod signals;
 mod store;
@@ -52,6 +55,7 @@ enum Suite {
     Jobs,
     Webhooks,
     Signals,
+    Presence,
     All,
 }
 
@@ -93,6 +97,12 @@ struct Args {
     /// Jobs passed through the queue (with pruning) before claim latency and table size are read.
     #[arg(long, default_value_t = 1_000_000)]
     jobs: usize,
+    /// WebSocket connections the presence suite holds on one node.
+    #[arg(long, default_value_t = 10_000)]
+    presence_connections: usize,
+    /// Serve in this process for a suite that measures a server apart from its clients.
+    #[arg(long, value_enum, hide = true)]
+    child: Option<presence::ChildServer>,
 }
 
 /// A scratch database, dropped at the end.
@@ -139,6 +149,10 @@ pub fn serving(mut config: parley_api::Config) -> parley_api::Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(kind) = args.child {
+        let ttl = parley_api::Config::new(args.database_url.clone()).presence_ttl_seconds;
+        return presence::child(kind, &args.database_url, std::time::Duration::from_secs(ttl) / 3).await;
+    }
     let server = PgConnectOptions::from_str(&args.database_url)?.database("postgres");
     println!(
         "parley-bench on {} cores; PostgreSQL at {}:{}",
@@ -170,6 +184,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Signals | Suite::All) {
         signals::run(&server, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Presence | Suite::All) {
+        let idle = std::time::Duration::from_secs(args.seconds);
+        presence::run(&server, args.presence_connections, idle).await?;
     }
     Ok(())
 }

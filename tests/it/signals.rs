@@ -210,6 +210,68 @@ async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversat
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tabs_closing_at_once_and_a_server_that_stops_take_their_users_offline_at_once() {
+    // The TTL (35 s) is far longer than a frame's wait (10 s): what arrives was not swept.
+    let s = TestServer::start().await;
+    let other = s.second_server(|_| {}).await;
+    let (a, b) = (s.base.trim_start_matches("http://").to_owned(), other.addr.to_string());
+    let alice = s.register("alice@example.com").await;
+    let bob = s.invite_member(&alice, "bob@example.com").await;
+    let dave = s.invite_member(&alice, "dave@example.com").await;
+    let group = s
+        .post(
+            "/api/v1/conversations",
+            &alice.token,
+            json!({"kind": "group", "title": "G", "member_ids": [bob.id, dave.id]}),
+        )
+        .await;
+    settled(&s, &alice, &group.position()).await;
+    let mut bob_ws = cable_at(&a, &bob).await;
+    bob_ws.subscribe("user", None, None).await;
+    assert_eq!(next(&mut bob_ws).await["type"], "presence_roster");
+
+    // Alice's 100 tabs on this server all close at once: one offline.
+    let mut tabs = Vec::new();
+    for _ in 0..100 {
+        tabs.push(cable_at(&a, &alice).await);
+    }
+    assert_eq!(next(&mut bob_ws).await["status"], "online");
+    connections(&s, &alice, 100).await;
+    drop(tabs);
+    let offline = next(&mut bob_ws).await;
+    assert_eq!(
+        (offline["status"].as_str(), offline["user_id"].as_str()),
+        (Some("offline"), Some(alice.id.as_str()))
+    );
+    connections(&s, &alice, 0).await;
+
+    // Alice and Dave, on the other server only, which stops: both offline, once each.
+    let mut held = Vec::new();
+    for user in [&alice, &dave] {
+        for _ in 0..3 {
+            held.push(cable_at(&b, user).await);
+        }
+        assert_eq!(next(&mut bob_ws).await["status"], "online");
+    }
+    other.stop().await;
+    let mut offline: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let f = next(&mut bob_ws).await;
+        assert_eq!(f["status"], "offline", "{f}");
+        offline.push(f["user_id"].as_str().unwrap().to_owned());
+    }
+    offline.sort();
+    let mut expected = vec![alice.id.clone(), dave.id.clone()];
+    expected.sort();
+    assert_eq!(offline, expected);
+    assert!(before_pong(&mut bob_ws).await.is_empty(), "once each");
+    connections(&s, &alice, 0).await;
+    connections(&s, &dave, 0).await;
+    drop(held);
+    s.stop().await;
+}
+
 /// Waits until `user` has `n` live connections in the cluster's presence.
 async fn connections(s: &TestServer, user: &User, n: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -1,9 +1,12 @@
 //! Presence: a user is online while any of their connections lives, on any node. Each
-//! connection keeps a row in `presence_connections`, deleted when it closes; each node refreshes
-//! the rows of all its live connections in one statement every quarter of the TTL (so ten
-//! thousand idle connections cost one `UPDATE` every few seconds, not one per connection); a node
-//! that dies stops refreshing its rows, and any node sweeps rows older than the TTL. The user's first connection announces `online`, the end of their last one `offline`
-//! (with `last_seen_at`), only to users who share a conversation with them, through the signals.
+//! connection keeps a row in `presence_connections`. A node refreshes the rows of all its live
+//! connections in one statement every quarter of the TTL (ten thousand idle connections cost one
+//! `UPDATE` every few seconds, not one per connection), and deletes the rows of the connections
+//! that closed in batches (ten thousand clients leaving at once are a few statements, not ten
+//! thousand competing for the pool); a node that stops deletes its own rows, one that dies stops
+//! refreshing them, and any node sweeps rows older than the TTL. The user's first connection
+//! announces `online`, the end of their last one `offline` (with `last_seen_at`), only to users
+//! who share a conversation with them, through the signals.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::signals::Signals;
@@ -24,20 +28,32 @@ pub struct Presence {
     signals: Signals,
     node: String,
     ttl: Duration,
-    /// This node's live connections, whose rows it refreshes.
-    live: Arc<Mutex<HashSet<Uuid>>>,
+    connections: Arc<Mutex<Connections>>,
+    /// Rung when a connection closes.
+    closing: Arc<Notify>,
+}
+
+/// This node's connections.
+#[derive(Default)]
+struct Connections {
+    /// Open: their rows are refreshed.
+    live: HashSet<Uuid>,
+    /// Closed, their rows not yet deleted.
+    closed: Vec<Uuid>,
 }
 
 impl Presence {
-    /// Starts the keeper, which refreshes this node's rows and sweeps dead ones every quarter of
-    /// the TTL until the node stops.
+    /// Starts the keeper, which deletes closed connections' rows as they close, refreshes this
+    /// node's rows and sweeps dead ones every quarter of the TTL, and deletes all of this node's
+    /// rows when it stops.
     pub fn start(pool: &PgPool, signals: Signals, ttl: Duration, stopping: &Stopping) -> Self {
         let presence = Self {
             pool: pool.clone(),
             signals,
             node: format!("node-{}", Uuid::now_v7().simple()),
             ttl,
-            live: Default::default(),
+            connections: Default::default(),
+            closing: Default::default(),
         };
         let keeper = presence.clone();
         stopping.spawn(move |mut stop| async move {
@@ -45,8 +61,10 @@ impl Presence {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = stop.stopped() => return,
+                    _ = stop.stopped() => return keeper.leave().await,
+                    _ = keeper.closing.notified() => keeper.forget_closed().await,
                     _ = every.tick() => {
+                        keeper.forget_closed().await;
                         keeper.refresh().await;
                         keeper.sweep().await;
                     }
@@ -67,8 +85,8 @@ impl Presence {
 
     /// A connection of `user` opened: online (announced if it is their first).
     pub async fn connected(&self, connection: Uuid, user: Uuid, account: Uuid) {
-        if let Ok(mut live) = self.live.lock() {
-            live.insert(connection);
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.live.insert(connection);
         }
         let inserted: Result<(bool,), _> = sqlx::query_as(
             "WITH others AS (SELECT count(*) AS n FROM presence_connections \
@@ -90,11 +108,20 @@ impl Presence {
         }
     }
 
+    /// The connection closed: its row goes with the next batch (offline if it was the user's last).
+    pub fn disconnected(&self, connection: Uuid) {
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.live.remove(&connection);
+            connections.closed.push(connection);
+        }
+        self.closing.notify_one();
+    }
+
     /// This node's connections are alive: one statement for all of them.
     #[tracing::instrument(skip_all, fields(connections))]
     async fn refresh(&self) {
-        let live: Vec<Uuid> = match self.live.lock() {
-            Ok(live) => live.iter().copied().collect(),
+        let live: Vec<Uuid> = match self.connections.lock() {
+            Ok(connections) => connections.live.iter().copied().collect(),
             Err(_) => return,
         };
         tracing::Span::current().record("connections", live.len());
@@ -111,22 +138,64 @@ impl Presence {
         }
     }
 
-    /// The connection closed: offline if it was the user's last.
-    pub async fn disconnected(&self, connection: Uuid, user: Uuid) {
-        if let Ok(mut live) = self.live.lock() {
-            live.remove(&connection);
+    /// Deletes the rows of the connections closed since the last batch; announces the users
+    /// left with none. A batch that fails is tried again with the next.
+    #[tracing::instrument(skip_all, fields(connections))]
+    async fn forget_closed(&self) {
+        let closed = match self.connections.lock() {
+            Ok(mut connections) => std::mem::take(&mut connections.closed),
+            Err(_) => return,
+        };
+        tracing::Span::current().record("connections", closed.len());
+        if closed.is_empty() {
+            return;
         }
-        let gone: Result<Option<(DateTime<Utc>, bool)>, _> = sqlx::query_as(
-            "WITH gone AS (DELETE FROM presence_connections WHERE connection_id = $1 RETURNING user_id) \
-             SELECT now(), NOT EXISTS (SELECT 1 FROM presence_connections p, gone \
-                                       WHERE p.user_id = gone.user_id AND p.connection_id <> $1 \
-                                         AND p.seen_at > now() - make_interval(secs => $2)) FROM gone",
+        // The statement's snapshot still holds the rows it deletes: the others are looked for
+        // among the rows it keeps.
+        let gone: Result<Vec<(Uuid, DateTime<Utc>)>, _> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM presence_connections WHERE connection_id = ANY($1) RETURNING user_id) \
+             SELECT DISTINCT g.user_id, now() FROM gone g \
+             WHERE NOT EXISTS (SELECT 1 FROM presence_connections p \
+                               WHERE p.user_id = g.user_id AND p.connection_id <> ALL($1) \
+                                 AND p.seen_at > now() - make_interval(secs => $2))",
         )
-        .bind(connection)
+        .bind(&closed)
         .bind(self.ttl_secs())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await;
-        if let Ok(Some((at, true))) = gone {
+        match gone {
+            Ok(users) => self.went_offline(users).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete closed connections' presence");
+                if let Ok(mut connections) = self.connections.lock() {
+                    connections.closed.extend(closed);
+                }
+            }
+        }
+    }
+
+    /// The node stops: its connections' rows go, and the users left with none are announced.
+    async fn leave(&self) {
+        let gone: Result<Vec<(Uuid, DateTime<Utc>)>, _> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM presence_connections WHERE node = $1 RETURNING user_id) \
+             SELECT DISTINCT g.user_id, now() FROM gone g \
+             WHERE NOT EXISTS (SELECT 1 FROM presence_connections p \
+                               WHERE p.user_id = g.user_id AND p.node <> $1 \
+                                 AND p.seen_at > now() - make_interval(secs => $2))",
+        )
+        .bind(&self.node)
+        .bind(self.ttl_secs())
+        .fetch_all(&self.pool)
+        .await;
+        match gone {
+            Ok(users) => self.went_offline(users).await,
+            Err(e) => tracing::warn!(error = %e, "could not delete this node's presence as it stops"),
+        }
+    }
+
+    /// Each of `users` has no connection left since the time given with them.
+    async fn went_offline(&self, users: Vec<(Uuid, DateTime<Utc>)>) {
+        for (user, at) in users {
             self.last_seen(user, at).await;
             self.announce(user, "offline", Some(at)).await;
         }
@@ -146,12 +215,7 @@ impl Presence {
         .fetch_all(&self.pool)
         .await;
         match swept {
-            Ok(users) => {
-                for (user, last_seen) in users {
-                    self.last_seen(user, last_seen).await;
-                    self.announce(user, "offline", Some(last_seen)).await;
-                }
-            }
+            Ok(users) => self.went_offline(users).await,
             Err(e) => tracing::debug!(error = %e, "could not sweep presence"),
         }
     }

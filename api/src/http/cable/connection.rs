@@ -117,11 +117,11 @@ impl Connection {
         metrics::gauge!("parley_ws_connections").increment(1.0);
         let user = self.principal.user_id().ok();
         if let Some(user) = user {
-            self.live.presence.connected(self.presence_id, user, self.principal.account_id()).await;
+            Box::pin(self.live.presence.connected(self.presence_id, user, self.principal.account_id())).await;
         }
         let _ = self.serve(&mut socket).await;
-        if let Some(user) = user {
-            self.live.presence.disconnected(self.presence_id, user).await;
+        if user.is_some() {
+            self.live.presence.disconnected(self.presence_id);
         }
         metrics::gauge!("parley_ws_connections").decrement(1.0);
     }
@@ -175,23 +175,23 @@ impl Connection {
                 incoming = socket.next() => {
                     self.heard = std::time::Instant::now();
                     match incoming {
-                        Some(Ok(Message::Text(text))) => self.command(socket, text.as_str()).await?,
+                        Some(Ok(Message::Text(text))) => Box::pin(self.command(socket, text.as_str())).await?,
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Closed),
                         Some(Ok(_)) => {}
                     }
                 },
                 event = self.listener.recv() => match event {
                     // Events were dropped before this one: deliver nothing newer before them.
-                    Some(_) if lag.is_lagged() => self.catch_up_lagged(socket, &lag).await?,
+                    Some(_) if lag.is_lagged() => Box::pin(self.catch_up_lagged(socket, &lag)).await?,
                     // Its own end is not news for it: the connection closes instead.
                     Some(routed) if self.ends_my_credential(&routed.event) => {
                         let _ = socket.send(unauthorized_close()).await;
                         return Err(Closed);
                     }
-                    Some(event) => self.deliver(socket, &event).await?,
+                    Some(event) => Box::pin(self.deliver(socket, &event)).await?,
                     None => return Err(Closed),
                 },
-                _ = lag.lagged() => self.catch_up_lagged(socket, &lag).await?,
+                _ = lag.lagged() => Box::pin(self.catch_up_lagged(socket, &lag)).await?,
                 signal = async { match self.signals.as_mut() { Some(tap) => tap.rx.recv().await, None => std::future::pending().await } } => {
                     if let Some((frame, user_channel)) = signal {
                         if !user_channel || self.subscriptions.contains_key(&("user".to_owned(), None)) {

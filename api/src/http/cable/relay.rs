@@ -71,7 +71,7 @@ impl Connection {
         let call = match loaded {
             Ok(Some(c)) if c.account_id == self.principal.account_id() && c.aggregate.live() => c.aggregate,
             Ok(_) => return Err(("not_found", "no such call")),
-            Err(_) => return Err(("unavailable", "the call could not be read; try again")),
+            Err(_) => return Err(("service_unavailable", "the call could not be read; try again")),
         };
         let present: Vec<Uuid> = call
             .participants
@@ -133,7 +133,7 @@ impl Connection {
                 c.aggregate.members.keys().copied().filter(|m| *m != me).collect()
             }
             Ok(_) => return Some(("not_found", "no such conversation")),
-            Err(_) => return Some(("unavailable", "the conversation could not be read; try again")),
+            Err(_) => return Some(("service_unavailable", "the conversation could not be read; try again")),
         };
         self.typed.insert(conversation_id, now);
         let frame = json!({"type": "typing", "conversation_id": conversation_id, "user_id": me});
@@ -148,7 +148,7 @@ impl Connection {
             Ok(()) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "could not publish a signal");
-                Some(("unavailable", "the signal could not be sent; try again"))
+                Some(("service_unavailable", "the signal could not be sent; try again"))
             }
         }
     }
