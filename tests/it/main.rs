@@ -1,6 +1,7 @@
 //! Store-, runtime- and command-level tests on a real PostgreSQL, a fresh database each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod action_cable;
 mod cable_loop;
 mod calls;
 mod commands;

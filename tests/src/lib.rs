@@ -2,6 +2,7 @@
 //! the migrated schema (so each test starts in milliseconds), and typed helpers over the app.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod actioncable;
 pub mod cluster;
 pub mod receiver;
 pub mod server;

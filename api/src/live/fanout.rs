@@ -22,12 +22,24 @@ use super::follow::FollowsLog;
 pub struct Routed {
     pub event: Arc<RecordedEvent>,
     rendered: OnceLock<String>,
+    /// Action Cable's message of the event, which may read a read model to render.
+    rendered_for_cable: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl Routed {
     /// What `render` makes of the event, rendered once for all the connections that send it.
     pub fn rendered(&self, render: fn(&RecordedEvent) -> String) -> &str {
         self.rendered.get_or_init(|| render(&self.event))
+    }
+
+    /// What `render` makes of the event (nothing for an event it does not show), rendered once
+    /// for all the Action Cable connections that send it.
+    pub async fn rendered_once<F, Fut>(&self, render: F) -> Option<&str>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<String>>,
+    {
+        self.rendered_for_cable.get_or_init(render).await.as_deref()
     }
 }
 
@@ -101,7 +113,11 @@ impl Fanout {
         if stream.is_none() && account.is_none() {
             return;
         }
-        let routed = Arc::new(Routed { event: event.clone(), rendered: OnceLock::new() });
+        let routed = Arc::new(Routed {
+            event: event.clone(),
+            rendered: OnceLock::new(),
+            rendered_for_cable: Default::default(),
+        });
         // A connection listening to both the stream and its account gets the event once.
         let twice = |id: &u64| stream.is_some_and(|s| s.contains(id));
         let account_only = account.into_iter().flatten().filter(|id| !twice(id));

@@ -251,8 +251,11 @@ impl Presence {
         if audience.is_empty() {
             return;
         }
-        let frame =
-            json!({"type": "presence", "user_id": user, "status": status, "last_seen_at": last_seen_at});
+        let reads = parley_projections::Reads::new(&self.pool, None);
+        let name = parley_projections::read_models::users::query::name_of(&reads, user).await.ok().flatten();
+        let frame = json!({
+            "type": "presence", "user_id": user, "name": name, "status": status, "last_seen_at": last_seen_at,
+        });
         if let Err(e) = self.signals.publish_to_user_channel(&audience, frame).await {
             tracing::warn!(error = %e, "could not announce presence");
         }

@@ -1,25 +1,29 @@
-//! The protocol loop of one connection, in Parley's dialect, written over a generic
-//! `Sink`/`Stream` of frames.
+//! The protocol loop of one connection, written once for both dialects ([`Dialect`]) over a
+//! generic `Sink`/`Stream` of frames: subscriptions, catch-up, live delivery, lag, revocation,
+//! presence and the relay are decided here; the dialect only reads and writes the frames.
 
 use std::collections::BTreeMap;
 
 use axum::extract::ws::{CloseFrame, Message};
 use cqrs_es::Aggregate;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use parley_aggregates::call::Call;
 use parley_aggregates::conversation::Conversation;
 use parley_aggregates::permissions::Permission;
 use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 #[path = "relay.rs"]
 mod relay;
 
+use super::action_cable;
+use super::dialect::{CallAnswer, Channel, Decoded, Dialect, Label, Request};
 pub use super::subscription::frame_body;
 use super::subscription::Subscription;
 use crate::app::App;
 use crate::http::auth::{Credential, Principal};
+use crate::http::error::ApiError;
 use crate::live::fanout::{Interest, LagSignal, Listener, Routed};
 use crate::live::signals::SignalTap;
 use crate::live::{api_keys, revocations, Live};
@@ -28,50 +32,16 @@ use crate::live::{api_keys, revocations, Live};
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
 /// Events read from the store per catch-up page.
 const CATCH_UP_PAGE: i64 = 500;
-
-/// What a client may say.
-#[derive(Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-enum ClientCommand {
-    Subscribe {
-        channel: String,
-        id: Option<String>,
-        after: Option<String>,
-    },
-    Unsubscribe {
-        channel: String,
-        id: Option<String>,
-    },
-    Ping,
-    /// A heartbeat (any frame counts as one).
-    Presence,
-    Typing {
-        conversation_id: String,
-    },
-    Signal {
-        call_id: String,
-        to_user_id: String,
-        signal: serde_json::Value,
-    },
-    CallMedia {
-        call_id: String,
-        muted: Option<bool>,
-        camera_off: Option<bool>,
-    },
-}
-
 /// The largest frame a client may send (a signal's session description fits well within it).
 const MAX_FRAME: usize = 64 * 1024;
-fn error_frame(code: &str, message: &str) -> String {
-    json!({"type": "error", "code": code, "message": message}).to_string()
-}
 
 /// One client's connection, over any `Sink`/`Stream` of frames (a WebSocket in production).
 pub struct Connection {
     app: App,
     live: Live,
     principal: Principal,
-    subscriptions: BTreeMap<(String, Option<String>), Subscription>,
+    dialect: Dialect,
+    subscriptions: BTreeMap<Label, Subscription>,
     /// The events of its subscriptions' streams and accounts, routed from the node's feed.
     listener: Listener,
     /// The signals for its user, from every node (users only).
@@ -89,7 +59,12 @@ pub struct Connection {
 struct Closed;
 
 impl Connection {
+    /// A connection in Parley's own dialect.
     pub fn new(app: App, live: Live, principal: Principal) -> Self {
+        Self::speaking(app, live, principal, Dialect::Parley)
+    }
+
+    pub fn speaking(app: App, live: Live, principal: Principal, dialect: Dialect) -> Self {
         let listener = live.fanout.listen();
         let signals = principal.user_id().ok().map(|user| live.signals.tap(user));
         let (bucket, typed) = (relay::Bucket::new(), Default::default());
@@ -98,6 +73,7 @@ impl Connection {
             app,
             live,
             principal,
+            dialect,
             subscriptions: BTreeMap::new(),
             listener,
             signals,
@@ -131,7 +107,7 @@ impl Connection {
         S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
     {
         let lag = self.listener.lag_signal();
-        send(socket, json!({"type": "welcome"}).to_string()).await?;
+        send(socket, self.dialect.welcome()).await?;
         let mut stop = self.live.closing();
         let stopping = stop.stopped();
         tokio::pin!(stopping);
@@ -143,8 +119,7 @@ impl Connection {
             Credential::ApiKey(_) => self.live.api_keys.revocations(),
         };
         if self.credential_ended() {
-            let _ = socket.send(unauthorized_close()).await;
-            return Err(Closed);
+            return refuse_credential(socket, self.dialect).await;
         }
         // While the connection lives, its node keeps its user online; the server's own pings
         // are answered by any live client, so a quiet one lives, and one unheard for a whole
@@ -152,6 +127,12 @@ impl Connection {
         let ping_every = self.live.presence.ping_every();
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The dialect's own keepalive frames (Action Cable's `ping` every 3 s).
+        let mut keepalive = self.dialect.keepalive().map(|every| {
+            let mut timer = tokio::time::interval(every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            timer
+        });
         loop {
             tokio::select! {
                 _ = ping.tick() => {
@@ -163,11 +144,16 @@ impl Connection {
                         return Err(Closed);
                     }
                 }
+                _ = async { match keepalive.as_mut() { Some(k) => k.tick().await, None => std::future::pending().await } } => {
+                    send(socket, self.dialect.ping()).await?;
+                }
                 _ = ended.next() => if self.credential_ended() {
-                    let _ = socket.send(unauthorized_close()).await;
-                    return Err(Closed);
+                    return refuse_credential(socket, self.dialect).await;
                 },
                 _ = &mut stopping => {
+                    if let Some(text) = self.dialect.restarting() {
+                        let _ = send(socket, text).await;
+                    }
                     let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return Err(Closed);
@@ -185,8 +171,7 @@ impl Connection {
                     Some(_) if lag.is_lagged() => Box::pin(self.catch_up_lagged(socket, &lag)).await?,
                     // Its own end is not news for it: the connection closes instead.
                     Some(routed) if self.ends_my_credential(&routed.event) => {
-                        let _ = socket.send(unauthorized_close()).await;
-                        return Err(Closed);
+                        return refuse_credential(socket, self.dialect).await;
                     }
                     Some(event) => Box::pin(self.deliver(socket, &event)).await?,
                     None => return Err(Closed),
@@ -194,13 +179,42 @@ impl Connection {
                 _ = lag.lagged() => Box::pin(self.catch_up_lagged(socket, &lag)).await?,
                 signal = async { match self.signals.as_mut() { Some(tap) => tap.rx.recv().await, None => std::future::pending().await } } => {
                     if let Some((frame, user_channel)) = signal {
-                        if !user_channel || self.subscriptions.contains_key(&("user".to_owned(), None)) {
-                            send(socket, frame.to_string()).await?;
+                        self.relayed(socket, &frame, user_channel).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A signal from another user (or the cluster's presence) reaches the client: in Parley's
+    /// dialect as it came (presence only on the `user` channel), in Action Cable's on the channel
+    /// that shows it.
+    async fn relayed<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        frame: &str,
+        user_channel: bool,
+    ) -> Result<(), Closed> {
+        match self.dialect {
+            Dialect::Parley => {
+                let user = Label::Parley { channel: "user".into(), id: None };
+                if !user_channel || self.subscriptions.contains_key(&user) {
+                    send(socket, frame.to_owned()).await?;
+                }
+            }
+            Dialect::ActionCable => {
+                let Ok(frame) = serde_json::from_str::<serde_json::Value>(frame) else { return Ok(()) };
+                for (channel, message) in action_cable::signal_messages(&frame) {
+                    let message = message.to_string();
+                    for sub in self.subscriptions.values().filter(|s| s.channel == channel) {
+                        if let Label::Cable(identifier) = &sub.label {
+                            send(socket, Dialect::on_subscription(identifier, &message)).await?;
                         }
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Whether `event` ends the credential this connection authenticated with: its session
@@ -230,24 +244,33 @@ impl Connection {
     ) -> Result<(), Closed> {
         let event = &routed.event;
         let me = self.principal.user_id().ok();
+        let (app, dialect) = (self.app.clone(), self.dialect);
         let mut ended = Vec::new();
-        for (key, sub) in self.subscriptions.iter_mut() {
+        for (label, sub) in self.subscriptions.iter_mut() {
             if event.cursor() > sub.cursor && sub.matches(event) {
                 if let Some(reason) = sub.ended_by(event, me) {
-                    send(socket, sub.unsubscribed(reason)).await?;
-                    ended.push(key.clone());
+                    send(socket, dialect.ended(label, reason)).await?;
+                    ended.push(label.clone());
                     continue;
                 }
-                send(socket, sub.frame(event, routed.rendered(frame_body))).await?;
+                if let Some(frame) = render(&app, dialect, sub, event, Some(routed), me).await {
+                    send(socket, frame).await?;
+                }
                 sub.cursor = event.cursor();
             }
         }
-        for key in ended {
-            if let Some(sub) = self.subscriptions.remove(&key) {
-                self.listener.stop_listening(&sub.interest);
-            }
+        for label in ended {
+            self.drop_subscription(&label);
         }
         Ok(())
+    }
+
+    fn drop_subscription(&mut self, label: &Label) -> bool {
+        let Some(sub) = self.subscriptions.remove(label) else { return false };
+        if let Some(interest) = &sub.interest {
+            self.listener.stop_listening(interest);
+        }
+        true
     }
 
     /// Catches up from the store after the router dropped events for this connection.
@@ -263,9 +286,9 @@ impl Connection {
     }
 
     async fn catch_up_all<S: Sink<Message> + Unpin>(&mut self, socket: &mut S) -> Result<(), Closed> {
-        let keys: Vec<_> = self.subscriptions.keys().cloned().collect();
-        for key in keys {
-            self.catch_up(socket, &key).await?;
+        let labels: Vec<_> = self.subscriptions.keys().cloned().collect();
+        for label in labels {
+            self.catch_up(socket, &label).await?;
         }
         Ok(())
     }
@@ -274,30 +297,34 @@ impl Connection {
     async fn catch_up<S: Sink<Message> + Unpin>(
         &mut self,
         socket: &mut S,
-        key: &(String, Option<String>),
+        label: &Label,
     ) -> Result<(), Closed> {
+        let (app, dialect) = (self.app.clone(), self.dialect);
+        let me = self.principal.user_id().ok();
         loop {
-            let Some(sub) = self.subscriptions.get_mut(key) else { return Ok(()) };
+            let Some(sub) = self.subscriptions.get_mut(label) else { return Ok(()) };
+            if sub.interest.is_none() {
+                return Ok(());
+            }
             let mut filter = sub.filter.clone();
             filter.after = sub.cursor;
-            let page = match self.app.store.query(&filter, CATCH_UP_PAGE).await {
+            let page = match app.store.query(&filter, CATCH_UP_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "websocket catch-up failed");
                     return Err(Closed);
                 }
             };
-            let me = self.principal.user_id().ok();
             for event in &page {
                 if let Some(reason) = sub.ended_by(event, me) {
-                    send(socket, sub.unsubscribed(reason)).await?;
-                    if let Some(sub) = self.subscriptions.remove(key) {
-                        self.listener.stop_listening(&sub.interest);
-                    }
+                    send(socket, dialect.ended(label, reason)).await?;
+                    self.drop_subscription(label);
                     return Ok(());
                 }
                 if sub.matches(event) {
-                    send(socket, sub.frame(event, &frame_body(event))).await?;
+                    if let Some(frame) = render(&app, dialect, sub, event, None, me).await {
+                        send(socket, frame).await?;
+                    }
                 }
                 sub.cursor = event.cursor();
             }
@@ -308,125 +335,176 @@ impl Connection {
     }
 
     async fn command<S: Sink<Message> + Unpin>(&mut self, socket: &mut S, text: &str) -> Result<(), Closed> {
+        let dialect = self.dialect;
         if text.len() > MAX_FRAME {
-            return send(socket, error_frame("payload_too_large", "a frame may be at most 64 KiB")).await;
+            return send(socket, dialect.error(None, "payload_too_large", "a frame may be at most 64 KiB"))
+                .await;
         }
-        let command: ClientCommand = match serde_json::from_str(text) {
-            Ok(c) => c,
-            Err(e) => {
-                let reply = json!({"type": "error", "code": "bad_request", "message": e.to_string()});
-                return send(socket, reply.to_string()).await;
+        let Decoded { request, on } = match dialect.decode(text) {
+            Ok(decoded) => decoded,
+            Err(e) => return send(socket, dialect.error(e.on.as_ref(), e.code, &e.message)).await,
+        };
+        // An action names the subscription it is sent on: there must be one.
+        if let Some(label) = &on {
+            if !self.subscriptions.contains_key(label) {
+                let refusal = dialect.error(Some(label), "not_found", "no subscription with this identifier");
+                return send(socket, refusal).await;
+            }
+        }
+        let refused = match request {
+            Request::Ping => {
+                return if let Some(pong) = dialect.pong() { send(socket, pong).await } else { Ok(()) }
+            }
+            Request::Heartbeat => None,
+            Request::Typing { conversation_id } => owned(self.typing(&conversation_id).await),
+            Request::Signal { call_id, to_user_id, signal } => {
+                owned(self.signal(&call_id, &to_user_id, signal).await)
+            }
+            Request::CallMedia { call_id, muted, camera_off } => {
+                owned(self.call_media(&call_id, muted, camera_off).await)
+            }
+            Request::Call { call_id, answer } => self.answer_call(&call_id, answer).await.err(),
+            Request::Unsubscribe { label } => {
+                self.drop_subscription(&label);
+                return match dialect.unsubscribed(&label) {
+                    Some(text) => send(socket, text).await,
+                    None => Ok(()),
+                };
+            }
+            Request::Subscribe { label, channel, after } => {
+                return self.subscribe(socket, label, channel, after).await;
             }
         };
-        match command {
-            ClientCommand::Ping => send(socket, json!({"type": "pong"}).to_string()).await,
-            ClientCommand::Presence => Ok(()),
-            ClientCommand::Typing { conversation_id } => {
-                let refused = self.typing(&conversation_id).await;
-                self.answer_refusal(socket, refused).await
-            }
-            ClientCommand::Signal { call_id, to_user_id, signal } => {
-                let refused = self.signal(&call_id, &to_user_id, signal).await;
-                self.answer_refusal(socket, refused).await
-            }
-            ClientCommand::CallMedia { call_id, muted, camera_off } => {
-                let refused = self.call_media(&call_id, muted, camera_off).await;
-                self.answer_refusal(socket, refused).await
-            }
-            ClientCommand::Unsubscribe { channel, id } => {
-                if let Some(sub) = self.subscriptions.remove(&(channel.clone(), id.clone())) {
-                    self.listener.stop_listening(&sub.interest);
-                }
-                send(socket, json!({"type": "unsubscribed", "channel": channel, "id": id}).to_string()).await
-            }
-            ClientCommand::Subscribe { channel, id, after } => {
-                self.subscribe(socket, channel, id, after).await
-            }
+        match refused {
+            Some((code, message)) => send(socket, dialect.error(on.as_ref(), code, &message)).await,
+            None => Ok(()),
         }
+    }
+
+    /// Accepts, declines or hangs up the call `call_id` (Action Cable's `CallChannel` actions; the
+    /// same use cases as the HTTP routes).
+    async fn answer_call(&self, call_id: &str, answer: CallAnswer) -> Result<(), (&'static str, String)> {
+        let not_found = || ("not_found", "no such call".to_owned());
+        let call_id: Uuid = call_id.parse().map_err(|_| not_found())?;
+        let loaded = self.app.commands.dispatcher().load::<Call>(&call_id.to_string()).await;
+        let conversation_id = match loaded {
+            Ok(Some(c)) if c.account_id == self.principal.account_id() => {
+                c.aggregate.conversation_id.ok_or_else(not_found)?
+            }
+            Ok(_) => return Err(not_found()),
+            Err(_) => return Err(("service_unavailable", "the call could not be read; try again".into())),
+        };
+        let (calls, ctx) = (&self.app.calls, &self.principal.ctx);
+        let done = match answer {
+            CallAnswer::Accept => calls.accept(ctx, conversation_id, call_id).await.map(|_| ()),
+            CallAnswer::Decline => calls.decline(ctx, conversation_id, call_id).await.map(|_| ()),
+            CallAnswer::HangUp => calls.hang_up(ctx, conversation_id, call_id).await.map(|_| ()),
+        };
+        done.map_err(|e| {
+            let e = ApiError::from(e);
+            (e.code.describe().0, e.message)
+        })
     }
 
     async fn subscribe<S: Sink<Message> + Unpin>(
         &mut self,
         socket: &mut S,
-        channel: String,
-        id: Option<String>,
+        label: Label,
+        channel: Result<Channel, &'static str>,
         after: Option<String>,
     ) -> Result<(), Closed> {
-        let rejected =
-            |code: &str| json!({"type": "rejected", "channel": channel, "id": id, "code": code}).to_string();
+        let dialect = self.dialect;
+        // Action Cable's client subscribes again until it hears a confirmation: one identifier
+        // is one subscription, confirmed again.
+        if matches!(label, Label::Cable(_)) && self.subscriptions.contains_key(&label) {
+            return send(socket, dialect.subscribed(&label, "")).await;
+        }
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(code) => return send(socket, dialect.rejected(&label, code)).await,
+        };
         let after = match after.as_deref().map(str::parse::<LogCursor>) {
             None => None,
             Some(Ok(c)) => Some(c),
-            Some(Err(_)) => return send(socket, rejected("bad_request")).await,
+            Some(Err(_)) => return send(socket, dialect.rejected(&label, "bad_request")).await,
         };
         let account_id = self.principal.account_id();
-        let mut user = None;
-        let (name, filter) = match channel.as_str() {
-            "user" => {
-                let Ok(me) = self.principal.user_id() else {
-                    return send(socket, rejected("forbidden")).await;
-                };
-                user = Some(me);
-                ("user", EventFilter { account_id: Some(account_id), ..Default::default() })
+        let account = EventFilter { account_id: Some(account_id), ..Default::default() };
+        let me = self.principal.user_id().ok();
+        // Which events, for which user, and what the connection listens to for them.
+        let (channel, filter, user, interest) = match channel {
+            Channel::User | Channel::Notifications | Channel::Presence | Channel::Calls if me.is_none() => {
+                return send(socket, dialect.rejected(&label, "forbidden")).await;
             }
-            "account" => {
+            Channel::User | Channel::Notifications => {
+                (channel, account, me, Some(Interest::Account(account_id)))
+            }
+            Channel::Calls => {
+                let filter = EventFilter { stream_type: Some(Call::TYPE.into()), ..account };
+                (channel, filter, me, Some(Interest::Account(account_id)))
+            }
+            Channel::Presence => (channel, account, me, None),
+            Channel::Account => {
                 if !self.principal.ctx.actor.can(Permission::AuditView) {
-                    return send(socket, rejected("forbidden")).await;
+                    return send(socket, dialect.rejected(&label, "forbidden")).await;
                 }
-                ("account", EventFilter { account_id: Some(account_id), ..Default::default() })
+                (channel, account, None, Some(Interest::Account(account_id)))
             }
-            "conversation" => {
-                let Some(conversation) = id.as_deref().and_then(|i| i.parse::<Uuid>().ok()) else {
-                    return send(socket, rejected("not_found")).await;
+            Channel::Conversation(id) => {
+                let Ok(conversation) = id.parse::<Uuid>() else {
+                    return send(socket, dialect.rejected(&label, "not_found")).await;
                 };
                 match self.is_member(conversation).await {
                     Ok(true) => {}
-                    Ok(false) => return send(socket, rejected("not_found")).await,
+                    Ok(false) => return send(socket, dialect.rejected(&label, "not_found")).await,
                     Err(()) => return Err(Closed),
                 }
                 let filter = EventFilter {
-                    account_id: Some(account_id),
                     stream_type: Some(Conversation::TYPE.into()),
                     stream_id: Some(conversation.to_string()),
-                    ..Default::default()
+                    ..account
                 };
-                ("conversation", filter)
+                let interest = Interest::Stream {
+                    account_id,
+                    stream_type: Conversation::TYPE.into(),
+                    stream_id: conversation.to_string(),
+                };
+                (Channel::Conversation(conversation.to_string()), filter, None, Some(interest))
             }
-            _ => return send(socket, rejected("not_found")).await,
-        };
-        let interest = match &filter.stream_id {
-            Some(stream_id) => Interest::Stream {
-                account_id,
-                stream_type: filter.stream_type.clone().unwrap_or_default(),
-                stream_id: stream_id.clone(),
-            },
-            None => Interest::Account(account_id),
         };
         // Listen first, then read where to start: no event falls between the two.
-        self.listener.listen_to(interest.clone());
+        if let Some(interest) = &interest {
+            self.listener.listen_to(interest.clone());
+        }
         let head = match self.app.store.head().await {
             Ok(head) => head,
             Err(_) => return Err(Closed),
         };
-        let key = (channel.clone(), id.clone());
         let cursor = after.unwrap_or(head);
-        let sub = Subscription { channel: name, id: id.clone(), interest, filter, user, cursor };
-        if let Some(replaced) = self.subscriptions.insert(key.clone(), sub) {
-            self.listener.stop_listening(&replaced.interest);
+        let roster = matches!(channel, Channel::User | Channel::Presence);
+        let sub = Subscription { label: label.clone(), channel, interest, filter, user, cursor };
+        if let Some(replaced) = self.subscriptions.insert(label.clone(), sub) {
+            if let Some(interest) = &replaced.interest {
+                self.listener.stop_listening(interest);
+            }
         }
-        send(
-            socket,
-            json!({"type": "subscribed", "channel": channel, "id": id, "position": head.to_string()})
-                .to_string(),
-        )
-        .await?;
-        if let Some(me) = user {
+        send(socket, dialect.subscribed(&label, &head.to_string())).await?;
+        if let (true, Some(me)) = (roster, me) {
             // Who of those sharing a conversation with the subscriber is online now.
             let online = self.live.presence.roster(me).await;
-            send(socket, json!({"type": "presence_roster", "online_user_ids": online}).to_string()).await?;
+            let frame = match &label {
+                Label::Parley { .. } => {
+                    json!({"type": "presence_roster", "online_user_ids": online}).to_string()
+                }
+                Label::Cable(identifier) => Dialect::on_subscription(
+                    identifier,
+                    &json!({"type": "initial_presence", "online_user_ids": online}).to_string(),
+                ),
+            };
+            send(socket, frame).await?;
         }
         if after.is_some() {
-            self.catch_up(socket, &key).await?;
+            self.catch_up(socket, &label).await?;
         }
         Ok(())
     }
@@ -449,6 +527,51 @@ impl Connection {
                 && l.aggregate.is_member(user_id)
         }))
     }
+}
+
+fn owned(refused: relay::Refusal) -> Option<(&'static str, String)> {
+    refused.map(|(code, message)| (code, message.to_owned()))
+}
+
+/// The frame an event makes on `sub`, if it shows it: Parley's event frame (its body rendered
+/// once per event on the node when `routed`), or the Action Cable channel's message.
+async fn render(
+    app: &App,
+    dialect: Dialect,
+    sub: &Subscription,
+    event: &RecordedEvent,
+    routed: Option<&Routed>,
+    me: Option<Uuid>,
+) -> Option<String> {
+    match (dialect, &sub.label) {
+        (Dialect::Parley, _) | (_, Label::Parley { .. }) => Some(match routed {
+            Some(routed) => sub.frame(event, routed.rendered(frame_body)),
+            None => sub.frame(event, &frame_body(event)),
+        }),
+        (Dialect::ActionCable, Label::Cable(identifier)) => {
+            let message = match (&sub.channel, routed) {
+                (Channel::Notifications, _) => action_cable::notification_message(app, event, me?).await?,
+                (Channel::Conversation(_) | Channel::Calls, Some(routed)) => {
+                    routed.rendered_once(|| action_cable::shared_message(app, event)).await?.to_owned()
+                }
+                (Channel::Conversation(_) | Channel::Calls, None) => {
+                    action_cable::shared_message(app, event).await?
+                }
+                _ => return None,
+            };
+            Some(Dialect::on_subscription(identifier, &message))
+        }
+    }
+}
+
+/// Ends the connection of a bad or ended credential: Action Cable's client is told not to come
+/// back first.
+async fn refuse_credential<S: Sink<Message> + Unpin>(socket: &mut S, dialect: Dialect) -> Result<(), Closed> {
+    if let Some(text) = dialect.unauthorized() {
+        let _ = send(socket, text).await;
+    }
+    let _ = socket.send(unauthorized_close()).await;
+    Err(Closed)
 }
 
 async fn send<S: Sink<Message> + Unpin>(socket: &mut S, text: String) -> Result<(), Closed> {

@@ -7,7 +7,9 @@
 //! protocol loop ([`Connection`]) runs over any `Sink`/`Stream` of frames, so it is tested
 //! without a socket.
 
+mod action_cable;
 mod connection;
+pub mod dialect;
 mod subscription;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -18,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 pub use self::connection::{frame_body, Connection, UNAUTHORIZED_CLOSE};
+use self::dialect::Dialect;
 use super::auth::{origin, Principal};
 use super::error::{ApiError, Code};
 use super::extract::ApiQuery;
@@ -61,14 +64,23 @@ pub async fn cable(
         Some(token) => Principal::authenticate(&state, token, request_id, client_ip).await.ok(),
         None => None,
     };
+    // The first of the client's subprotocols that Parley speaks is selected (Action Cable's
+    // client gives up for good when its own is not).
+    let ws = ws.protocols([dialect::ACTION_CABLE, dialect::PARLEY]);
+    let dialect = Dialect::of_protocol(ws.selected_protocol().and_then(|p| p.to_str().ok()));
     ws.max_message_size(TRANSPORT_LIMIT).read_buffer_size(READ_BUFFER).on_upgrade(move |socket| async move {
         match principal {
-            Some(principal) => Connection::new(state.app, state.live, principal).run(socket).await,
-            None => close_unauthorized(socket).await,
+            Some(principal) => {
+                Connection::speaking(state.app, state.live, principal, dialect).run(socket).await
+            }
+            None => close_unauthorized(socket, dialect).await,
         }
     })
 }
 
-async fn close_unauthorized(mut socket: WebSocket) {
+async fn close_unauthorized(mut socket: WebSocket, dialect: Dialect) {
+    if let Some(text) = dialect.unauthorized() {
+        let _ = socket.send(axum::extract::ws::Message::Text(text.into())).await;
+    }
     let _ = socket.send(connection::unauthorized_close()).await;
 }

@@ -1,14 +1,12 @@
 //! What a connection relays between users without storing it: WebRTC signals, media changes
 //! and typing, each checked (participants, members, a token bucket) and published to every node.
 
-use axum::extract::ws::Message;
-use futures::Sink;
 use parley_aggregates::call::{Call, ParticipantState};
 use parley_aggregates::conversation::Conversation;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{error_frame, send, Closed, Connection};
+use super::Connection;
 
 /// Signals, media changes and typing a connection may send: a burst, then this many a second.
 const SIGNAL_BURST: f64 = 100.0;
@@ -42,20 +40,9 @@ impl Bucket {
 }
 
 /// Why a relayed command was not relayed: its error frame's code and message.
-type Refusal = Option<(&'static str, &'static str)>;
+pub(super) type Refusal = Option<(&'static str, &'static str)>;
 
 impl Connection {
-    pub(super) async fn answer_refusal<S: Sink<Message> + Unpin>(
-        &mut self,
-        socket: &mut S,
-        refused: Refusal,
-    ) -> Result<(), Closed> {
-        match refused {
-            Some((code, message)) => send(socket, error_frame(code, message)).await,
-            None => Ok(()),
-        }
-    }
-
     /// The live call `call_id` of this account and who is in it (invited or joined), with the
     /// caller among them; else the refusal.
     async fn call_with_me(

@@ -1,5 +1,5 @@
-//! One subscription of a connection: which events it delivers, from which cursor, and the frames
-//! it sends. Parley's own dialect.
+//! One subscription of a connection: which events it delivers, from which cursor, and Parley's
+//! frame for each.
 
 use parley_aggregates::conversation::ConversationEvent;
 use parley_aggregates::secrets::redact;
@@ -9,23 +9,25 @@ use parley_projections::read_models::notifications;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::dialect::{Channel, Label};
 use crate::live::fanout::Interest;
 
 /// One subscription: which events, and the last one delivered.
 pub(super) struct Subscription {
-    pub channel: &'static str,
-    pub id: Option<String>,
-    /// What the connection listens to for it.
-    pub interest: Interest,
+    pub label: Label,
+    pub channel: Channel,
+    /// What the connection listens to for it (nothing: it follows no events, only signals).
+    pub interest: Option<Interest>,
     pub filter: EventFilter,
-    /// The `user` channel: only the account's events that concern this user.
+    /// Only the account's events that concern this user.
     pub user: Option<Uuid>,
     pub cursor: LogCursor,
 }
 
 impl Subscription {
     pub fn matches(&self, e: &RecordedEvent) -> bool {
-        Some(e.account_id) == self.filter.account_id
+        self.interest.is_some()
+            && Some(e.account_id) == self.filter.account_id
             && self.filter.stream_type.as_deref().is_none_or(|t| t == e.stream_type)
             && self.filter.stream_id.as_deref().is_none_or(|i| i == e.stream_id)
             && self.user.is_none_or(|user| notifications::concerns(e, user))
@@ -34,7 +36,7 @@ impl Subscription {
     /// Why `e` ends this subscription for `me`, if it does: a conversation's member removed
     /// (`removed`: they get nothing after it, not even the event) or archived.
     pub fn ended_by(&self, e: &RecordedEvent, me: Option<Uuid>) -> Option<&'static str> {
-        if self.channel != "conversation" {
+        if !matches!(self.channel, Channel::Conversation(_)) {
             return None;
         }
         match e.event_type.as_str() {
@@ -47,14 +49,14 @@ impl Subscription {
         }
     }
 
-    pub fn unsubscribed(&self, reason: &str) -> String {
-        json!({"type": "unsubscribed", "channel": self.channel, "id": self.id, "reason": reason}).to_string()
-    }
-
     /// The frame of `e` on this subscription; `body` is the part every subscriber gets alike,
     /// rendered once per event (see [`frame_body`]).
     pub fn frame(&self, e: &RecordedEvent, body: &str) -> String {
-        let head = json!({"type": "event", "channel": self.channel, "id": self.id, "position": e.cursor().to_string()})
+        let (channel, id) = match &self.label {
+            Label::Parley { channel, id } => (json!(channel), json!(id)),
+            Label::Cable(identifier) => (json!(identifier), json!(null)),
+        };
+        let head = json!({"type": "event", "channel": channel, "id": id, "position": e.cursor().to_string()})
             .to_string();
         // `{...}` + `,<body>}`
         let mut frame = String::with_capacity(head.len() + body.len() + 2);

@@ -168,6 +168,12 @@ struct Addressed {
     callee_ids: Vec<Uuid>,
 }
 
+/// Whether an event of this type can give anyone a notification (a mention, being added to a
+/// conversation, a missed call).
+pub fn may_notify(event_type: &str) -> bool {
+    matches!(event_type, "MessagePosted" | "MemberAdded" | "CallMissed")
+}
+
 /// Whether `e` is news for `user`'s own channel (the cable's `user` channel): it notifies them,
 /// or marks their notifications read (on another device).
 pub fn concerns(e: &RecordedEvent, user: Uuid) -> bool {

@@ -79,3 +79,20 @@ pub async fn is_read(
             .await?;
     Ok(found.map(|(read,)| read))
 }
+
+/// The notification the event `event_id` gave `user_id`, if it gave them one.
+pub async fn of_event(
+    reads: &Reads<'_>,
+    user_id: Uuid,
+    event_id: Uuid,
+) -> Result<Option<NotificationView>, ProjectionError> {
+    let pool = reads.of(READS).await?;
+    Ok(sqlx::query_as(
+        "SELECT id, kind, conversation_id, message_id, actor_id, created_at, position, read_at FROM notifications \
+         WHERE id = $1 AND user_id = $2",
+    )
+    .bind(super::notification_id(event_id, user_id))
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -186,6 +186,12 @@ pub async fn mentioned(
     Ok(found.into_iter().map(|(id,)| id).collect())
 }
 
+/// A user's name (for presence frames, which name whom they are about).
+pub async fn name_of(reads: &Reads<'_>, user_id: Uuid) -> Result<Option<String>, ProjectionError> {
+    let pool = reads.of(READS).await?;
+    Ok(sqlx::query_scalar("SELECT name FROM users WHERE id = $1").bind(user_id).fetch_optional(pool).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::mention_names;
