@@ -128,10 +128,56 @@ pub async fn growth(server: &PgConnectOptions, messages: usize) -> anyhow::Resul
 }
 
 /// The `message_id` of a message event's frame.
-fn message_id(frame: &str) -> Option<&str> {
-    const KEY: &str = "\"message_id\":\"";
-    let start = frame.find(KEY)? + KEY.len();
+fn message_id(frame: &str, dialect: Dialect) -> Option<&str> {
+    let key = match dialect {
+        // Parley's event frame: `"data":{..."message_id":"<id>"...}`.
+        Dialect::Parley => "\"message_id\":\"",
+        // Action Cable's `new_message`: `"message":{"message":{"id":"<id>"...}}`.
+        Dialect::ActionCable => "\"message\":{\"id\":\"",
+    };
+    let start = frame.find(key)? + key.len();
     frame.get(start..start + 36)
+}
+
+/// Which dialect the fan-out's clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Parley,
+    ActionCable,
+}
+
+/// A client of `dialect` following `conversation`, once subscribed.
+async fn follower(
+    ws_base: &str,
+    token: &str,
+    conversation: &str,
+    dialect: Dialect,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{ws_base}/api/v1/cable?token={token}").into_client_request()?;
+    let (subscribe, confirmed) = match dialect {
+        Dialect::Parley => {
+            (json!({"command": "subscribe", "channel": "conversation", "id": conversation}), "\"subscribed\"")
+        }
+        Dialect::ActionCable => {
+            request.headers_mut().insert("sec-websocket-protocol", "actioncable-v1-json".parse()?);
+            let identifier =
+                json!({"channel": "ConversationChannel", "conversation_id": conversation}).to_string();
+            (json!({"command": "subscribe", "identifier": identifier}), "\"confirm_subscription\"")
+        }
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    ws.send(Message::Text(subscribe.to_string().into())).await?;
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(text) = msg? {
+            if text.as_str().contains(confirmed) {
+                return Ok(ws);
+            }
+        }
+    }
+    anyhow::bail!("closed before it was subscribed")
 }
 
 /// This process's resident memory, in MiB.
@@ -200,6 +246,7 @@ pub async fn fanout(
     conversations: usize,
     rate: u64,
     seconds: u64,
+    dialect: Dialect,
 ) -> anyhow::Result<()> {
     let scratch = Scratch::new(server, "chat_fanout").await?;
     let b = Arc::new(Bench::start(&scratch).await?);
@@ -213,25 +260,15 @@ pub async fn fanout(
     let ws_base = b.base.replace("http://", "ws://");
     let mut readers = Vec::with_capacity(clients);
     for i in 0..clients {
-        let url = format!("{ws_base}/api/v1/cable?token={}", b.token);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-        let sub = json!({"command": "subscribe", "channel": "conversation", "id": ids[i % conversations]});
-        ws.send(Message::Text(sub.to_string().into())).await?;
         // Posting starts once every client is subscribed.
-        while let Some(msg) = ws.next().await {
-            if let Message::Text(text) = msg? {
-                if text.as_str().contains("\"subscribed\"") {
-                    break;
-                }
-            }
-        }
+        let mut ws = follower(&ws_base, &b.token, &ids[i % conversations], dialect).await?;
         let (hist, flight) = (hist.clone(), flight.clone());
         readers.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
                 let received = Instant::now();
                 // The load generator shares the cores with the server: find the id, parse nothing.
-                let Some(id) = message_id(text.as_str()) else { continue };
+                let Some(id) = message_id(text.as_str(), dialect) else { continue };
                 let Ok(mut f) = flight.lock() else { return };
                 match f.answered.get_mut(id) {
                     Some((at, got)) => {
@@ -316,7 +353,8 @@ pub async fn fanout(
     };
     println!();
     println!(
-        "chat fan-out: {clients} WebSocket clients over {conversations} conversations, {rate} posts/s for {seconds} s"
+        "chat fan-out ({dialect:?} dialect): {clients} WebSocket clients over {conversations} conversations, \
+         {rate} posts/s for {seconds} s"
     );
     println!(
         "  posted {posted} ({:.0}/s), deliveries {delivered} of {} expected, {missing} missing, {pending} unmatched",

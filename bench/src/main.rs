@@ -20,6 +20,8 @@
 //!   jobs/s through the same worker.
 //! - `signals`: the relay's latency between two nodes at 1,000 signals/s, and a call's start to
 //!   the callee's `CallRinging` frame on the other node.
+//! - `cable`: the chat fan-out in Parley's dialect and in Action Cable's, alternating (two runs
+//!   of each, `--fanout-seconds` up to 60): what the dialect costs.
 //! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
 //!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
@@ -56,6 +58,7 @@ enum Suite {
     Webhooks,
     Signals,
     Presence,
+    Cable,
     All,
 }
 
@@ -174,7 +177,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Chat | Suite::All) {
         chat::growth(&server, args.messages).await?;
-        chat::fanout(&server, args.ws_clients, args.conversations, args.rate, args.fanout_seconds).await?;
+        let (clients, conversations, rate, seconds) =
+            (args.ws_clients, args.conversations, args.rate, args.fanout_seconds);
+        chat::fanout(&server, clients, conversations, rate, seconds, chat::Dialect::Parley).await?;
     }
     if matches!(args.suite, Suite::Jobs | Suite::All) {
         jobs::run(&server, args.seconds, args.jobs).await?;
@@ -184,6 +189,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Signals | Suite::All) {
         signals::run(&server, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Cable | Suite::All) {
+        // The same fan-out in each dialect, alternating, so both see the same machine.
+        let (clients, conversations, rate, seconds) =
+            (args.ws_clients, args.conversations, args.rate, args.fanout_seconds.min(60));
+        for dialect in [
+            chat::Dialect::Parley,
+            chat::Dialect::ActionCable,
+            chat::Dialect::Parley,
+            chat::Dialect::ActionCable,
+        ] {
+            chat::fanout(&server, clients, conversations, rate, seconds, dialect).await?;
+        }
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);
