@@ -132,8 +132,9 @@ fn message_id(frame: &str, dialect: Dialect) -> Option<&str> {
     let key = match dialect {
         // Parley's event frame: `"data":{..."message_id":"<id>"...}`.
         Dialect::Parley => "\"message_id\":\"",
-        // Action Cable's `new_message`: `"message":{"message":{"id":"<id>"...}}`.
-        Dialect::ActionCable => "\"message\":{\"id\":\"",
+        // Action Cable's `new_message`: the message's own `"id":"<id>"` (the identifier's keys are
+        // escaped inside its string, and the message's other ids end in `_id`).
+        Dialect::ActionCable => "\"id\":\"",
     };
     let start = frame.find(key)? + key.len();
     frame.get(start..start + 36)
