@@ -120,6 +120,45 @@ async fn a_rails_consumer_follows_a_conversation_like_a_parley_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rails_consumer_resumes_from_a_position_and_is_rejected_when_removed() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.invite_member(&alice, "bob@example.com").await;
+    let conversation = group(&s, &alice, &[&bob]).await;
+    let messages = format!("/api/v1/conversations/{conversation}/messages");
+    let first = s.post(&messages, &alice.token, json!({"body": "before you came"})).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+
+    // `after` in the identifier: the history after it first, then live messages.
+    let mut rails = CableClient::start(&cable_url(&s, &bob)).await;
+    let params = json!({"channel": "ConversationChannel", "conversation_id": conversation, "after": "0"});
+    rails.subscribe("chat", params).await;
+    let earlier = rails.received("chat", "new_message").await;
+    assert_eq!(&earlier["message"], first.data());
+    let second = s.post(&messages, &alice.token, json!({"body": "now"})).await;
+    let live = rails.received("chat", "new_message").await;
+    assert_eq!(
+        (live["message"]["body"].as_str(), live["position"].as_str()),
+        (Some("now"), Some(second.position().as_str()))
+    );
+
+    // Removed from the conversation: the subscription ends as a rejection, and nothing follows.
+    let removed = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/conversations/{conversation}/memberships/{}", bob.id),
+            Some(&alice.token),
+            None,
+            &[],
+        )
+        .await;
+    assert!(removed.status.is_success(), "{:?}", removed.body);
+    let ended = rails.until(|o| o["name"] == "chat" && o["event"] != "received").await;
+    assert_eq!(ended["event"], "rejected", "{ended}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rails_consumers_in_a_call_exchange_signals() {
     let s = TestServer::start().await;
     let alice = s.register("alice@example.com").await;
