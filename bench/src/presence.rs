@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::signals::post;
 use crate::Scratch;
 
 /// Users the connections belong to (each holds `connections / USERS` of them, like open tabs).
@@ -258,21 +259,6 @@ async fn open(url: String) -> anyhow::Result<Socket> {
 async fn reader(mut ws: Socket, closed: Arc<AtomicUsize>) {
     while let Some(Ok(_)) = ws.next().await {}
     closed.fetch_add(1, Ordering::Relaxed);
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let mut req = http.post(url).json(&body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let r = req.send().await?;
-    anyhow::ensure!(r.status().is_success(), "{}: {}", r.status(), r.text().await?);
-    Ok(r.json().await?)
 }
 
 /// `USERS` users of one account in groups of `GROUP`; their access tokens.

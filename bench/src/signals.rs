@@ -24,7 +24,8 @@ const CALLS: usize = 100;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn post(
+/// POSTs `body` as JSON (with a bearer `token` when given); the answer's JSON, or why not.
+pub async fn post(
     http: &reqwest::Client,
     url: String,
     token: Option<&str>,
