@@ -14,22 +14,6 @@ fn cable_url(s: &TestServer, user: &User) -> String {
     format!("{}/api/v1/cable?token={}", s.base.replace("http://", "ws://"), user.token)
 }
 
-/// A group of `owner` with `members`, once the read side has it.
-async fn group(s: &TestServer, owner: &User, members: &[&User]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    let a = s
-        .post(
-            "/api/v1/conversations",
-            &owner.token,
-            json!({"kind": "group", "title": "G", "member_ids": ids}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    let id = a.data()["id"].as_str().unwrap().to_owned();
-    assert_eq!(s.get_at("/api/v1/conversations", &owner.token, &a.position()).await.status, 200);
-    id
-}
-
 /// A consumer subscribed to `params` as `name`, once the server confirmed it.
 async fn subscribed(client: &mut CableClient, name: &str, params: Value) {
     client.subscribe(name, params).await;
@@ -42,7 +26,7 @@ async fn a_rails_consumer_follows_a_conversation_like_a_parley_client() {
     let s = TestServer::start().await;
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
-    let conversation = group(&s, &alice, &[&bob]).await;
+    let conversation = s.group(&alice, &[&bob]).await;
 
     let mut rails = CableClient::start(&cable_url(&s, &bob)).await;
     // A consumer connects with its first subscription.
@@ -124,7 +108,7 @@ async fn a_rails_consumer_resumes_from_a_position_and_is_rejected_when_removed()
     let s = TestServer::start().await;
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
-    let conversation = group(&s, &alice, &[&bob]).await;
+    let conversation = s.group(&alice, &[&bob]).await;
     let messages = format!("/api/v1/conversations/{conversation}/messages");
     let first = s.post(&messages, &alice.token, json!({"body": "before you came"})).await;
     assert_eq!(first.status, 201, "{:?}", first.body);
@@ -163,7 +147,7 @@ async fn two_rails_consumers_in_a_call_exchange_signals() {
     let s = TestServer::start().await;
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
-    let conversation = group(&s, &alice, &[&bob]).await;
+    let conversation = s.group(&alice, &[&bob]).await;
     let mut caller = CableClient::start(&cable_url(&s, &alice)).await;
     let mut callee = CableClient::start(&cable_url(&s, &bob)).await;
     subscribed(&mut caller, "call", json!({"channel": "CallChannel"})).await;
@@ -235,7 +219,7 @@ async fn the_presence_channel_sees_others_come_and_go_and_a_revoked_consumer_sta
     let s = TestServer::start().await;
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
-    group(&s, &alice, &[&bob]).await;
+    s.group(&alice, &[&bob]).await;
     let mut rails = CableClient::start(&cable_url(&s, &bob)).await;
     rails.subscribe("presence", json!({"channel": "PresenceChannel"})).await;
     let initial = rails.received("presence", "initial_presence").await;
@@ -296,7 +280,7 @@ async fn bad_action_cable_frames_get_clear_answers_and_the_connection_stays_up()
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
     let carol = s.invite_member(&alice, "carol@example.com").await;
-    let conversation = group(&s, &alice, &[&bob]).await;
+    let conversation = s.group(&alice, &[&bob]).await;
     let mut ws = raw_cable(&s, &carol).await;
     let before = s.events().await;
     let send = |text: String| Message::Text(text.into());

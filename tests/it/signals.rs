@@ -136,13 +136,6 @@ async fn offers_answers_and_candidates_cross_servers_to_participants_only() {
     s.stop().await;
 }
 
-/// Waits for the conversations read model to include `position` (presence finds its audience
-/// there).
-async fn settled(s: &TestServer, user: &User, position: &str) {
-    let a = s.get_at("/api/v1/conversations", &user.token, position).await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversation_hear_of_it() {
     let s = TestServer::start().await;
@@ -151,14 +144,7 @@ async fn a_user_is_online_while_any_tab_lives_and_only_those_sharing_a_conversat
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
     let carol = s.invite_member(&alice, "carol@example.com").await;
-    let group = s
-        .post(
-            "/api/v1/conversations",
-            &alice.token,
-            json!({"kind": "group", "title": "G", "member_ids": [bob.id]}),
-        )
-        .await;
-    settled(&s, &alice, &group.position()).await;
+    s.group(&alice, &[&bob]).await;
     // Bob and Carol follow their user channels on the other server.
     let mut bob_ws = cable_at(&b, &bob).await;
     assert_eq!(bob_ws.subscribe("user", None, None).await["type"], "subscribed");
@@ -219,14 +205,7 @@ async fn many_tabs_closing_at_once_and_a_server_that_stops_take_their_users_offl
     let alice = s.register("alice@example.com").await;
     let bob = s.invite_member(&alice, "bob@example.com").await;
     let dave = s.invite_member(&alice, "dave@example.com").await;
-    let group = s
-        .post(
-            "/api/v1/conversations",
-            &alice.token,
-            json!({"kind": "group", "title": "G", "member_ids": [bob.id, dave.id]}),
-        )
-        .await;
-    settled(&s, &alice, &group.position()).await;
+    s.group(&alice, &[&bob, &dave]).await;
     let mut bob_ws = cable_at(&a, &bob).await;
     bob_ws.subscribe("user", None, None).await;
     assert_eq!(next(&mut bob_ws).await["type"], "presence_roster");

@@ -200,7 +200,8 @@ impl TestServer {
         user(&a)
     }
 
-    /// Starts a group owned by `owner` with `members`; returns its id.
+    /// Starts a group owned by `owner` with `members`; returns its id once the read side has it
+    /// (what reads its members, presence's audience among them, sees the group).
     pub async fn group(&self, owner: &User, members: &[&User]) -> String {
         let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
         let a = self
@@ -211,6 +212,8 @@ impl TestServer {
             )
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        let seen = self.get_at("/api/v1/conversations", &owner.token, &a.position()).await;
+        assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
         a.data()["id"].as_str().unwrap().to_owned()
     }
 

@@ -195,8 +195,11 @@ impl Presence {
 
     /// Each of `users` has no connection left since the time given with them.
     async fn went_offline(&self, users: Vec<(Uuid, DateTime<Utc>)>) {
+        if users.is_empty() {
+            return;
+        }
+        self.last_seen(&users).await;
         for (user, at) in users {
-            self.last_seen(user, at).await;
             self.announce(user, "offline", Some(at)).await;
         }
     }
@@ -220,16 +223,22 @@ impl Presence {
         }
     }
 
-    /// Keeps when `user` was last seen, for their profile.
-    async fn last_seen(&self, user: Uuid, at: DateTime<Utc>) {
-        let _ = sqlx::query(
-            "INSERT INTO presence_last_seen (user_id, last_seen_at) VALUES ($1, $2) \
-             ON CONFLICT (user_id) DO UPDATE SET last_seen_at = GREATEST(presence_last_seen.last_seen_at, $2)",
+    /// Keeps when each user was last seen, for their profiles: one statement for them all.
+    async fn last_seen(&self, users: &[(Uuid, DateTime<Utc>)]) {
+        let (ids, at): (Vec<Uuid>, Vec<DateTime<Utc>>) = users.iter().copied().unzip();
+        let kept = sqlx::query(
+            "INSERT INTO presence_last_seen (user_id, last_seen_at) \
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
+             ON CONFLICT (user_id) DO UPDATE \
+             SET last_seen_at = GREATEST(presence_last_seen.last_seen_at, excluded.last_seen_at)",
         )
-        .bind(user)
-        .bind(at)
+        .bind(&ids)
+        .bind(&at)
         .execute(&self.pool)
         .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "could not keep when users were last seen");
+        }
     }
 
     /// Who shares a conversation with `user`.

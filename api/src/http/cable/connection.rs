@@ -5,33 +5,31 @@
 use std::collections::BTreeMap;
 
 use axum::extract::ws::{CloseFrame, Message};
-use cqrs_es::Aggregate;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use parley_aggregates::call::Call;
-use parley_aggregates::conversation::Conversation;
-use parley_aggregates::permissions::Permission;
-use parley_eventstore::{EventFilter, LogCursor, RecordedEvent};
-use serde_json::json;
+use parley_eventstore::RecordedEvent;
 use uuid::Uuid;
 
+#[path = "delivery.rs"]
+mod delivery;
 #[path = "relay.rs"]
 mod relay;
+#[path = "subscribing.rs"]
+mod subscribing;
 
 use super::action_cable;
-use super::dialect::{CallAnswer, Channel, Decoded, Dialect, Label, Request};
+use super::dialect::{CallAnswer, Decoded, Dialect, Label, Request};
 pub use super::subscription::frame_body;
 use super::subscription::Subscription;
 use crate::app::App;
 use crate::http::auth::{Credential, Principal};
 use crate::http::error::ApiError;
-use crate::live::fanout::{Interest, LagSignal, Listener, Routed};
+use crate::live::fanout::Listener;
 use crate::live::signals::SignalTap;
 use crate::live::{api_keys, revocations, Live};
 
 /// Close code for a missing, bad or revoked token.
 pub const UNAUTHORIZED_CLOSE: u16 = 4401;
-/// Events read from the store per catch-up page.
-const CATCH_UP_PAGE: i64 = 500;
 /// The largest frame a client may send (a signal's session description fits well within it).
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -56,7 +54,7 @@ pub struct Connection {
 }
 
 /// The connection ends: the client left or the socket failed.
-struct Closed;
+pub(super) struct Closed;
 
 impl Connection {
     /// A connection in Parley's own dialect.
@@ -237,103 +235,6 @@ impl Connection {
         }
     }
 
-    async fn deliver<S: Sink<Message> + Unpin>(
-        &mut self,
-        socket: &mut S,
-        routed: &Routed,
-    ) -> Result<(), Closed> {
-        let event = &routed.event;
-        let me = self.principal.user_id().ok();
-        let (app, dialect) = (self.app.clone(), self.dialect);
-        let mut ended = Vec::new();
-        for (label, sub) in self.subscriptions.iter_mut() {
-            if event.cursor() > sub.cursor && sub.matches(event) {
-                if let Some(reason) = sub.ended_by(event, me) {
-                    send(socket, dialect.ended(label, reason)).await?;
-                    ended.push(label.clone());
-                    continue;
-                }
-                if let Some(frame) = render(&app, dialect, sub, event, Some(routed), me).await {
-                    send(socket, frame).await?;
-                }
-                sub.cursor = event.cursor();
-            }
-        }
-        for label in ended {
-            self.drop_subscription(&label);
-        }
-        Ok(())
-    }
-
-    fn drop_subscription(&mut self, label: &Label) -> bool {
-        let Some(sub) = self.subscriptions.remove(label) else { return false };
-        if let Some(interest) = &sub.interest {
-            self.listener.stop_listening(interest);
-        }
-        true
-    }
-
-    /// Catches up from the store after the router dropped events for this connection.
-    async fn catch_up_lagged<S: Sink<Message> + Unpin>(
-        &mut self,
-        socket: &mut S,
-        lag: &LagSignal,
-    ) -> Result<(), Closed> {
-        lag.caught_up();
-        tracing::debug!("websocket fell behind the live feed; catching up from the store");
-        metrics::counter!("parley_ws_catch_ups_total").increment(1);
-        self.catch_up_all(socket).await
-    }
-
-    async fn catch_up_all<S: Sink<Message> + Unpin>(&mut self, socket: &mut S) -> Result<(), Closed> {
-        let labels: Vec<_> = self.subscriptions.keys().cloned().collect();
-        for label in labels {
-            self.catch_up(socket, &label).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends every matching event after the subscription's cursor, from the store.
-    async fn catch_up<S: Sink<Message> + Unpin>(
-        &mut self,
-        socket: &mut S,
-        label: &Label,
-    ) -> Result<(), Closed> {
-        let (app, dialect) = (self.app.clone(), self.dialect);
-        let me = self.principal.user_id().ok();
-        loop {
-            let Some(sub) = self.subscriptions.get_mut(label) else { return Ok(()) };
-            if sub.interest.is_none() {
-                return Ok(());
-            }
-            let mut filter = sub.filter.clone();
-            filter.after = sub.cursor;
-            let page = match app.store.query(&filter, CATCH_UP_PAGE).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, "websocket catch-up failed");
-                    return Err(Closed);
-                }
-            };
-            for event in &page {
-                if let Some(reason) = sub.ended_by(event, me) {
-                    send(socket, dialect.ended(label, reason)).await?;
-                    self.drop_subscription(label);
-                    return Ok(());
-                }
-                if sub.matches(event) {
-                    if let Some(frame) = render(&app, dialect, sub, event, None, me).await {
-                        send(socket, frame).await?;
-                    }
-                }
-                sub.cursor = event.cursor();
-            }
-            if (page.len() as i64) < CATCH_UP_PAGE {
-                return Ok(());
-            }
-        }
-    }
-
     async fn command<S: Sink<Message> + Unpin>(&mut self, socket: &mut S, text: &str) -> Result<(), Closed> {
         let dialect = self.dialect;
         if text.len() > MAX_FRAME {
@@ -405,168 +306,18 @@ impl Connection {
             (e.code.describe().0, e.message)
         })
     }
-
-    async fn subscribe<S: Sink<Message> + Unpin>(
-        &mut self,
-        socket: &mut S,
-        label: Label,
-        channel: Result<Channel, &'static str>,
-        after: Option<String>,
-    ) -> Result<(), Closed> {
-        let dialect = self.dialect;
-        // Action Cable's client subscribes again until it hears a confirmation: one identifier
-        // is one subscription, confirmed again.
-        if matches!(label, Label::Cable(_)) && self.subscriptions.contains_key(&label) {
-            return send(socket, dialect.subscribed(&label, "")).await;
-        }
-        let channel = match channel {
-            Ok(channel) => channel,
-            Err(code) => return send(socket, dialect.rejected(&label, code)).await,
-        };
-        let after = match after.as_deref().map(str::parse::<LogCursor>) {
-            None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(_)) => return send(socket, dialect.rejected(&label, "bad_request")).await,
-        };
-        let account_id = self.principal.account_id();
-        let account = EventFilter { account_id: Some(account_id), ..Default::default() };
-        let me = self.principal.user_id().ok();
-        // Which events, for which user, and what the connection listens to for them.
-        let (channel, filter, user, interest) = match channel {
-            Channel::User | Channel::Notifications | Channel::Presence | Channel::Calls if me.is_none() => {
-                return send(socket, dialect.rejected(&label, "forbidden")).await;
-            }
-            Channel::User | Channel::Notifications => {
-                (channel, account, me, Some(Interest::Account(account_id)))
-            }
-            Channel::Calls => {
-                let filter = EventFilter { stream_type: Some(Call::TYPE.into()), ..account };
-                (channel, filter, me, Some(Interest::Account(account_id)))
-            }
-            Channel::Presence => (channel, account, me, None),
-            Channel::Account => {
-                if !self.principal.ctx.actor.can(Permission::AuditView) {
-                    return send(socket, dialect.rejected(&label, "forbidden")).await;
-                }
-                (channel, account, None, Some(Interest::Account(account_id)))
-            }
-            Channel::Conversation(id) => {
-                let Ok(conversation) = id.parse::<Uuid>() else {
-                    return send(socket, dialect.rejected(&label, "not_found")).await;
-                };
-                match self.is_member(conversation).await {
-                    Ok(true) => {}
-                    Ok(false) => return send(socket, dialect.rejected(&label, "not_found")).await,
-                    Err(()) => return Err(Closed),
-                }
-                let filter = EventFilter {
-                    stream_type: Some(Conversation::TYPE.into()),
-                    stream_id: Some(conversation.to_string()),
-                    ..account
-                };
-                let interest = Interest::Stream {
-                    account_id,
-                    stream_type: Conversation::TYPE.into(),
-                    stream_id: conversation.to_string(),
-                };
-                (Channel::Conversation(conversation.to_string()), filter, None, Some(interest))
-            }
-        };
-        // Listen first, then read where to start: no event falls between the two.
-        if let Some(interest) = &interest {
-            self.listener.listen_to(interest.clone());
-        }
-        let head = match self.app.store.head().await {
-            Ok(head) => head,
-            Err(_) => return Err(Closed),
-        };
-        let cursor = after.unwrap_or(head);
-        let roster = matches!(channel, Channel::User | Channel::Presence);
-        let sub = Subscription { label: label.clone(), channel, interest, filter, user, cursor };
-        if let Some(replaced) = self.subscriptions.insert(label.clone(), sub) {
-            if let Some(interest) = &replaced.interest {
-                self.listener.stop_listening(interest);
-            }
-        }
-        send(socket, dialect.subscribed(&label, &head.to_string())).await?;
-        if let (true, Some(me)) = (roster, me) {
-            // Who of those sharing a conversation with the subscriber is online now.
-            let online = self.live.presence.roster(me).await;
-            let frame = match &label {
-                Label::Parley { .. } => {
-                    json!({"type": "presence_roster", "online_user_ids": online}).to_string()
-                }
-                Label::Cable(identifier) => Dialect::on_subscription(
-                    identifier,
-                    &json!({"type": "initial_presence", "online_user_ids": online}).to_string(),
-                ),
-            };
-            send(socket, frame).await?;
-        }
-        if after.is_some() {
-            self.catch_up(socket, &label).await?;
-        }
-        Ok(())
-    }
-
-    /// Membership, from the write side: strictly consistent, so a member who just joined or
-    /// created the conversation is never refused. Another account's conversation is not found.
-    async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
-        let loaded = self
-            .app
-            .commands
-            .dispatcher()
-            .load::<Conversation>(&conversation.to_string())
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "membership check failed"))?;
-        // An API key is no member of any conversation.
-        let Ok(user_id) = self.principal.user_id() else { return Ok(false) };
-        Ok(loaded.is_some_and(|l| {
-            l.account_id == self.principal.account_id()
-                && !l.aggregate.archived
-                && l.aggregate.is_member(user_id)
-        }))
-    }
 }
 
 fn owned(refused: relay::Refusal) -> Option<(&'static str, String)> {
     refused.map(|(code, message)| (code, message.to_owned()))
 }
 
-/// The frame an event makes on `sub`, if it shows it: Parley's event frame (its body rendered
-/// once per event on the node when `routed`), or the Action Cable channel's message.
-async fn render(
-    app: &App,
-    dialect: Dialect,
-    sub: &Subscription,
-    event: &RecordedEvent,
-    routed: Option<&Routed>,
-    me: Option<Uuid>,
-) -> Option<String> {
-    match (dialect, &sub.label) {
-        (Dialect::Parley, _) | (_, Label::Parley { .. }) => Some(match routed {
-            Some(routed) => sub.frame(event, routed.rendered(frame_body)),
-            None => sub.frame(event, &frame_body(event)),
-        }),
-        (Dialect::ActionCable, Label::Cable(identifier)) => {
-            let message = match (&sub.channel, routed) {
-                (Channel::Notifications, _) => action_cable::notification_message(app, event, me?).await?,
-                (Channel::Conversation(_) | Channel::Calls, Some(routed)) => {
-                    routed.rendered_once(|| action_cable::shared_message(app, event)).await?.to_owned()
-                }
-                (Channel::Conversation(_) | Channel::Calls, None) => {
-                    action_cable::shared_message(app, event).await?
-                }
-                _ => return None,
-            };
-            Some(Dialect::on_subscription(identifier, &message))
-        }
-    }
-}
-
 /// Ends the connection of a bad or ended credential: Action Cable's client is told not to come
 /// back first.
-async fn refuse_credential<S: Sink<Message> + Unpin>(socket: &mut S, dialect: Dialect) -> Result<(), Closed> {
+pub(super) async fn refuse_credential<S: Sink<Message> + Unpin>(
+    socket: &mut S,
+    dialect: Dialect,
+) -> Result<(), Closed> {
     if let Some(text) = dialect.unauthorized() {
         let _ = send(socket, text).await;
     }
@@ -579,6 +330,6 @@ async fn send<S: Sink<Message> + Unpin>(socket: &mut S, text: String) -> Result<
 }
 
 /// The close frame of a missing, bad or ended credential.
-pub(super) fn unauthorized_close() -> Message {
+fn unauthorized_close() -> Message {
     Message::Close(Some(CloseFrame { code: UNAUTHORIZED_CLOSE, reason: "unauthorized".into() }))
 }

@@ -79,8 +79,5 @@ pub async fn cable(
 }
 
 async fn close_unauthorized(mut socket: WebSocket, dialect: Dialect) {
-    if let Some(text) = dialect.unauthorized() {
-        let _ = socket.send(axum::extract::ws::Message::Text(text.into())).await;
-    }
-    let _ = socket.send(connection::unauthorized_close()).await;
+    let _ = connection::refuse_credential(&mut socket, dialect).await;
 }

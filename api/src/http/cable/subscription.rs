@@ -48,24 +48,25 @@ impl Subscription {
             _ => None,
         }
     }
+}
 
-    /// The frame of `e` on this subscription; `body` is the part every subscriber gets alike,
-    /// rendered once per event (see [`frame_body`]).
-    pub fn frame(&self, e: &RecordedEvent, body: &str) -> String {
-        let (channel, id) = match &self.label {
-            Label::Parley { channel, id } => (json!(channel), json!(id)),
-            Label::Cable(identifier) => (json!(identifier), json!(null)),
-        };
-        let head = json!({"type": "event", "channel": channel, "id": id, "position": e.cursor().to_string()})
-            .to_string();
-        // `{...}` + `,<body>}`
-        let mut frame = String::with_capacity(head.len() + body.len() + 2);
-        frame.push_str(&head[..head.len() - 1]);
-        frame.push(',');
-        frame.push_str(body);
-        frame.push('}');
-        frame
-    }
+/// Parley's frame of `e` on the subscription `channel`/`id`; `body` is the part every subscriber
+/// gets alike, rendered once per event (see [`frame_body`]).
+pub fn event_frame(channel: &str, id: Option<&str>, e: &RecordedEvent, body: &str) -> String {
+    let head = json!({"type": "event", "channel": channel, "id": id, "position": e.cursor().to_string()});
+    with_members(&head.to_string(), &[body])
+}
+
+/// `object` (a JSON object's text) with more members (`"key":value` text, in `parts`) at its end,
+/// without serializing either again: how a frame wraps what was rendered once for every
+/// subscriber.
+pub(super) fn with_members(object: &str, parts: &[&str]) -> String {
+    let mut frame = String::with_capacity(object.len() + parts.iter().map(|p| p.len()).sum::<usize>() + 2);
+    frame.push_str(&object[..object.len() - 1]);
+    frame.push(',');
+    parts.iter().for_each(|part| frame.push_str(part));
+    frame.push('}');
+    frame
 }
 
 /// The part of an event's frame that is the same for every subscriber: `"event":{...}` (secrets

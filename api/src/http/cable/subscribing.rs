@@ -1,0 +1,141 @@
+//! A connection subscribes: which events a channel follows, whether the client may follow it,
+//! where it starts (live, or the client's position), and what it hears first.
+
+use axum::extract::ws::Message;
+use cqrs_es::Aggregate;
+use futures::Sink;
+use parley_aggregates::call::Call;
+use parley_aggregates::conversation::Conversation;
+use parley_aggregates::permissions::Permission;
+use parley_eventstore::{EventFilter, LogCursor};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::super::dialect::{Channel, Dialect, Label};
+use super::super::subscription::Subscription;
+use super::{send, Closed, Connection};
+use crate::live::fanout::Interest;
+
+impl Connection {
+    pub(super) async fn subscribe<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        label: Label,
+        channel: Result<Channel, &'static str>,
+        after: Option<String>,
+    ) -> Result<(), Closed> {
+        let dialect = self.dialect;
+        // Action Cable's client subscribes again until it hears a confirmation: one identifier
+        // is one subscription, confirmed again.
+        if matches!(label, Label::Cable(_)) && self.subscriptions.contains_key(&label) {
+            return send(socket, dialect.subscribed(&label, "")).await;
+        }
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(code) => return send(socket, dialect.rejected(&label, code)).await,
+        };
+        let after = match after.as_deref().map(str::parse::<LogCursor>) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return send(socket, dialect.rejected(&label, "bad_request")).await,
+        };
+        let account_id = self.principal.account_id();
+        let account = EventFilter { account_id: Some(account_id), ..Default::default() };
+        let me = self.principal.user_id().ok();
+        // Which events, for which user, and what the connection listens to for them.
+        let (channel, filter, user, interest) = match channel {
+            Channel::User | Channel::Notifications | Channel::Presence | Channel::Calls if me.is_none() => {
+                return send(socket, dialect.rejected(&label, "forbidden")).await;
+            }
+            Channel::User | Channel::Notifications => {
+                (channel, account, me, Some(Interest::Account(account_id)))
+            }
+            Channel::Calls => {
+                let filter = EventFilter { stream_type: Some(Call::TYPE.into()), ..account };
+                (channel, filter, me, Some(Interest::Account(account_id)))
+            }
+            Channel::Presence => (channel, account, me, None),
+            Channel::Account => {
+                if !self.principal.ctx.actor.can(Permission::AuditView) {
+                    return send(socket, dialect.rejected(&label, "forbidden")).await;
+                }
+                (channel, account, None, Some(Interest::Account(account_id)))
+            }
+            Channel::Conversation(id) => {
+                let Ok(conversation) = id.parse::<Uuid>() else {
+                    return send(socket, dialect.rejected(&label, "not_found")).await;
+                };
+                match self.is_member(conversation).await {
+                    Ok(true) => {}
+                    Ok(false) => return send(socket, dialect.rejected(&label, "not_found")).await,
+                    Err(()) => return Err(Closed),
+                }
+                let filter = EventFilter {
+                    stream_type: Some(Conversation::TYPE.into()),
+                    stream_id: Some(conversation.to_string()),
+                    ..account
+                };
+                let interest = Interest::Stream {
+                    account_id,
+                    stream_type: Conversation::TYPE.into(),
+                    stream_id: conversation.to_string(),
+                };
+                (Channel::Conversation(conversation.to_string()), filter, None, Some(interest))
+            }
+        };
+        // Listen first, then read where to start: no event falls between the two.
+        if let Some(interest) = &interest {
+            self.listener.listen_to(interest.clone());
+        }
+        let head = match self.app.store.head().await {
+            Ok(head) => head,
+            Err(_) => return Err(Closed),
+        };
+        let cursor = after.unwrap_or(head);
+        let roster = matches!(channel, Channel::User | Channel::Presence);
+        let sub = Subscription { label: label.clone(), channel, interest, filter, user, cursor };
+        if let Some(replaced) = self.subscriptions.insert(label.clone(), sub) {
+            if let Some(interest) = &replaced.interest {
+                self.listener.stop_listening(interest);
+            }
+        }
+        send(socket, dialect.subscribed(&label, &head.to_string())).await?;
+        if let (true, Some(me)) = (roster, me) {
+            // Who of those sharing a conversation with the subscriber is online now.
+            let online = self.live.presence.roster(me).await;
+            let frame = match &label {
+                Label::Parley { .. } => {
+                    json!({"type": "presence_roster", "online_user_ids": online}).to_string()
+                }
+                Label::Cable(identifier) => Dialect::on_subscription(
+                    identifier,
+                    &json!({"type": "initial_presence", "online_user_ids": online}).to_string(),
+                ),
+            };
+            send(socket, frame).await?;
+        }
+        if after.is_some() {
+            self.catch_up(socket, &label).await?;
+        }
+        Ok(())
+    }
+
+    /// Membership, from the write side: strictly consistent, so a member who just joined or
+    /// created the conversation is never refused. Another account's conversation is not found.
+    async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
+        let loaded = self
+            .app
+            .commands
+            .dispatcher()
+            .load::<Conversation>(&conversation.to_string())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "membership check failed"))?;
+        // An API key is no member of any conversation.
+        let Ok(user_id) = self.principal.user_id() else { return Ok(false) };
+        Ok(loaded.is_some_and(|l| {
+            l.account_id == self.principal.account_id()
+                && !l.aggregate.archived
+                && l.aggregate.is_member(user_id)
+        }))
+    }
+}
