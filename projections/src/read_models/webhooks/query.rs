@@ -37,9 +37,74 @@ pub struct HookView {
     pub version: i64,
 }
 
-const SUBSCRIPTION: &str =
-    "SELECT id, url, event_types, description, enabled, disabled_reason, secret_fingerprint, \
-                                   created_by, created_at, updated_at, version FROM webhook_subscriptions";
+/// Where a kind of row is read from: its table and the columns of its view.
+struct Rows {
+    table: &'static str,
+    columns: &'static str,
+}
+
+const SUBSCRIPTIONS: Rows = Rows {
+    table: "webhook_subscriptions",
+    columns: "id, url, event_types, description, enabled, disabled_reason, secret_fingerprint, \
+              created_by, created_at, updated_at, version",
+};
+
+const HOOKS: Rows = Rows {
+    table: "incoming_webhooks",
+    columns: "id, conversation_id, name, created_by, created_at, version",
+};
+
+impl Rows {
+    /// The account's rows, newest first, and how many there are.
+    async fn page<T>(
+        &self,
+        reads: &Reads<'_>,
+        account_id: Uuid,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<T>, i64), ProjectionError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let pool = reads.of(READS).await?;
+        let (total,): (i64,) =
+            sqlx::query_as(&format!("SELECT count(*) FROM {} WHERE account_id = $1", self.table))
+                .bind(account_id)
+                .fetch_one(pool)
+                .await?;
+        let items = sqlx::query_as(&format!(
+            "SELECT {} FROM {} WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+            self.columns, self.table
+        ))
+        .bind(account_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+        Ok((items, total))
+    }
+
+    /// One row of the account.
+    async fn one<T>(
+        &self,
+        reads: &Reads<'_>,
+        account_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<T>, ProjectionError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let pool = reads.of(READS).await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM {} WHERE account_id = $1 AND id = $2",
+            self.columns, self.table
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+    }
+}
 
 /// The account's subscriptions, newest first, and how many there are.
 pub async fn subscriptions(
@@ -48,20 +113,7 @@ pub async fn subscriptions(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<SubscriptionView>, i64), ProjectionError> {
-    let pool = reads.of(READS).await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_subscriptions WHERE account_id = $1")
-        .bind(account_id)
-        .fetch_one(pool)
-        .await?;
-    let items = sqlx::query_as(&format!(
-        "{SUBSCRIPTION} WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(account_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    Ok((items, total))
+    SUBSCRIPTIONS.page(reads, account_id, limit, offset).await
 }
 
 /// One subscription of the account.
@@ -70,15 +122,8 @@ pub async fn subscription(
     account_id: Uuid,
     id: Uuid,
 ) -> Result<Option<SubscriptionView>, ProjectionError> {
-    let pool = reads.of(READS).await?;
-    Ok(sqlx::query_as(&format!("{SUBSCRIPTION} WHERE account_id = $1 AND id = $2"))
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
+    SUBSCRIPTIONS.one(reads, account_id, id).await
 }
-
-const HOOK: &str = "SELECT id, conversation_id, name, created_by, created_at, version FROM incoming_webhooks";
 
 /// The account's incoming hooks, newest first, and how many there are.
 pub async fn hooks(
@@ -87,20 +132,7 @@ pub async fn hooks(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<HookView>, i64), ProjectionError> {
-    let pool = reads.of(READS).await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM incoming_webhooks WHERE account_id = $1")
-        .bind(account_id)
-        .fetch_one(pool)
-        .await?;
-    let items = sqlx::query_as(&format!(
-        "{HOOK} WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(account_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
-    Ok((items, total))
+    HOOKS.page(reads, account_id, limit, offset).await
 }
 
 /// One incoming hook of the account.
@@ -109,10 +141,5 @@ pub async fn hook(
     account_id: Uuid,
     id: Uuid,
 ) -> Result<Option<HookView>, ProjectionError> {
-    let pool = reads.of(READS).await?;
-    Ok(sqlx::query_as(&format!("{HOOK} WHERE account_id = $1 AND id = $2"))
-        .bind(account_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
+    HOOKS.one(reads, account_id, id).await
 }
