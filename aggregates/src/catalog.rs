@@ -6,6 +6,7 @@
 use cqrs_es::Aggregate;
 
 use crate::account::{Account, AccountEvent};
+use crate::analytics::{AnalyticsDay, AnalyticsDayEvent};
 use crate::api_key::{ApiKey, ApiKeyEvent};
 use crate::call::{Call, CallEvent};
 use crate::conversation::{Conversation, ConversationEvent};
@@ -35,6 +36,7 @@ pub const STREAMS: &[(&str, &[&str])] = &[
     (WebhookSubscription::TYPE, WebhookSubscriptionEvent::TYPES),
     (IncomingWebhook::TYPE, IncomingWebhookEvent::TYPES),
     (Call::TYPE, CallEvent::TYPES),
+    (AnalyticsDay::TYPE, AnalyticsDayEvent::TYPES),
 ];
 
 /// Every stream type.

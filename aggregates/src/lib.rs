@@ -5,6 +5,7 @@
 //! tests, never a Rust type name a refactor could change.
 
 pub mod account;
+pub mod analytics;
 pub mod api_key;
 pub mod call;
 pub mod catalog;

@@ -27,6 +27,8 @@ pub enum Permission {
     AuditView,
     #[serde(rename = "analytics.view")]
     AnalyticsView,
+    #[serde(rename = "analytics.export_pii")]
+    AnalyticsExportPii,
     #[serde(rename = "api_keys.manage")]
     ApiKeysManage,
     #[serde(rename = "webhooks.manage")]
@@ -52,6 +54,11 @@ pub const REGISTRY: &[(Permission, &str, &str)] = &[
     (CallsStart, "calls.start", "Start calls"),
     (AuditView, "audit.view", "Read the audit log"),
     (AnalyticsView, "analytics.view", "Read analytics"),
+    (
+        AnalyticsExportPii,
+        "analytics.export_pii",
+        "See who the analytics' active users are (names and emails)",
+    ),
     (ApiKeysManage, "api_keys.manage", "Create and revoke API keys"),
     (WebhooksManage, "webhooks.manage", "Manage outgoing webhooks"),
     (ProjectionsManage, "projections.manage", "Inspect and rebuild projections"),
@@ -77,7 +84,7 @@ pub fn system_role(name: &str) -> Option<Vec<Permission>> {
     let all = REGISTRY.iter().map(|(p, _, _)| *p);
     match name {
         OWNER => Some(all.collect()),
-        ADMIN => Some(all.filter(|p| *p != AccountManage).collect()),
+        ADMIN => Some(all.filter(|p| !matches!(p, AccountManage | AnalyticsExportPii)).collect()),
         MEMBER => Some(vec![UsersView, ConversationsCreate, CallsStart]),
         _ => None,
     }
@@ -108,7 +115,8 @@ mod tests {
     fn system_roles_grant_what_the_contract_says() {
         assert_eq!(permissions_of(&[OWNER.into()]).len(), REGISTRY.len());
         let admin = permissions_of(&[ADMIN.into()]);
-        assert!(!admin.contains(&AccountManage) && admin.len() == REGISTRY.len() - 1);
+        assert!(!admin.contains(&AccountManage) && !admin.contains(&AnalyticsExportPii));
+        assert_eq!(admin.len(), REGISTRY.len() - 2);
         assert_eq!(permissions_of(&[MEMBER.into()]), vec![UsersView, ConversationsCreate, CallsStart]);
         assert!(permissions_of(&["custom".into()]).is_empty());
     }

@@ -30,6 +30,11 @@ pub struct App {
 }
 
 impl App {
+    /// What seals days of analytics.
+    pub fn sealer(&self) -> crate::analytics::Sealer {
+        crate::analytics::Sealer { store: self.store.clone(), commands: self.commands.clone() }
+    }
+
     /// Connects (creating the database if missing) and, unless `migrate` is false, brings the
     /// schema up to date.
     pub async fn connect(config: &Config, migrate: bool) -> anyhow::Result<Self> {

@@ -1,6 +1,7 @@
 //! The composition root: configuration, telemetry, wiring of the store, the write side and the
 //! projection workers, and the `parley` command line.
 
+pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod config;

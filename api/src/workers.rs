@@ -8,6 +8,7 @@ use parley_projections::Runner;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::analytics;
 use crate::app::App;
 
 /// Running workers; [`Workers::shutdown`] stops them and waits until they gave their leases up
@@ -20,7 +21,9 @@ pub struct Workers {
 impl Workers {
     /// Starts every worker of `app`; fails, naming it, when a cron schedule does not parse.
     pub fn spawn(app: &App) -> Result<Self, CronError> {
-        let cron = Cron::new(app.jobs.clone(), jobs::schedules())?;
+        let mut schedules = jobs::schedules();
+        schedules.push(analytics::schedule());
+        let cron = Cron::new(app.jobs.clone(), schedules)?;
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for projection in app.projections.all() {
@@ -35,7 +38,7 @@ impl Workers {
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
         let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
-        let handlers = app.calls.handlers(app.webhooks.handlers(handlers));
+        let handlers = app.calls.handlers(app.webhooks.handlers(handlers)).with(app.sealer());
         let options = WorkerOptions { concurrency: app.job_concurrency, ..WorkerOptions::default() };
         let worker = Worker::new(app.jobs.clone(), handlers, options);
         tasks.spawn(worker.run(stopped(stop.subscribe())));

@@ -64,6 +64,8 @@ impl WriteSide for Account {}
 
 impl WriteSide for parley_aggregates::inbox::Inbox {}
 
+impl WriteSide for parley_aggregates::analytics::AnalyticsDay {}
+
 impl WriteSide for Session {
     async fn write_side(
         conn: &mut PgConnection,

@@ -115,10 +115,14 @@ pub(crate) async fn lock_streams(conn: &mut PgConnection, streams: &[StreamKey])
 /// `parley_append_one` (one event; `parley_append_all` calls it for each of several) takes the
 /// stream lock, then the transaction id, checks the expected version and that the head was not
 /// written by a younger transaction, and chains the hashes.
-pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Result<Appended, StoreError> {
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    append: &StreamAppend,
+    now: DateTime<Utc>,
+) -> Result<Appended, StoreError> {
     if let [e] = append.events.as_slice() {
         // The common case, through the scalar single-event function.
-        let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+        let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
         let metadata = append.metadata.to_json();
         let canonical = canonical_bytes(append, 0, &metadata, recorded_at);
         let row: Result<(i64, String, i64), sqlx::Error> = sqlx::query_as(
@@ -149,7 +153,7 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
         };
         return Ok(Appended { events: vec![event] });
     }
-    let mut all = append_all(conn, &[append]).await?;
+    let mut all = append_all(conn, &[append], now).await?;
     Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
 }
 
@@ -158,8 +162,9 @@ pub(crate) async fn append(conn: &mut PgConnection, append: &StreamAppend) -> Re
 pub(crate) async fn append_all(
     conn: &mut PgConnection,
     appends: &[&StreamAppend],
+    now: DateTime<Utc>,
 ) -> Result<Vec<Appended>, StoreError> {
-    let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
     let n: usize = appends.iter().map(|a| a.events.len()).sum();
     let mut accounts = Vec::with_capacity(n);
     let mut stream_types = Vec::with_capacity(n);

@@ -26,6 +26,6 @@ pub use cursor::{CursorError, LogCursor};
 pub use error::{is_unavailable, StoreError};
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
 pub use read::EventFilter;
-pub use store::{CommitObserver, EventStore, StoreTransaction};
+pub use store::{Clock, CommitObserver, EventStore, StoreTransaction};
 pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 pub use upcast::{Upcaster, Upcasters};

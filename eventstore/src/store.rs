@@ -1,5 +1,6 @@
 //! The store handle: a pool, the upcasters, and the node's wake-up channel.
 
+use chrono::{DateTime, Utc};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -34,7 +35,12 @@ struct Inner {
     /// Told of this process's own events at their commit (held weakly: an observer that is
     /// dropped stops being told).
     observers: RwLock<Vec<Weak<dyn CommitObserver>>>,
+    /// When events are recorded: the system clock, unless a test set its own.
+    clock: RwLock<Option<Clock>>,
 }
+
+/// A clock a test gives the store, to record events on days of its choosing.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Told of the events this process commits, at their commit, before the call that commits
 /// returns: a node's in-memory state (credential directories) learns of its own changes before
@@ -58,6 +64,7 @@ impl EventStore {
             wake,
             notify_others: notify_others.clone(),
             observers: RwLock::default(),
+            clock: RwLock::default(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(notifier(Arc::downgrade(&inner), notify_others));
@@ -69,6 +76,22 @@ impl EventStore {
         &self.inner.pool
     }
 
+    /// Records events at the times `clock` tells from now on (tests that need events on past
+    /// days: analytics); the system clock otherwise. Positions still follow commit order.
+    pub fn use_clock(&self, clock: Clock) {
+        if let Ok(mut current) = self.inner.clock.write() {
+            *current = Some(clock);
+        }
+    }
+
+    /// The time an event appended now is recorded at.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self.inner.clock.read().ok().and_then(|c| c.clone()) {
+            Some(clock) => clock(),
+            None => Utc::now(),
+        }
+    }
+
     pub fn upcasters(&self) -> &Upcasters {
         &self.inner.upcasters
     }
@@ -77,7 +100,7 @@ impl EventStore {
     #[tracing::instrument(skip_all, fields(stream = %batch.stream, events = batch.events.len()))]
     pub async fn append(&self, batch: &StreamAppend) -> Result<Appended, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
-        let appended = append::append(&mut conn, batch).await?;
+        let appended = append::append(&mut conn, batch, self.now()).await?;
         self.committed();
         let mut observed = Vec::new();
         self.observable(batch, &appended, &mut observed);
@@ -307,7 +330,7 @@ impl StoreTransaction {
     }
 
     pub async fn append(&mut self, batch: &StreamAppend) -> Result<Appended, StoreError> {
-        let appended = append::append(&mut self.tx, batch).await?;
+        let appended = append::append(&mut self.tx, batch, self.store.now()).await?;
         self.appended |= !appended.events.is_empty();
         self.store.observable(batch, &appended, &mut self.observed);
         Ok(appended)
@@ -316,7 +339,7 @@ impl StoreTransaction {
     /// Appends to several streams in one round trip, in the order given; lock them first
     /// ([`StoreTransaction::lock_streams`]).
     pub async fn append_all(&mut self, appends: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
-        let appended = append::append_all(&mut self.tx, appends).await?;
+        let appended = append::append_all(&mut self.tx, appends, self.store.now()).await?;
         self.appended |= appended.iter().any(|a| !a.events.is_empty());
         for (batch, placed) in appends.iter().zip(&appended) {
             self.store.observable(batch, placed, &mut self.observed);

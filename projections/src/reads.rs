@@ -23,10 +23,11 @@ pub enum ReadModel {
     Notifications,
     Webhooks,
     Calls,
+    Analytics,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 9] = [
+    pub const ALL: [ReadModel; 10] = [
         ReadModel::Users,
         ReadModel::Conversations,
         ReadModel::Messages,
@@ -36,6 +37,7 @@ impl ReadModel {
         ReadModel::Notifications,
         ReadModel::Webhooks,
         ReadModel::Calls,
+        ReadModel::Analytics,
     ];
 
     /// The stored name: its checkpoint rows, schemas and lease are named after it.
@@ -50,6 +52,7 @@ impl ReadModel {
             ReadModel::Notifications => "notifications",
             ReadModel::Webhooks => "webhooks",
             ReadModel::Calls => "calls",
+            ReadModel::Analytics => "analytics",
         }
     }
 }

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
+use parley_aggregates::analytics::AnalyticsDay;
 use parley_aggregates::api_key::ApiKey;
+use parley_aggregates::call::Call;
 use parley_aggregates::catalog;
 use parley_aggregates::conversation::Conversation;
 use parley_aggregates::from_payload;
@@ -14,6 +16,7 @@ use parley_aggregates::role::Role;
 use parley_aggregates::secrets::redact;
 use parley_aggregates::session::Session;
 use parley_aggregates::user::User;
+use parley_aggregates::webhook::{IncomingWebhook, WebhookSubscription};
 use parley_eventstore::{EventStore, RecordedEvent, StreamKey};
 use serde_json::Value;
 
@@ -72,6 +75,10 @@ pub async fn state(
         Role::TYPE => fold::<Role>(&events)?,
         ApiKey::TYPE => fold::<ApiKey>(&events)?,
         Inbox::TYPE => fold::<Inbox>(&events)?,
+        WebhookSubscription::TYPE => fold::<WebhookSubscription>(&events)?,
+        IncomingWebhook::TYPE => fold::<IncomingWebhook>(&events)?,
+        Call::TYPE => fold::<Call>(&events)?,
+        AnalyticsDay::TYPE => fold::<AnalyticsDay>(&events)?,
         other => return Err(ReplayError::UnknownStreamType(other.to_owned())),
     };
     redact(&mut state);

@@ -1,5 +1,6 @@
 //! Application services: the use cases the API calls, each one unit of work on the log.
 
+mod analytics;
 mod api_keys;
 mod conversations;
 mod invitations;

@@ -1,5 +1,6 @@
 //! Every read model: real relational tables with the indexes their queries need.
 
+pub mod analytics;
 pub mod api_keys;
 pub mod calls;
 pub mod conversations;
@@ -12,6 +13,7 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
+pub use analytics::AnalyticsProjection;
 pub use api_keys::ApiKeysProjection;
 pub use calls::CallsProjection;
 pub use conversations::ConversationsProjection;
@@ -35,6 +37,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(NotificationsProjection),
         Arc::new(WebhooksProjection),
         Arc::new(CallsProjection),
+        Arc::new(AnalyticsProjection),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! out of them. A POST is a command that honours `Idempotency-Key` through the door
 //! ([`crate::http::door`]), unless it is routed with [`Routes::post_secret`].
 
+pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -171,6 +172,7 @@ pub fn api() -> Routes {
         .merge(jobs::router())
         .merge(webhooks::router())
         .merge(calls::router())
+        .merge(analytics::router())
 }
 
 /// Every endpoint, with its full path.

@@ -81,6 +81,7 @@ impl Projection for CallsProjection {
                 "Inbox",
                 "WebhookSubscription",
                 "IncomingWebhook",
+                "AnalyticsDay",
             ],
         }
     }

@@ -107,7 +107,7 @@ impl Projection for NotificationsProjection {
                 "CallParticipantLeft",
                 "CallEnded",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook"],
+            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "AnalyticsDay"],
         }
     }
 

@@ -84,6 +84,7 @@ impl Projection for WebhooksProjection {
                 "ApiKey",
                 "Inbox",
                 "Call",
+                "AnalyticsDay",
             ],
         }
     }
