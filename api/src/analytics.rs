@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use chrono::{Days, NaiveDate};
 use parley_commands::services::Commands;
-use parley_eventstore::EventStore;
+use parley_eventstore::{EventStore, LogCursor};
 use parley_jobs::{Handler, Job, NewJob, QueueName, Schedule};
 use parley_projections::{ReadModel, Reads};
 use serde_json::json;
@@ -39,11 +39,22 @@ impl Sealer {
     /// counted every event recorded so far; only days that are over and on or after the
     /// account's first. Returns how many accounts' days it sealed (or found sealed).
     pub async fn seal(&self, day: NaiveDate, account: Option<Uuid>) -> anyhow::Result<usize> {
+        let head = self.store.head().await?;
+        self.seal_counted(day, account, head).await
+    }
+
+    /// [`Sealer::seal`], once the read model has counted the log up to `counted` (a backfill
+    /// takes the head once: its own seals count nothing).
+    pub async fn seal_counted(
+        &self,
+        day: NaiveDate,
+        account: Option<Uuid>,
+        counted: LogCursor,
+    ) -> anyhow::Result<usize> {
         if day >= self.store.now().date_naive() {
             anyhow::bail!("{day} is not over yet");
         }
-        let head = self.store.head().await?;
-        let reads = Reads::new(self.store.pool(), Some(head));
+        let reads = Reads::new(self.store.pool(), Some(counted));
         let pool = reads.of(&[ReadModel::Analytics]).await?;
         let accounts: Vec<(Uuid,)> = sqlx::query_as(
             "SELECT account_id FROM analytics_daily WHERE ($1::uuid IS NULL OR account_id = $1) \

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use clap::Parser;
 use parley_projections::read_models::AnalyticsProjection;
 use parley_projections::rebuild;
 use parley_tests::server::{TestServer, User};
@@ -246,4 +247,57 @@ async fn bad_ranges_dates_and_permissions_are_refused() {
     assert_eq!(lines[0], "date,messages,active_users,new_conversations,new_members,reactions,calls,call_minutes,sealed,computed_at");
     assert!(lines.len() <= 2 && lines.iter().skip(1).all(|l| l.starts_with(&today.to_string())), "{text}");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn the_backfill_command_seals_the_past_days_of_an_account_from_its_first_one() {
+    let t = parley_tests::TestApp::new().await;
+    let today = Utc::now().date_naive();
+    let day = |back: u64| today.checked_sub_days(Days::new(back)).unwrap();
+    let at = Arc::new(AtomicI64::new(day(3).and_hms_opt(9, 0, 0).unwrap().and_utc().timestamp_micros()));
+    let read = at.clone();
+    t.app.store.use_clock(Arc::new(move || {
+        DateTime::from_timestamp_micros(read.fetch_add(1, Ordering::SeqCst)).unwrap()
+    }));
+    let (owner, _) = t.owner("owner@example.com").await;
+    at.store(day(2).and_hms_opt(9, 0, 0).unwrap().and_utc().timestamp_micros(), Ordering::SeqCst);
+    let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    t.app.commands.post_message(&owner, group.aggregate.id.unwrap(), "hello").await.unwrap();
+    t.settle().await;
+
+    // No server runs the analytics read model: the command brings it up to date itself. Days
+    // before the account's first are not sealed; every day from it to yesterday is.
+    let url = t.db.url();
+    let (from, to) = (day(6).to_string(), day(1).to_string());
+    let argv = ["parley", "--database-url", &url, "analytics", "backfill", "--from", &from, "--to", &to];
+    let cli = parley_api::cli::Cli::try_parse_from(argv).unwrap();
+    assert_eq!(parley_api::cli::run(cli).await.unwrap(), std::process::ExitCode::SUCCESS);
+    let sealed: Vec<(String,)> = sqlx::query_as(
+        "SELECT stream_id FROM events WHERE event_type = 'AnalyticsDaySealed' ORDER BY stream_id",
+    )
+    .fetch_all(t.app.store.pool())
+    .await
+    .unwrap();
+    let account = owner.account_id;
+    let expected: Vec<(String,)> = [3, 2, 1].iter().map(|b| (format!("{account}:{}", day(*b)),)).collect();
+    assert_eq!(sealed, expected);
+    // The read model applied the seals before the command ended.
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM analytics_daily WHERE sealed")
+        .fetch_one(t.app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+    // Again: nothing more. Today is not over: refused.
+    let cli = parley_api::cli::Cli::try_parse_from(argv).unwrap();
+    assert_eq!(parley_api::cli::run(cli).await.unwrap(), std::process::ExitCode::SUCCESS);
+    let today = today.to_string();
+    let argv = ["parley", "--database-url", &url, "analytics", "backfill", "--from", &today, "--to", &today];
+    assert!(parley_api::cli::run(parley_api::cli::Cli::try_parse_from(argv).unwrap()).await.is_err());
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'AnalyticsDaySealed'")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(count, 3);
+    t.finish().await;
 }

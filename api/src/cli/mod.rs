@@ -1,5 +1,6 @@
 //! The `parley` command line (API.md, "CLI").
 
+mod analytics;
 mod jobs;
 mod projections;
 mod replay;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Inspect the job queue; retry or discard jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Seal daily analytics.
+    #[command(subcommand)]
+    Analytics(analytics::AnalyticsCommand),
 }
 
 pub async fn main() -> ExitCode {
@@ -83,6 +87,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(command) => {
             let app = App::connect(&cli.config, true).await?;
             jobs::run(&app, command).await
+        }
+        Command::Analytics(command) => {
+            let app = App::connect(&cli.config, true).await?;
+            analytics::run(&app, command).await
         }
     }
 }
