@@ -22,11 +22,15 @@
 //!   the callee's `CallRinging` frame on the other node.
 //! - `cable`: the chat fan-out in Parley's dialect and in Action Cable's, alternating (two runs
 //!   of each, `--fanout-seconds` up to 60): what the dialect costs.
+//! - `analytics`: the analytics read model rebuilt over `--events` posts of one account spread
+//!   over a year, next to an ordered read of the log and the messages read model's rebuild; then
+//!   the backfill sealing the year's 365 days (days/s).
 //! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
 //!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
+mod analytics;
 mod auth;
 mod chat;
 mod http;
@@ -59,6 +63,7 @@ enum Suite {
     Signals,
     Presence,
     Cable,
+    Analytics,
     All,
 }
 
@@ -202,6 +207,9 @@ async fn main() -> anyhow::Result<()> {
         ] {
             chat::fanout(&server, clients, conversations, rate, seconds, dialect).await?;
         }
+    }
+    if matches!(args.suite, Suite::Analytics | Suite::All) {
+        analytics::run(&server, args.events).await?;
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);
