@@ -30,6 +30,15 @@ pub struct App {
 }
 
 impl App {
+    /// What rebuilds projections as jobs.
+    pub fn rebuilds(&self) -> crate::rebuilds::Rebuilds {
+        crate::rebuilds::Rebuilds {
+            store: self.store.clone(),
+            projections: self.projections.clone(),
+            lease: self.lease_options(),
+        }
+    }
+
     /// What seals days of analytics.
     pub fn sealer(&self) -> crate::analytics::Sealer {
         crate::analytics::Sealer { store: self.store.clone(), commands: self.commands.clone() }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod live;
+pub mod rebuilds;
 pub mod telemetry;
 pub mod workers;
 

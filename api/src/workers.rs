@@ -38,7 +38,8 @@ impl Workers {
             tasks.spawn(runner.run(stopped(stop.subscribe())));
         }
         let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
-        let handlers = app.calls.handlers(app.webhooks.handlers(handlers)).with(app.sealer());
+        let handlers =
+            app.calls.handlers(app.webhooks.handlers(handlers)).with(app.sealer()).with(app.rebuilds());
         let options = WorkerOptions { concurrency: app.job_concurrency, ..WorkerOptions::default() };
         let worker = Worker::new(app.jobs.clone(), handlers, options);
         tasks.spawn(worker.run(stopped(stop.subscribe())));

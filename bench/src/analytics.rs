@@ -106,12 +106,16 @@ pub async fn run(server: &PgConnectOptions, events: usize) -> anyhow::Result<()>
         seeding.elapsed().as_secs_f64()
     );
 
-    // The limit: reading the same log in order, its payloads decoded by the server.
+    // The limit: reading the same log in order into this process, as a rebuild does.
     let started = Instant::now();
-    let (read,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM (SELECT payload, metadata FROM events ORDER BY position) e")
-            .fetch_one(&pool)
-            .await?;
+    let mut rows =
+        sqlx::query("SELECT payload, metadata, recorded_at, position FROM events ORDER BY position")
+            .fetch(&pool);
+    let mut read = 0u64;
+    while futures::StreamExt::next(&mut rows).await.transpose()?.is_some() {
+        read += 1;
+    }
+    drop(rows);
     let read_rate = read as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     let analytics = rebuild(&store, Arc::new(AnalyticsProjection), lease.clone(), |_| {}).await?;

@@ -22,6 +22,8 @@ pub struct ProjectionStatus {
     pub position: LogCursor,
     /// Readable events not yet applied.
     pub lag: i64,
+    /// How long the oldest of them has waited (0 when there is none).
+    pub lag_seconds: f64,
     pub events_applied: i64,
     pub last_error: Option<String>,
     pub last_error_position: Option<String>,
@@ -32,8 +34,8 @@ pub struct ProjectionStatus {
 pub async fn list(store: &EventStore) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let mut out = Vec::new();
     for g in generations::load_all(store.pool()).await? {
-        let (lag,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM events \
+        let (lag, lag_seconds): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(recorded_at)), 0)::float8 FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
         )
@@ -54,6 +56,7 @@ pub async fn list(store: &EventStore) -> Result<Vec<ProjectionStatus>, Projectio
             status: status.into(),
             position: g.cursor,
             lag,
+            lag_seconds: lag_seconds.max(0.0),
             events_applied: g.events_applied,
             last_error: g.last_error,
             last_error_position: g.last_error_position,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod action_cable;
+mod admin_projections;
 mod analytics;
 mod cable_loop;
 mod calls;

@@ -15,6 +15,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod messages;
 pub mod notifications;
+pub mod projections;
 pub mod reactions;
 pub mod roles;
 pub mod users;
@@ -173,6 +174,7 @@ pub fn api() -> Routes {
         .merge(webhooks::router())
         .merge(calls::router())
         .merge(analytics::router())
+        .merge(projections::router())
 }
 
 /// Every endpoint, with its full path.
