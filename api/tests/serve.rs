@@ -360,3 +360,72 @@ async fn a_killed_nodes_users_go_offline_on_the_other_node_within_the_ttl() {
     assert!(took < Duration::from_secs_f64(ttl as f64 * 1.5), "offline after {took:?}");
     second.stop().await;
 }
+
+/// `parley demo` prints how to open the dashboard and keeps traffic going until told to stop.
+#[tokio::test]
+async fn parley_demo_prints_its_dashboard_and_keeps_traffic_going_until_stopped() {
+    let database = format!("parley_test_{}", uuid::Uuid::now_v7().simple());
+    let url = server().database(&database).to_url_lossy().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["demo", "--rate", "40"])
+        .env("DATABASE_URL", url)
+        .env("PARLEY_BIND", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("parley starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let dashboard = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.trim().strip_prefix("dashboard: ") {
+                return url.to_owned();
+            }
+        }
+        panic!("the demo ended before printing its dashboard");
+    })
+    .await
+    .expect("the demo starts within a minute");
+    let (base, key) = dashboard.split_once("/dashboard?token=").unwrap();
+    assert!(key.starts_with("pk_"), "{dashboard}");
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // Posts keep coming: the key sees the log grow.
+    let count = |http: reqwest::Client| {
+        let (base, key) = (base.to_owned(), key.to_owned());
+        async move {
+            let a: serde_json::Value = http
+                .get(format!("{base}/api/v1/audit/events?event_type=MessagePosted&limit=1000"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            a["data"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = count(http.clone()).await;
+    loop {
+        let now = count(http.clone()).await;
+        if now > first + 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo's traffic stalled at {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SIGTERM: it stops cleanly.
+    let pid = child.id().unwrap();
+    assert!(std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    let mut admin = PgConnection::connect_with(&server()).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

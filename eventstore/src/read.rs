@@ -143,6 +143,8 @@ pub struct EventFilter {
     pub stream_id: Option<String>,
     pub event_type: Option<String>,
     pub actor_id: Option<Uuid>,
+    /// The events of one request (or job) and everything it caused.
+    pub correlation_id: Option<Uuid>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub after: LogCursor,
@@ -166,6 +168,7 @@ pub(crate) async fn query(
            AND ($7::text IS NULL OR metadata->>'actor_id' = $7) \
            AND ($8::timestamptz IS NULL OR recorded_at >= $8) \
            AND ($9::timestamptz IS NULL OR recorded_at < $9) \
+           AND ($11::text IS NULL OR metadata->>'correlation_id' = $11) \
          ORDER BY events.transaction_id, events.position \
          LIMIT $10"
     ))
@@ -179,6 +182,7 @@ pub(crate) async fn query(
     .bind(filter.since)
     .bind(filter.until)
     .bind(limit)
+    .bind(filter.correlation_id.map(|c| c.to_string()))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(|r| decode(r, upcasters)).collect()

@@ -1,47 +1,23 @@
 //! A real `@rails/actioncable` consumer, run by Node.js (`tests/js/actioncable_client.mjs`) and
 //! driven over its standard streams: the independent client of the Action Cable dialect.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-pub struct CableClient {
-    _child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+use crate::node::NodeScript;
+
+pub struct CableClient(NodeScript);
 
 impl CableClient {
     /// A consumer of `url` (`ws://.../api/v1/cable?token=...`); it connects with its first
     /// subscription, as Action Cable's consumers do.
     pub async fn start(url: &str) -> Self {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/js");
-        assert!(
-            std::path::Path::new(dir).join("node_modules/@rails/actioncable").exists(),
-            "tests/js/node_modules is missing: scripts/test installs it (npm ci --prefix tests/js)"
-        );
-        let mut child = Command::new("node")
-            .arg(format!("{dir}/actioncable_client.mjs"))
-            .arg(url)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (Node.js 20 is on the machine)");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self { _child: child, stdin, lines }
+        Self(NodeScript::start("actioncable_client.mjs", &[url]))
     }
 
     async fn tell(&mut self, command: Value) {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
+        self.0.tell(&command).await;
     }
 
     /// Subscribes as `subscriptions.create(params, ...)` does; `name` labels what it observes.
@@ -61,12 +37,7 @@ impl CableClient {
 
     /// The next observation: `{"event": "connected"|"rejected"|"received"|"closed"|..., ...}`.
     pub async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(15), self.lines.next_line())
-            .await
-            .expect("the consumer observed something within 15 s")
-            .unwrap()
-            .expect("the consumer is running");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        self.0.next_within(Duration::from_secs(15)).await
     }
 
     /// The next observation that satisfies `wanted`, skipping others.

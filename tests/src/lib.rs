@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod actioncable;
+pub mod browser;
 pub mod cluster;
+pub mod node;
 pub mod receiver;
 pub mod server;
 

@@ -1,6 +1,7 @@
 //! The `parley` command line (API.md, "CLI").
 
 mod analytics;
+mod demo;
 mod jobs;
 mod projections;
 mod replay;
@@ -48,6 +49,12 @@ pub enum Command {
     /// Seal daily analytics.
     #[command(subcommand)]
     Analytics(analytics::AnalyticsCommand),
+    /// Serve a demo account with steady simulated traffic, for trying the dashboard.
+    Demo {
+        /// Simulated actions per second.
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -88,6 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::connect(&cli.config, true).await?;
             jobs::run(&app, command).await
         }
+        Command::Demo { rate } => {
+            let app = App::connect(&cli.config, true).await?;
+            demo::run(app, &cli.config, rate).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Analytics(command) => {
             let app = App::connect(&cli.config, true).await?;
             analytics::run(&app, command).await
@@ -105,7 +117,7 @@ pub async fn serve(app: App, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

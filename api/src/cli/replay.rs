@@ -87,6 +87,7 @@ pub async fn run(app: &App, command: ReplayCommand) -> anyhow::Result<ExitCode> 
                 stream_id,
                 event_type,
                 actor_id: actor,
+                correlation_id: None,
                 since,
                 until,
                 after: after.unwrap_or_default(),

@@ -83,6 +83,8 @@ pub fn frame_body(e: &RecordedEvent) -> String {
         "data": data,
         "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "actor_id": e.actor_id(),
+        "correlation_id": e.metadata.get("correlation_id"),
+        "causation_id": e.metadata.get("causation_id"),
     });
     let mut body = format!("\"event\":{event}");
     if let Some(message) = posted_message(e) {

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod calls;
 pub mod conversations;
+pub mod dashboard;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
@@ -187,6 +188,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     let mut all: Vec<Endpoint> = auth::router().listed("/api/v1").chain(api().listed("/api/v1")).collect();
     all.push(cable);
     all.extend(health::router().listed(""));
+    all.extend(dashboard::router().listed(""));
     all
 }
 
