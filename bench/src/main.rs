@@ -25,6 +25,8 @@
 //! - `analytics`: the analytics read model rebuilt over `--events` posts of one account spread
 //!   over a year, next to an ordered read of the log and the messages read model's rebuild; then
 //!   the backfill sealing the year's 365 days (days/s).
+//! - `dashboard`: the dashboard in headless Chromium under a rising event rate: how far behind
+//!   the page falls, next to a plain WebSocket client (needs `tests/js/node_modules`).
 //! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
 //!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
@@ -33,6 +35,7 @@
 mod analytics;
 mod auth;
 mod chat;
+mod dashboard;
 mod http;
 mod jobs;
 mod presence;
@@ -64,6 +67,7 @@ enum Suite {
     Presence,
     Cable,
     Analytics,
+    Dashboard,
     All,
 }
 
@@ -210,6 +214,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Analytics | Suite::All) {
         analytics::run(&server, args.events).await?;
+    }
+    if matches!(args.suite, Suite::Dashboard | Suite::All) {
+        dashboard::run(&server).await?;
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);
