@@ -112,7 +112,7 @@ impl FromStr for QueueName {
 }
 
 /// A stored job.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct Job {
     pub id: Uuid,
     pub account_id: Uuid,

@@ -190,9 +190,11 @@ pub struct Pagination {
     pub per_page: i64,
 }
 
-#[derive(serde::Deserialize)]
-struct PageParams {
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// From 1.
     page: Option<i64>,
+    /// At most 100 (default 20).
     per_page: Option<i64>,
 }
 

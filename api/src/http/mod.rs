@@ -9,6 +9,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod openapi;
 pub mod respond;
 pub mod routes;
 pub mod state;
@@ -20,7 +21,6 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -44,11 +44,12 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let auth = routes::auth::router().into_router();
     let auth = auth.layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
-    let api = routes::api().into_router().merge(auth).route("/cable", get(cable::cable));
+    let api = routes::api().into_router().merge(auth);
     Router::new()
         .nest("/api/v1", api)
         .merge(routes::health::router().into_router())
         .merge(routes::dashboard::router().into_router())
+        .merge(routes::docs::router().into_router())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(Code::MethodNotAllowed, "method not allowed here")

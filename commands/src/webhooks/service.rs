@@ -42,7 +42,7 @@ pub struct SubscriptionChanges {
 }
 
 /// One delivery attempt as listed.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Debug, Serialize, sqlx::FromRow)]
 pub struct Attempt {
     pub event_id: Uuid,
     pub attempt: i32,

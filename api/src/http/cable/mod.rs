@@ -33,8 +33,9 @@ const TRANSPORT_LIMIT: usize = 1024 * 1024;
 /// (The default, 128 KiB, is what ten thousand idle connections would mostly hold: 1.3 GiB.)
 pub const READ_BUFFER: usize = 4 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct CableParams {
+    /// An access token or an API key.
     token: Option<String>,
 }
 

@@ -14,10 +14,32 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiQuery, Reading};
+use crate::http::openapi::document::schema_of;
+use crate::http::openapi::shapes::{ActiveUser, DateRange, OfDate};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};
 
 pub fn router() -> Routes {
-    Routes::default().get("/analytics/daily", daily).get("/analytics/users", users)
+    Routes::default()
+        .get("/analytics/daily", daily)
+        .doc(
+            Doc::new("Daily snapshots, one row per UTC day (`format=csv` for a file)")
+                .describe("`from` after `to`, or a range over 366 days: 400. Today's row is live and unsealed.")
+                .permission("analytics.view")
+                .query::<DailyQuery>()
+                .lists::<DailyRow>(Meta::Fields(schema_of::<DateRange>()))
+                .alternative("text/csv")
+                .reads(),
+        )
+        .get("/analytics/users", users)
+        .doc(
+            Doc::new("A day's active users with their message counts")
+                .describe("Names and emails only with `analytics.export_pii`; otherwise a stable pseudonym per user.")
+                .permission("analytics.view")
+                .query::<UsersQuery>()
+                .lists::<ActiveUser>(Meta::Fields(schema_of::<OfDate>()))
+                .reads(),
+        )
 }
 
 /// The longest range one request reads.
@@ -25,7 +47,7 @@ const MAX_DAYS: u64 = 366;
 /// The range when none is given: the last 30 days, today included.
 const DEFAULT_DAYS: u64 = 29;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct DailyQuery {
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
@@ -86,7 +108,7 @@ fn as_csv(rows: &[DailyRow], from: NaiveDate, to: NaiveDate) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct UsersQuery {
     date: NaiveDate,
 }

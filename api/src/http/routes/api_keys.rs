@@ -15,14 +15,35 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, Pagination, Reading};
+use crate::http::openapi::shapes::IssuedApiKey;
+use crate::http::openapi::Doc;
 use crate::http::respond::{created, envelope, no_content, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
-    Routes::default().get("/api_keys", list).post_secret("/api_keys", create).delete("/api_keys/{id}", revoke)
+    Routes::default()
+        .get("/api_keys", list)
+        .doc(
+            Doc::new("The account's API keys (never their secrets)")
+                .permission("api_keys.manage")
+                .paged::<ApiKeyView>()
+                .reads(),
+        )
+        .post_secret("/api_keys", create)
+        .doc(
+            Doc::new("Issue an API key with some permissions: the secret is shown once")
+                .describe("A key may hold only permissions its creator holds.")
+                .permission("api_keys.manage")
+                .body::<CreateBody>()
+                .answers::<IssuedApiKey>(201)
+                .etag(),
+        )
+        .delete("/api_keys/{id}", revoke)
+        .doc(Doc::new("Revoke an API key").permission("api_keys.manage").no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewApiKey)]
 struct CreateBody {
     name: String,
     permissions: Vec<String>,

@@ -16,17 +16,38 @@ use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, ApiQuery, MinPosition};
+use crate::http::openapi::document::string_schema;
+use crate::http::openapi::shapes::{AuditEvent, StreamState};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
-    Routes::default().get("/audit/events", events).get("/audit/streams/{stream_type}/{stream_id}", stream)
+    Routes::default()
+        .get("/audit/events", events)
+        .doc(
+            Doc::new("The account's events, oldest first, cursor-paginated (`after` a log cursor)")
+                .permission("audit.view")
+                .query::<Query>()
+                .lists::<AuditEvent>(Meta::Cursor)
+                .reads(),
+        )
+        .get("/audit/streams/{stream_type}/{stream_id}", stream)
+        .doc(
+            Doc::new("An aggregate as it was (`as_of` a time or at `version`), with the events that made it")
+                .permission("audit.view")
+                .path_param("stream_type", string_schema())
+                .path_param("stream_id", string_schema())
+                .query::<AsOfQuery>()
+                .answers::<StreamState>(200)
+                .reads(),
+        )
 }
 
 const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct Query {
     stream_type: Option<String>,
     stream_id: Option<String>,
@@ -84,7 +105,7 @@ async fn events(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct AsOfQuery {
     as_of: Option<DateTime<Utc>>,
     version: Option<i64>,

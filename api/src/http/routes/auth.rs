@@ -7,24 +7,52 @@ use parley_commands::services::{Registration, SessionStarted};
 use parley_commands::{Actor, CommandContext, DispatchError};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Routes;
 use crate::http::auth::{origin, Principal};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::ApiJson;
+use crate::http::openapi::shapes::Tokens;
+use crate::http::openapi::Doc;
 use crate::http::respond::{created, ok};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .post_secret("/auth/register", register)
+        .doc(
+            Doc::new("Register: open an account, or join one with an invitation")
+                .public()
+                .body::<RegisterBody>()
+                .answers::<Tokens>(201)
+                .errors(&[Code::EmailTaken, Code::InvitationInvalid]),
+        )
         .post_secret("/auth/login", login)
+        .doc(
+            Doc::new("Log in")
+                .describe("Wrong credentials: 401, with the same message for an unknown email and a wrong password.")
+                .public()
+                .body::<LoginBody>()
+                .answers::<Tokens>(200)
+                .errors(&[Code::Unauthorized]),
+        )
         .post_secret("/auth/refresh", refresh)
+        .doc(
+            Doc::new("Trade a refresh token for a new pair (the old one stops working)")
+                .describe("Presenting a refresh token that was already rotated ends the whole session.")
+                .public()
+                .body::<RefreshBody>()
+                .answers::<Tokens>(200)
+                .errors(&[Code::Unauthorized]),
+        )
         .delete("/auth/logout", logout)
+        .doc(Doc::new("End the session: its access token is refused everywhere at once").no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Registration)]
 struct RegisterBody {
     name: String,
     email: String,
@@ -33,7 +61,8 @@ struct RegisterBody {
     invitation_token: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Login)]
 struct LoginBody {
     email: String,
     password: String,
@@ -148,7 +177,8 @@ async fn login(
     Ok(ok(tokens(&state, &who, &logged_in.session)?, Some(logged_in.session.cursor)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Refresh)]
 struct RefreshBody {
     refresh_token: String,
 }

@@ -16,23 +16,49 @@ use uuid::Uuid;
 use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, BodilessCommand, Command};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, Pagination, Reading};
+use crate::http::openapi::Doc;
 use crate::http::respond::{envelope, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .post("/conversations/{id}/calls", start)
+        .doc(
+            Doc::new("Start a call: `calling`, then `ringing` once the callees were told")
+                .describe("One live call per conversation: 409 with `details.call_id` of the live one.")
+                .permission("calls.start")
+                .body::<StartBody>()
+                .answers::<CallView>(201)
+                .errors(&[Code::Conflict]),
+        )
         .get("/conversations/{id}/calls", history)
+        .doc(Doc::new("The conversation's calls, newest first").paged::<CallView>().reads())
         .get("/conversations/{id}/calls/active", active)
+        .doc(
+            Doc::new("The live call (`calling`, `ringing` or `active`), for a late join")
+                .answers::<CallView>(200)
+                .etag()
+                .reads(),
+        )
         .put("/conversations/{id}/calls/{call_id}/accept", accept)
+        .doc(Doc::new("Join the call as a callee").answers::<CallView>(200).etag().errors(&[Code::Conflict]))
         .put("/conversations/{id}/calls/{call_id}/decline", decline)
+        .doc(Doc::new("Decline the call").answers::<CallView>(200).etag().errors(&[Code::Conflict]))
         .delete("/conversations/{id}/calls/{call_id}", hang_up)
+        .doc(
+            Doc::new("Hang up (the caller before an accept cancels it)")
+                .answers::<CallView>(200)
+                .etag()
+                .errors(&[Code::Conflict]),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewCall)]
 struct StartBody {
+    /// `audio` or `video`.
     kind: String,
 }
 

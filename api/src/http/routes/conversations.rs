@@ -20,25 +20,68 @@ use uuid::Uuid;
 use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::{nullable_field, ApiJson, ApiPath, ApiQuery, Pagination, Reading};
+use crate::http::openapi::shapes::{AddedMember, ConversationChanges, ReadUpTo};
+use crate::http::openapi::Doc;
 use crate::http::respond::{envelope, no_content, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .get("/conversations", list)
+        .doc(
+            Doc::new(
+                "Joined conversations, most recent activity first, with unread counts and last messages",
+            )
+            .query::<ListParams>()
+            .paged::<ConversationView>()
+            .reads(),
+        )
         .post("/conversations", create)
+        .doc(
+            Doc::new("Start a group, or a direct conversation (200 with the existing one of that pair)")
+                .permission("conversations.create")
+                .body::<CreateBody>()
+                .answers::<ConversationView>(201)
+                .answers::<ConversationView>(200),
+        )
         .get("/conversations/{id}", show)
+        .doc(Doc::new("A conversation with its members").answers::<ConversationView>(200).etag().reads())
         .patch("/conversations/{id}", update)
+        .doc(
+            Doc::new("Change a group's title or topic (its admins)")
+                .body::<ConversationChanges>()
+                .answers::<ConversationView>(200)
+                .errors(&[Code::Forbidden, Code::Conflict]),
+        )
         .delete("/conversations/{id}", archive)
+        .doc(
+            Doc::new("Archive a conversation (its admins, or `conversations.manage`)")
+                .no_content()
+                .errors(&[Code::Forbidden]),
+        )
         .post("/conversations/{id}/memberships", add_member)
+        .doc(
+            Doc::new("Add a member to a group (its admins)")
+                .body::<MemberBody>()
+                .answers::<AddedMember>(201)
+                .errors(&[Code::Forbidden, Code::Conflict]),
+        )
         .delete("/conversations/{id}/memberships/{user_id}", remove_member)
+        .doc(
+            Doc::new("Remove a member (its admins), or leave")
+                .no_content()
+                .errors(&[Code::Forbidden, Code::Conflict]),
+        )
         .post("/conversations/{id}/read", read)
+        .doc(Doc::new("Mark read up to a message").body::<ReadBody>().answers::<ReadUpTo>(200))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewConversation)]
 struct CreateBody {
+    /// `direct` or `group`.
     kind: String,
     title: Option<String>,
     #[serde(default)]
@@ -133,8 +176,9 @@ async fn shown(
     Ok(with_etag(response, version))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct ListParams {
+    /// `direct` or `group`.
     #[serde(default)]
     kind: Option<String>,
 }
@@ -220,7 +264,8 @@ async fn remove_member(
     done.cursor.map(no_content).ok_or_else(ApiError::not_found)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ReadMark)]
 struct ReadBody {
     message_id: Uuid,
 }
@@ -241,9 +286,11 @@ async fn read(
     Ok(door.answer(outcome, &render))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewMember)]
 struct MemberBody {
     user_id: Uuid,
+    /// `admin` or `member` (default).
     role: Option<String>,
 }
 

@@ -10,19 +10,45 @@ use serde_json::json;
 
 use super::Routes;
 use crate::http::auth::Principal;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiJson, ApiPath, Pagination, Reading};
+use crate::http::openapi::shapes::IssuedInvitation;
+use crate::http::openapi::Doc;
 use crate::http::respond::{created, envelope, no_content, respond};
 use crate::http::state::AppState;
+use parley_aggregates::invitation::InvitationError;
+use parley_aggregates::DomainError;
+use parley_commands::DispatchError;
+use parley_projections::read_models::invitations::query::InvitationView;
 
 pub fn router() -> Routes {
     Routes::default()
         .post_secret("/invitations", create)
+        .doc(
+            Doc::new("Invite someone by email with a role: the token is shown only here (valid 7 days)")
+                .permission("users.invite")
+                .body::<CreateBody>()
+                .answers::<IssuedInvitation>(201)
+                .errors(&[Code::Conflict]),
+        )
         .get("/invitations", list)
+        .doc(
+            Doc::new("The account's invitations, newest first")
+                .permission("users.invite")
+                .paged::<InvitationView>()
+                .reads(),
+        )
         .delete("/invitations/{id}", revoke)
+        .doc(
+            Doc::new("Revoke an invitation")
+                .permission("users.invite")
+                .no_content()
+                .errors(&[Code::InvitationInvalid]),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewInvitation)]
 struct CreateBody {
     email: String,
     role: String,
@@ -62,6 +88,11 @@ async fn revoke(
     principal: Principal,
     ApiPath(id): ApiPath<uuid::Uuid>,
 ) -> Result<Response, ApiError> {
-    let cursor = state.app.commands.revoke_invitation(&principal.ctx, id).await?;
+    // An invitation that does not exist is a resource that is not there (404), not a token
+    // that cannot be used (422, as registering with it says).
+    let cursor = state.app.commands.revoke_invitation(&principal.ctx, id).await.map_err(|e| match e {
+        DispatchError::Domain(DomainError::Invitation(InvitationError::NotFound)) => ApiError::not_found(),
+        e => e.into(),
+    })?;
     Ok(no_content(cursor))
 }

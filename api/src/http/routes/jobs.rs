@@ -15,18 +15,38 @@ use crate::http::auth::Principal;
 use crate::http::door::{answer, BodilessCommand};
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, ApiQuery, Pagination};
+use crate::http::openapi::Doc;
 use crate::http::respond::{envelope, no_content, respond};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .get("/admin/jobs", list)
+        .doc(
+            Doc::new("The account's jobs, newest first")
+                .permission("jobs.manage")
+                .query::<Filters>()
+                .paged::<Job>(),
+        )
         .post("/admin/jobs/{id}/retry", retry)
+        .doc(
+            Doc::new("Run a discarded or retryable job again now")
+                .permission("jobs.manage")
+                .answers::<Job>(200)
+                .errors(&[Code::Conflict]),
+        )
         .delete("/admin/jobs/{id}", discard)
+        .doc(
+            Doc::new("Cancel a waiting job, or delete a discarded one")
+                .permission("jobs.manage")
+                .no_content()
+                .errors(&[Code::Conflict]),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct Filters {
+    /// `available`, `scheduled`, `running`, `retryable`, `completed`, `discarded` or `cancelled`.
     state: Option<String>,
     queue: Option<String>,
 }

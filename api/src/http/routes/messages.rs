@@ -20,18 +20,40 @@ use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, ApiQuery, IfMatch, Reading};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, no_content, ok, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .get("/conversations/{id}/messages", list)
+        .doc(
+            Doc::new("Messages, newest first within a page; `before`/`after` a message cursor")
+                .query::<Page>()
+                .lists::<MessageView>(Meta::Cursor)
+                .reads(),
+        )
         .post("/conversations/{id}/messages", post)
+        .doc(Doc::new("Post a message (1..10,000 characters)").body::<PostBody>().answers::<MessageView>(201))
         .patch("/conversations/{id}/messages/{message_id}", edit)
+        .doc(
+            Doc::new("Edit a message (its author)")
+                .body::<EditBody>()
+                .answers::<MessageView>(200)
+                .if_match()
+                .errors(&[Code::Forbidden, Code::Conflict]),
+        )
         .delete("/conversations/{id}/messages/{message_id}", delete)
+        .doc(
+            Doc::new("Delete a message: it keeps its place without a body")
+                .describe("Its author, a conversation admin, or `messages.moderate`.")
+                .no_content()
+                .errors(&[Code::Forbidden]),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewMessage)]
 struct PostBody {
     body: String,
 }
@@ -67,10 +89,13 @@ async fn post(
     Ok(door.answer(outcome, &render))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct Page {
+    /// A message cursor: the messages just older than it.
     before: Option<String>,
+    /// A message cursor: the messages just newer than it.
     after: Option<String>,
+    /// 1..100 (default 50).
     limit: Option<i64>,
 }
 
@@ -107,7 +132,8 @@ async fn list(
     Ok(respond(StatusCode::OK, envelope(json!(page.items), meta, None), None))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = MessageEdit)]
 struct EditBody {
     body: String,
 }

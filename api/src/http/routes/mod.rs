@@ -11,6 +11,7 @@ pub mod auth;
 pub mod calls;
 pub mod conversations;
 pub mod dashboard;
+pub mod docs;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
@@ -31,10 +32,11 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use super::error::{ApiError, Code};
+use super::openapi::Doc;
 use super::state::AppState;
 
 /// An endpoint as the router lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Endpoint {
     pub method: Method,
     /// The full path, parameters as `{name}`.
@@ -42,6 +44,8 @@ pub struct Endpoint {
     /// For POSTs: whether `Idempotency-Key` is honoured, or refused because the answer carries
     /// a secret.
     pub idempotency: IdempotencyKeys,
+    /// What it says about itself in the OpenAPI document.
+    pub doc: Option<Doc>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +64,14 @@ pub enum IdempotencyKeys {
 #[derive(Default)]
 pub struct Routes {
     router: Router<AppState>,
-    listed: Vec<(Method, &'static str, IdempotencyKeys)>,
+    listed: Vec<Listed>,
+}
+
+struct Listed {
+    method: Method,
+    path: &'static str,
+    idempotency: IdempotencyKeys,
+    doc: Option<Doc>,
 }
 
 macro_rules! method {
@@ -91,7 +102,12 @@ impl Routes {
     {
         let route = on(MethodFilter::POST, handler).layer(middleware::from_fn(refuse_idempotency_key));
         self.router = self.router.route(path, route);
-        self.listed.push((Method::POST, path, IdempotencyKeys::Refused));
+        self.listed.push(Listed {
+            method: Method::POST,
+            path,
+            idempotency: IdempotencyKeys::Refused,
+            doc: None,
+        });
         self
     }
 
@@ -124,7 +140,15 @@ impl Routes {
     ) -> Self {
         // Routing a path again adds the method to it.
         self.router = self.router.route(path, route);
-        self.listed.push((method, path, keys));
+        self.listed.push(Listed { method, path, idempotency: keys, doc: None });
+        self
+    }
+
+    /// Describes the endpoint added last, for the OpenAPI document.
+    pub fn doc(mut self, doc: Doc) -> Self {
+        if let Some(last) = self.listed.last_mut() {
+            last.doc = Some(doc);
+        }
         self
     }
 
@@ -139,10 +163,11 @@ impl Routes {
     }
 
     fn listed(self, prefix: &str) -> impl Iterator<Item = Endpoint> + use<'_> {
-        self.listed.into_iter().map(move |(method, path, idempotency)| Endpoint {
-            method,
-            path: format!("{prefix}{path}"),
-            idempotency,
+        self.listed.into_iter().map(move |l| Endpoint {
+            method: l.method,
+            path: format!("{prefix}{}", l.path),
+            idempotency: l.idempotency,
+            doc: l.doc,
         })
     }
 }
@@ -176,19 +201,15 @@ pub fn api() -> Routes {
         .merge(calls::router())
         .merge(analytics::router())
         .merge(projections::router())
+        .merge(docs::api())
 }
 
 /// Every endpoint, with its full path.
 pub fn endpoints() -> Vec<Endpoint> {
-    let cable = Endpoint {
-        method: Method::GET,
-        path: "/api/v1/cable".into(),
-        idempotency: IdempotencyKeys::NotApplicable,
-    };
     let mut all: Vec<Endpoint> = auth::router().listed("/api/v1").chain(api().listed("/api/v1")).collect();
-    all.push(cable);
     all.extend(health::router().listed(""));
     all.extend(dashboard::router().listed(""));
+    all.extend(docs::router().listed(""));
     all
 }
 

@@ -14,6 +14,21 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{self, BodilessCommand};
 use crate::http::error::ApiError;
+use crate::http::extract::PageParams;
+use crate::http::openapi::{Doc, Meta};
+use parley_projections::read_models::notifications::query::NotificationView;
+
+/// `meta` of the list: pagination and the unread count.
+fn unread_meta() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("pagination", utoipa::openapi::Ref::from_schema_name("Pagination"))
+        .property("unread_count", ObjectBuilder::new().schema_type(Type::Integer))
+        .required("pagination")
+        .required("unread_count");
+    utoipa::openapi::RefOr::T(Schema::Object(object.build()))
+}
 use crate::http::extract::{ApiPath, ApiQuery, Pagination, Reading};
 use crate::http::respond::{self, envelope, respond};
 use crate::http::state::AppState;
@@ -21,12 +36,22 @@ use crate::http::state::AppState;
 pub fn router() -> Routes {
     Routes::default()
         .get("/notifications", list)
+        .doc(
+            Doc::new("Own notifications, newest first (mentions, added to a conversation, missed calls)")
+                .query::<ListParams>()
+                .query::<PageParams>()
+                .lists::<NotificationView>(Meta::Fields(unread_meta()))
+                .reads(),
+        )
         .post("/notifications/{id}/read", read)
+        .doc(Doc::new("Mark a notification read").no_content())
         .post("/notifications/read_all", read_all)
+        .doc(Doc::new("Mark every notification read").no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct ListParams {
+    /// Only unread ones.
     unread: Option<bool>,
 }
 

@@ -13,6 +13,9 @@ use crate::http::auth::Principal;
 use crate::http::door::{answer, BodilessCommand};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
+use crate::http::openapi::document::string_schema;
+use crate::http::openapi::shapes::{Projection, RebuildQueued};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};
 use crate::http::state::AppState;
 use crate::rebuilds;
@@ -20,7 +23,18 @@ use crate::rebuilds;
 pub fn router() -> Routes {
     Routes::default()
         .get("/admin/projections", projections)
+        .doc(
+            Doc::new("Every projection with its position and lag")
+                .permission("projections.manage")
+                .lists::<Projection>(Meta::Plain),
+        )
         .post("/admin/projections/{name}/rebuild", rebuild)
+        .doc(
+            Doc::new("Rebuild a projection from the log as a job; its progress shows in the list")
+                .permission("projections.manage")
+                .path_param("name", string_schema())
+                .answers::<RebuildQueued>(202),
+        )
 }
 
 /// Every projection generation that is not retired, a rebuilding one next to its live one.

@@ -11,16 +11,28 @@ use uuid::Uuid;
 use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::ApiPath;
+use crate::http::openapi::shapes::Reaction;
+use crate::http::openapi::Doc;
 use crate::http::respond::no_content;
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
-    Routes::default().post("/reactions", add).delete("/reactions/{id}", remove)
+    Routes::default()
+        .post("/reactions", add)
+        .doc(
+            Doc::new("React to a message (the same user and emoji again: 200 with the existing one)")
+                .body::<AddBody>()
+                .answers::<Reaction>(201)
+                .answers::<Reaction>(200),
+        )
+        .delete("/reactions/{id}", remove)
+        .doc(Doc::new("Take back one's reaction").no_content().errors(&[Code::Forbidden]))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewReaction)]
 struct AddBody {
     message_id: Uuid,
     emoji: String,

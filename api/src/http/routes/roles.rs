@@ -16,15 +16,42 @@ use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiJson, ApiPath, IfMatch, Reading};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, no_content, ok, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .get("/roles", list)
+        .doc(
+            Doc::new("The account's roles: the system ones, then custom ones by name")
+                .lists::<RoleView>(Meta::Plain)
+                .reads(),
+        )
         .post("/roles", create)
+        .doc(
+            Doc::new("Create a custom role")
+                .permission("roles.manage")
+                .body::<CreateBody>()
+                .answers::<RoleView>(201)
+                .errors(&[Code::Conflict]),
+        )
         .patch("/roles/{id}", update)
+        .doc(
+            Doc::new("Change a custom role (system roles are immutable: 403)")
+                .permission("roles.manage")
+                .body::<UpdateBody>()
+                .answers::<RoleView>(200)
+                .if_match()
+                .errors(&[Code::Conflict]),
+        )
         .delete("/roles/{id}", delete)
+        .doc(
+            Doc::new("Delete a custom role")
+                .permission("roles.manage")
+                .no_content()
+                .errors(&[Code::Conflict]),
+        )
 }
 
 /// The system roles, with fixed ids so that they can be named like any role (and refused).
@@ -71,7 +98,8 @@ async fn list(principal: Principal, reads: Reading) -> Result<Response, ApiError
     Ok(respond(StatusCode::OK, envelope(json!(roles), json!({}), None), None))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewRole)]
 struct CreateBody {
     name: String,
     permissions: Vec<String>,
@@ -92,7 +120,8 @@ async fn create(
     Ok(door.answer(outcome, &render))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = RoleChanges)]
 struct UpdateBody {
     name: Option<String>,
     permissions: Option<Vec<String>>,

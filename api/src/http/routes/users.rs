@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use parley_aggregates::permissions::Permission;
-use parley_projections::read_models::users::query as users;
+use parley_projections::read_models::users::query::{self as users, PublicProfile, UserSummary};
 use parley_projections::Reads;
 use serde_json::json;
 use uuid::Uuid;
@@ -12,21 +12,70 @@ use uuid::Uuid;
 use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::consistency::later;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, ApiQuery, MinPosition, Pagination, Reading};
+use crate::http::openapi::shapes::{AssignedRoles, Me, PermissionInfo, ProfileChanges, UpdatedProfile};
+use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, ok, respond, with_etag};
 use crate::http::state::AppState;
 
 pub fn router() -> Routes {
     Routes::default()
         .get("/users", list)
+        .doc(
+            Doc::new("The account's users, by name; `search` matches a name or email prefix")
+                .permission("users.view")
+                .query::<ListQuery>()
+                .paged::<UserSummary>()
+                .reads(),
+        )
         .get("/users/me", me)
+        .doc(
+            Doc::new("Own profile with email, roles, permissions and account")
+                .answers::<Me>(200)
+                .etag()
+                .reads(),
+        )
         .get("/users/{id}", profile)
+        .doc(
+            Doc::new("A user's public profile (no email)")
+                .permission("users.view")
+                .answers::<PublicProfile>(200)
+                .etag()
+                .reads(),
+        )
         .patch("/users/{id}", update)
+        .doc(
+            Doc::new("Change a profile: one's own, or with `users.manage`")
+                .body::<ProfileChanges>()
+                .answers::<UpdatedProfile>(200)
+                .if_match()
+                .errors(&[Code::Forbidden]),
+        )
         .delete("/users/{id}", deactivate)
+        .doc(
+            Doc::new("Deactivate a user: their sessions end, login is refused")
+                .permission("users.manage")
+                .no_content()
+                .errors(&[Code::Conflict]),
+        )
         .put("/users/{id}/roles", assign_roles)
+        .doc(
+            Doc::new("Replace a user's roles (the last owner cannot be demoted)")
+                .permission("users.manage")
+                .body::<RolesBody>()
+                .answers::<AssignedRoles>(200)
+                .errors(&[Code::Conflict]),
+        )
         .put("/users/{id}/password", change_password)
+        .doc(
+            Doc::new("Change one's own password (not one of the last 5)")
+                .body::<PasswordBody>()
+                .no_content()
+                .errors(&[Code::Forbidden]),
+        )
         .get("/permissions", permissions)
+        .doc(Doc::new("The permission registry").lists::<PermissionInfo>(Meta::Plain))
 }
 
 /// Own profile with email, roles, permissions and account. Waits for the read model to include
@@ -71,7 +120,8 @@ async fn deactivate(
     Ok(crate::http::respond::no_content(done.cursor))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = RoleAssignment)]
 struct RolesBody {
     roles: Vec<String>,
 }
@@ -88,8 +138,9 @@ async fn assign_roles(
     Ok(ok(json!({"id": id, "roles": assigned.roles}), assigned.cursor))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 struct ListQuery {
+    /// A prefix of the name or email.
     search: Option<String>,
 }
 
@@ -155,7 +206,8 @@ async fn update(
     Ok(with_etag(response, updated.version))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = PasswordChange)]
 struct PasswordBody {
     current_password: String,
     new_password: String,

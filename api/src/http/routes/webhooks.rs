@@ -21,6 +21,13 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
 use crate::http::error::{ApiError, Code};
+use crate::http::openapi::shapes::{
+    Accepted, IncomingText, IssuedHook, IssuedSubscription, RecoverQueued, ResendQueued,
+};
+use crate::http::openapi::Doc;
+use parley_commands::webhooks::Attempt;
+
+const MANAGE: &str = "webhooks.manage";
 use crate::http::extract::{ApiJson, ApiPath, Pagination, Reading};
 use crate::http::respond::{created, envelope, no_content, respond, with_etag};
 use crate::http::state::AppState;
@@ -28,22 +35,76 @@ use crate::http::state::AppState;
 pub fn router() -> Routes {
     Routes::default()
         .get("/webhooks/subscriptions", list)
+        .doc(Doc::new("Outgoing webhook subscriptions (never their secrets)").permission(MANAGE).paged::<SubscriptionView>().reads())
         .post_secret("/webhooks/subscriptions", subscribe)
+        .doc(
+            Doc::new("Subscribe a URL to event types: the secret is shown once")
+                .describe("URLs that resolve to private addresses are refused (422) unless the server allows them.")
+                .permission(MANAGE)
+                .body::<SubscribeBody>()
+                .answers::<IssuedSubscription>(201)
+                .etag(),
+        )
         .get("/webhooks/subscriptions/{id}", show)
+        .doc(Doc::new("A subscription").permission(MANAGE).answers::<SubscriptionView>(200).etag().reads())
         .patch("/webhooks/subscriptions/{id}", change)
+        .doc(
+            Doc::new("Change a subscription's URL, event types, description or `enabled`")
+                .permission(MANAGE)
+                .body::<ChangeBody>()
+                .answers::<SubscriptionView>(200)
+                .etag(),
+        )
         .delete("/webhooks/subscriptions/{id}", unsubscribe)
+        .doc(Doc::new("Remove a subscription").permission(MANAGE).no_content())
         .post_secret("/webhooks/subscriptions/{id}/rotate", rotate)
+        .doc(
+            Doc::new("Rotate the secret: shown once; both sign for 24 h")
+                .permission(MANAGE)
+                .answers::<IssuedSubscription>(200)
+                .etag(),
+        )
         .get("/webhooks/subscriptions/{id}/attempts", attempts)
+        .doc(Doc::new("Delivery attempts, newest first").permission(MANAGE).paged::<Attempt>())
         .post("/webhooks/subscriptions/{id}/resend", resend)
+        .doc(Doc::new("Deliver one event again").permission(MANAGE).body::<ResendBody>().answers::<ResendQueued>(202))
         .post("/webhooks/subscriptions/{id}/recover", recover)
+        .doc(
+            Doc::new("Deliver again every subscribed event of a time range")
+                .permission(MANAGE)
+                .body::<RecoverBody>()
+                .answers::<RecoverQueued>(202),
+        )
         .get("/webhooks/incoming", hooks)
+        .doc(Doc::new("Incoming webhooks (never their secrets)").permission(MANAGE).paged::<HookView>().reads())
         .post_secret("/webhooks/incoming", create_hook)
+        .doc(
+            Doc::new("Create an incoming webhook posting into a conversation: the secret is shown once")
+                .permission(MANAGE)
+                .body::<HookBody>()
+                .answers::<IssuedHook>(201)
+                .errors(&[Code::NotFound])
+                .etag(),
+        )
         .get("/webhooks/incoming/{id}", hook)
+        .doc(Doc::new("An incoming webhook").permission(MANAGE).answers::<HookView>(200).etag().reads())
         .delete("/webhooks/incoming/{id}", delete_hook)
+        .doc(Doc::new("Delete an incoming webhook").permission(MANAGE).no_content())
         .post_signed("/webhooks/incoming/{id}", receive)
+        .doc(
+            Doc::new("Deliver to an incoming webhook, signed as Standard Webhooks sign")
+                .describe(
+                    "202 once the signature holds; a job posts `text` as the hook. A signed body that \
+                     cannot be processed is still 202 and posts nothing; the same `webhook-id` twice posts once.",
+                )
+                .signed()
+                .body::<IncomingText>()
+                .answers::<Accepted>(202),
+        )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewSubscription)]
 struct SubscribeBody {
     url: String,
     event_types: Vec<String>,
@@ -101,7 +162,8 @@ async fn show(
     Ok(with_etag(respond(StatusCode::OK, envelope(json!(view), json!({}), None), None), version))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SubscriptionChanges)]
 struct ChangeBody {
     url: Option<String>,
     event_types: Option<Vec<String>>,
@@ -168,7 +230,8 @@ async fn attempts(
     Ok(respond(StatusCode::OK, envelope(json!(items), page.meta(total), None), None))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Resend)]
 struct ResendBody {
     event_id: Uuid,
 }
@@ -193,7 +256,8 @@ async fn resend(
     Ok(answered)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Recover)]
 struct RecoverBody {
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
@@ -218,7 +282,8 @@ async fn recover(
     Ok(answered)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewIncomingWebhook)]
 struct HookBody {
     conversation_id: Uuid,
     name: String,

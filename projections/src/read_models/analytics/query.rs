@@ -8,7 +8,7 @@ use crate::error::ProjectionError;
 use crate::reads::{ReadModel, Reads};
 
 /// One account's UTC day.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct DailyRow {
     pub date: NaiveDate,
     pub messages: i64,

@@ -10,7 +10,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::ApiKeys];
 
 /// An API key as every answer shows it; the creation's answer adds the secret.
-#[derive(Clone, Debug, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize)]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub name: String,

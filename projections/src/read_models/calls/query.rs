@@ -9,7 +9,7 @@ use crate::reads::{ReadModel, Reads};
 
 const READS: &[ReadModel] = &[ReadModel::Calls];
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct ParticipantView {
     pub user_id: Uuid,
     /// `invited`, `joined`, `declined` or `left`.
@@ -18,7 +18,7 @@ pub struct ParticipantView {
     pub left_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize)]
 pub struct CallView {
     pub id: Uuid,
     pub conversation_id: Uuid,

@@ -16,7 +16,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::Conversations, ReadModel::Messages];
 
 /// A conversation: the one shape of a conversation in every answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize)]
 pub struct ConversationView {
     pub id: Uuid,
     /// `group` or `direct`.
@@ -35,7 +35,7 @@ pub struct ConversationView {
     pub version: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct MemberView {
     pub user_id: Uuid,
     /// `admin` or `member`.

@@ -9,7 +9,7 @@ use crate::reads::{ReadModel, Reads};
 
 const READS: &[ReadModel] = &[ReadModel::Invitations];
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct InvitationView {
     pub id: Uuid,
     pub email: String,

@@ -20,7 +20,7 @@ pub const MAX_LIMIT: i64 = 100;
 pub const DEFAULT_LIMIT: i64 = 50;
 
 /// A message: the one shape of a message in every answer and frame.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize)]
 pub struct MessageView {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -40,7 +40,7 @@ pub struct MessageView {
 }
 
 /// The reactions of one emoji on a message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReactionSummary {
     pub emoji: String,
     pub count: i64,

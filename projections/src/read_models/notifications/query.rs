@@ -10,7 +10,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::Notifications];
 
 /// A notification, as every answer shows it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct NotificationView {
     pub id: Uuid,
     /// `mention` or `added_to_conversation`.

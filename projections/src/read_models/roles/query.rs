@@ -9,7 +9,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::Roles];
 
 /// A role, system or custom.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct RoleView {
     pub id: Uuid,
     pub name: String,

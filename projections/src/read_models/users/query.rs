@@ -11,7 +11,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::Users];
 
 /// The caller's own profile, with email and roles (permissions are added by who resolves roles).
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct OwnProfile {
     pub id: Uuid,
     pub name: String,
@@ -26,7 +26,7 @@ pub struct OwnProfile {
     pub account: AccountView,
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct AccountView {
     #[sqlx(rename = "account_id")]
     pub id: Uuid,
@@ -35,7 +35,7 @@ pub struct AccountView {
 }
 
 /// A user in the account's list.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct UserSummary {
     pub id: Uuid,
     pub name: String,
@@ -51,7 +51,7 @@ pub struct UserSummary {
 }
 
 /// What anyone of the account may see of a user (no email).
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct PublicProfile {
     pub id: Uuid,
     pub name: String,

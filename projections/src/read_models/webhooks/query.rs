@@ -10,7 +10,7 @@ use crate::reads::{ReadModel, Reads};
 const READS: &[ReadModel] = &[ReadModel::Webhooks];
 
 /// A subscription as every answer shows it; its creation and rotation add the secret.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct SubscriptionView {
     pub id: Uuid,
     pub url: String,
@@ -27,7 +27,7 @@ pub struct SubscriptionView {
 }
 
 /// An incoming hook as every answer shows it; its creation adds the secret.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(utoipa::ToSchema, Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct HookView {
     pub id: Uuid,
     pub conversation_id: Uuid,
