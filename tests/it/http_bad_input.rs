@@ -369,6 +369,10 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         if template == "/api/v1/admin/projections/{name}/rebuild" {
             continue;
         }
+        // The docs page's files belong to no account.
+        if template.starts_with("/docs/") {
+            continue;
+        }
         let body = sample_body(method, template, &me.id, &user);
         if template == "/api/v1/audit/streams/{stream_type}/{stream_id}" {
             for (_, (stream_type, id)) in &theirs_by_resource {

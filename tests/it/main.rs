@@ -21,6 +21,7 @@ mod http_sessions;
 mod http_users;
 mod idempotency;
 mod jobs;
+mod openapi;
 mod outage;
 mod process_managers;
 mod projections;
