@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::Method;
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
@@ -62,10 +63,11 @@ pub fn build(endpoints: &[Endpoint]) -> OpenApi {
         }
         let tag = tag_of(path);
         tags.entry(tag.clone()).or_insert(());
+        let links = links_from(endpoint, endpoints);
         paths.add_path_operation(
             &endpoint.path,
             vec![http_method(&endpoint.method)],
-            operation(endpoint, doc, tag),
+            operation(endpoint, doc, tag, &links),
         );
     }
     OpenApiBuilder::new()
@@ -113,7 +115,38 @@ fn operation_id(method: &Method, path: &str) -> String {
     format!("{}_{}", method.as_str().to_lowercase(), words.join("_"))
 }
 
-fn operation(endpoint: &Endpoint, doc: &Doc, tag: String) -> Operation {
+/// What a creation leads to: from `POST /things` answering 201 with `data.id`, every operation
+/// on `/things/{param}...`, the new param from the answer, the others as the request had them
+/// (`POST /conversations/{id}/messages` → `PATCH /conversations/{id}/messages/{message_id}`).
+/// Clients (and Schemathesis' stateful phase) follow them from a created resource to its uses.
+fn links_from(endpoint: &Endpoint, endpoints: &[Endpoint]) -> Vec<(String, Link)> {
+    let creates = endpoint.method == Method::POST
+        && endpoint.doc.as_ref().is_some_and(|d| {
+            d.success.iter().any(|(status, answer)| *status == 201 && matches!(answer, Answer::Data { .. }))
+        });
+    if !creates {
+        return Vec::new();
+    }
+    let known = path_params(&endpoint.path);
+    let prefix = format!("{}/{{", endpoint.path);
+    let mut links = Vec::new();
+    for target in endpoints.iter().filter(|t| t.doc.is_some() && t.path.starts_with(&prefix)) {
+        // Exactly one parameter the creation does not know: the one its answer names.
+        let unknown: Vec<String> = path_params(&target.path).into_iter().filter(|p| !known.contains(p)).collect();
+        let [new] = unknown.as_slice() else { continue };
+        let new = new.clone();
+        let mut link = LinkBuilder::new()
+            .operation_id(operation_id(&target.method, &target.path))
+            .parameter(new.clone(), "$response.body#/data/id");
+        for param in path_params(&target.path).into_iter().filter(|p| *p != new) {
+            link = link.parameter(param.clone(), format!("$request.path.{param}"));
+        }
+        links.push((operation_id(&target.method, &target.path), link.build()));
+    }
+    links
+}
+
+fn operation(endpoint: &Endpoint, doc: &Doc, tag: String, links: &[(String, Link)]) -> Operation {
     let mut errors: Vec<Code> = Vec::new();
     let mut op = OperationBuilder::new()
         .summary(Some(doc.summary))
@@ -223,7 +256,13 @@ fn operation(endpoint: &Endpoint, doc: &Doc, tag: String) -> Operation {
 
     let mut responses = ResponsesBuilder::new();
     for (status, answer) in &doc.success {
-        responses = responses.response(status.to_string(), success(*status, answer, endpoint, doc));
+        let mut response = success(*status, answer, endpoint, doc);
+        if *status == 201 {
+            for (name, link) in links {
+                response.links.insert(name.clone(), RefOr::T(link.clone()));
+            }
+        }
+        responses = responses.response(status.to_string(), response);
     }
     for (status, codes) in by_status(&errors) {
         let names: Vec<String> = codes.iter().map(|c| format!("`{}`", c.describe().0)).collect();

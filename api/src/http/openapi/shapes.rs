@@ -259,3 +259,18 @@ pub struct ConversationChanges {
 pub struct IncomingText {
     pub text: String,
 }
+
+/// A permission's name, one of the registry's.
+pub struct PermissionName;
+
+impl utoipa::PartialSchema for PermissionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let names = parley_aggregates::permissions::REGISTRY.iter().map(|(_, name, _)| *name);
+        utoipa::openapi::RefOr::T(Schema::Object(
+            ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build(),
+        ))
+    }
+}
+
+impl ToSchema for PermissionName {}

@@ -45,7 +45,10 @@ pub fn router() -> Routes {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = NewApiKey)]
 struct CreateBody {
+    #[schema(min_length = 1, max_length = 200, example = "ci")]
     name: String,
+    /// Only permissions the creator holds.
+    #[schema(value_type = Vec<crate::http::openapi::shapes::PermissionName>)]
     permissions: Vec<String>,
     expires_at: Option<DateTime<Utc>>,
 }

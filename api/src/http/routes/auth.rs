@@ -54,17 +54,26 @@ pub fn router() -> Routes {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = Registration)]
 struct RegisterBody {
+    #[schema(min_length = 1, max_length = 200, example = "Ann")]
     name: String,
+    #[schema(format = Email, example = "ann@example.com")]
     email: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024, example = "correct horse battery")]
     password: String,
+    /// The new account's name (default: the user's).
+    #[schema(min_length = 1, max_length = 200)]
     account_name: Option<String>,
+    /// Join the inviting account instead of opening one (the email must match).
     invitation_token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[schema(as = Login)]
 struct LoginBody {
+    #[schema(format = Email, example = "ann@example.com")]
     email: String,
+    #[schema(example = "correct horse battery")]
     password: String,
 }
 

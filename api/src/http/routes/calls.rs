@@ -59,6 +59,7 @@ pub fn router() -> Routes {
 #[schema(as = NewCall)]
 struct StartBody {
     /// `audio` or `video`.
+    #[schema(pattern = "^(audio|video)$", example = "video")]
     kind: String,
 }
 

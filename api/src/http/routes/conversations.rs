@@ -59,7 +59,7 @@ pub fn router() -> Routes {
         .doc(
             Doc::new("Archive a conversation (its admins, or `conversations.manage`)")
                 .no_content()
-                .errors(&[Code::Forbidden]),
+                .errors(&[Code::Forbidden, Code::Conflict]),
         )
         .post("/conversations/{id}/memberships", add_member)
         .doc(
@@ -75,14 +75,22 @@ pub fn router() -> Routes {
                 .errors(&[Code::Forbidden, Code::Conflict]),
         )
         .post("/conversations/{id}/read", read)
-        .doc(Doc::new("Mark read up to a message").body::<ReadBody>().answers::<ReadUpTo>(200))
+        .doc(
+            Doc::new("Mark read up to a message")
+                .body::<ReadBody>()
+                .answers::<ReadUpTo>(200)
+                .errors(&[Code::Conflict]),
+        )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = NewConversation)]
 struct CreateBody {
-    /// `direct` or `group`.
+    /// `direct` (one other member) or `group`.
+    #[schema(pattern = "^(direct|group)$", example = "group")]
     kind: String,
+    /// A group's title.
+    #[schema(min_length = 1, max_length = 200, example = "Launch")]
     title: Option<String>,
     #[serde(default)]
     member_ids: Vec<Uuid>,

@@ -50,7 +50,10 @@ pub fn router() -> Routes {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = NewInvitation)]
 struct CreateBody {
+    #[schema(format = Email, example = "bob@example.com")]
     email: String,
+    /// A system role (`admin`, `member`; `owner` only from an owner) or a custom role's name.
+    #[schema(example = "member")]
     role: String,
 }
 

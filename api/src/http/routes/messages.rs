@@ -34,7 +34,12 @@ pub fn router() -> Routes {
                 .reads(),
         )
         .post("/conversations/{id}/messages", post)
-        .doc(Doc::new("Post a message (1..10,000 characters)").body::<PostBody>().answers::<MessageView>(201))
+        .doc(
+            Doc::new("Post a message (1..10,000 characters)")
+                .body::<PostBody>()
+                .answers::<MessageView>(201)
+                .errors(&[Code::Conflict]),
+        )
         .patch("/conversations/{id}/messages/{message_id}", edit)
         .doc(
             Doc::new("Edit a message (its author)")
@@ -48,13 +53,15 @@ pub fn router() -> Routes {
             Doc::new("Delete a message: it keeps its place without a body")
                 .describe("Its author, a conversation admin, or `messages.moderate`.")
                 .no_content()
-                .errors(&[Code::Forbidden]),
+                .errors(&[Code::Forbidden, Code::Conflict]),
         )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = NewMessage)]
 struct PostBody {
+    /// 1..10,000 characters, not only white space; `@name` mentions a member.
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S", example = "Ship it @ann")]
     body: String,
 }
 
@@ -135,6 +142,7 @@ async fn list(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = MessageEdit)]
 struct EditBody {
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S", example = "Ship it tomorrow")]
     body: String,
 }
 

@@ -25,7 +25,8 @@ pub fn router() -> Routes {
             Doc::new("React to a message (the same user and emoji again: 200 with the existing one)")
                 .body::<AddBody>()
                 .answers::<Reaction>(201)
-                .answers::<Reaction>(200),
+                .answers::<Reaction>(200)
+                .errors(&[Code::NotFound]),
         )
         .delete("/reactions/{id}", remove)
         .doc(Doc::new("Take back one's reaction").no_content().errors(&[Code::Forbidden]))
@@ -35,6 +36,8 @@ pub fn router() -> Routes {
 #[schema(as = NewReaction)]
 struct AddBody {
     message_id: Uuid,
+    /// One pictographic grapheme (flags, keycaps and ZWJ sequences count as one).
+    #[schema(example = "👍")]
     emoji: String,
 }
 

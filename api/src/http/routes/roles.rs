@@ -101,7 +101,9 @@ async fn list(principal: Principal, reads: Reading) -> Result<Response, ApiError
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = NewRole)]
 struct CreateBody {
+    #[schema(min_length = 1, max_length = 200, example = "moderator")]
     name: String,
+    #[schema(value_type = Vec<crate::http::openapi::shapes::PermissionName>)]
     permissions: Vec<String>,
 }
 
@@ -123,7 +125,9 @@ async fn create(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = RoleChanges)]
 struct UpdateBody {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(value_type = Option<Vec<crate::http::openapi::shapes::PermissionName>>)]
     permissions: Option<Vec<String>>,
 }
 
