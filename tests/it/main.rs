@@ -22,6 +22,7 @@ mod http_users;
 mod idempotency;
 mod jobs;
 mod outage;
+mod portable;
 mod process_managers;
 mod projections;
 mod replay;
