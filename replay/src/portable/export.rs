@@ -64,7 +64,7 @@ pub async fn export(
         serde_json::to_writer(&mut *out, &line(&row)?).map_err(|e| io(e.into()))?;
         out.write_all(b"\n").map_err(io)?;
         written += 1;
-        if written % 1000 == 0 {
+        if written.is_multiple_of(1000) {
             progress.advance(1000);
         }
     }
