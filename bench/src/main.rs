@@ -29,6 +29,9 @@
 //!   the page falls, next to a plain WebSocket client (needs `tests/js/node_modules`).
 //! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
 //!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
+//! - `export`: `parley replay export` and `import` events/s over `--export-events` MessagePosted
+//!   events, next to an ordered read of the same log (a raw `SELECT ... ORDER BY position` streamed
+//!   with sqlx), with the process's peak memory growth during each.
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -36,6 +39,7 @@ mod analytics;
 mod auth;
 mod chat;
 mod dashboard;
+mod export;
 mod http;
 mod jobs;
 mod presence;
@@ -68,6 +72,7 @@ enum Suite {
     Cable,
     Analytics,
     Dashboard,
+    Export,
     All,
 }
 
@@ -112,6 +117,9 @@ struct Args {
     /// WebSocket connections the presence suite holds on one node.
     #[arg(long, default_value_t = 10_000)]
     presence_connections: usize,
+    /// Events in the log the export suite exports and imports.
+    #[arg(long, default_value_t = 200_000)]
+    export_events: usize,
     /// Serve in this process for a suite that measures a server apart from its clients.
     #[arg(long, value_enum, hide = true)]
     child: Option<presence::ChildServer>,
@@ -217,6 +225,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Dashboard | Suite::All) {
         dashboard::run(&server).await?;
+    }
+    if matches!(args.suite, Suite::Export | Suite::All) {
+        export::run(&server, args.export_events).await?;
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);

@@ -18,7 +18,7 @@ const PER_APPEND: usize = 500;
 const WRITERS: usize = 8;
 
 /// Appends `count` MessagePosted events over [`CONVERSATIONS`] conversations.
-async fn seed(store: &EventStore, count: usize, already: usize) -> anyhow::Result<()> {
+pub(crate) async fn seed(store: &EventStore, count: usize, already: usize) -> anyhow::Result<()> {
     let account = Uuid::nil();
     let appends = count / PER_APPEND;
     let next = Arc::new(AtomicU64::new(0));
@@ -72,7 +72,7 @@ async fn seed(store: &EventStore, count: usize, already: usize) -> anyhow::Resul
     Ok(())
 }
 
-fn rss_kib() -> u64 {
+pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))

@@ -1,8 +1,12 @@
 //! Audit-log tooling over the log: event queries, an aggregate's state as of a time or version,
-//! and verification of every stream's hash chain. Secret fields are redacted in all output.
+//! verification of every stream's hash chain, and the portable copy of the log (export and
+//! import). Secret fields are redacted in all output meant to be read (never in the portable
+//! copy, which must reproduce every hash).
 
+mod chain;
 mod error;
 mod events;
+pub mod portable;
 mod state;
 mod verify;
 

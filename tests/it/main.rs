@@ -23,6 +23,7 @@ mod idempotency;
 mod jobs;
 mod openapi;
 mod outage;
+mod portable;
 mod process_managers;
 mod projections;
 mod replay;

@@ -10,32 +10,32 @@ use serde_json::{json, Value};
 use parley_tests::server::{TestServer, User};
 
 /// An account with one of every resource, and a valid request for every endpoint.
-struct World {
-    s: TestServer,
-    owner: User,
-    member: User,
+pub(crate) struct World {
+    pub(crate) s: TestServer,
+    pub(crate) owner: User,
+    pub(crate) member: User,
     /// In the account, not in the group yet.
-    newcomer: User,
-    group: String,
-    message: String,
-    role: String,
-    invitation: String,
-    key: String,
-    reaction: String,
+    pub(crate) newcomer: User,
+    pub(crate) group: String,
+    pub(crate) message: String,
+    pub(crate) role: String,
+    pub(crate) invitation: String,
+    pub(crate) key: String,
+    pub(crate) reaction: String,
     /// One of `member`'s notifications (they were added to the group).
-    notification: String,
+    pub(crate) notification: String,
     /// A job of the account in the dead set.
-    job: String,
+    pub(crate) job: String,
     /// A webhook subscription and an incoming hook of the account, and an event of it.
-    subscription: String,
-    hook: String,
-    event: String,
+    pub(crate) subscription: String,
+    pub(crate) hook: String,
+    pub(crate) event: String,
     /// A call of the group, over (so a new one may start).
-    call: String,
+    pub(crate) call: String,
 }
 
 impl World {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let s = TestServer::start().await;
         let owner = s.register("owner@example.com").await;
         let member = s.invite_member(&owner, "member@example.com").await;
@@ -140,7 +140,7 @@ impl World {
     }
 
     /// `template` with its parameters filled with this world's ids.
-    fn path(&self, template: &str) -> String {
+    pub(crate) fn path(&self, template: &str) -> String {
         let id = match template.trim_start_matches("/api/v1/").split('/').next().unwrap_or_default() {
             "users" => &self.member.id,
             "invitations" => &self.invitation,
@@ -165,7 +165,7 @@ impl World {
     }
 
     /// Who sends a request to `template`: the member for their own notification, else the owner.
-    fn token(&self, template: &str) -> &str {
+    pub(crate) fn token(&self, template: &str) -> &str {
         if template.contains("/notifications/{id}") {
             &self.member.token
         } else {
@@ -231,7 +231,7 @@ impl World {
     }
 }
 
-fn id_of(a: &parley_tests::server::Answer) -> String {
+pub(crate) fn id_of(a: &parley_tests::server::Answer) -> String {
     assert!(a.status.is_success(), "{:?}", a.body);
     a.data()["id"].as_str().expect("an id").to_owned()
 }

@@ -88,7 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             projections::run(&app, command).await
         }
         Command::Replay(command) => {
-            let app = App::connect(&cli.config, false).await?;
+            let app = App::connect(&cli.config, command.migrates()).await?;
             replay::run(&app, command).await
         }
         Command::Jobs(command) => {

@@ -1,13 +1,15 @@
-//! `parley replay events | state | verify`.
+//! `parley replay events | state | verify | export | import`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
 use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parley_eventstore::{EventFilter, LogCursor};
+use parley_replay::portable::{export_to_file, import_file, Progress};
 use parley_replay::{events, state, to_json, verify, AsOf, ChainHead};
 use uuid::Uuid;
 
@@ -64,6 +66,57 @@ pub enum ReplayCommand {
         #[arg(long)]
         heads: Option<std::path::PathBuf>,
     },
+    /// Write a portable copy of the log (JSON lines: a header, then one event per line) to a file,
+    /// whole or not at all.
+    Export {
+        /// The file to write (replaced only once the export is complete).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Only this account's streams (each one whole).
+        #[arg(long)]
+        account: Option<Uuid>,
+    },
+    /// Import a portable copy into an empty store: every hash chain and the header are checked
+    /// first; any fault and nothing is imported.
+    Import {
+        /// A file written by `parley replay export`.
+        file: std::path::PathBuf,
+    },
+}
+
+impl ReplayCommand {
+    /// Whether the command may bring the schema up to date (an import fills a new database).
+    pub fn migrates(&self) -> bool {
+        matches!(self, ReplayCommand::Import { .. })
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(prefix: &'static str) -> anyhow::Result<Self> {
+        let bar = ProgressBar::new(0);
+        if !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>7} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")?
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix);
+        Ok(Self(bar))
+    }
+}
+
+impl Progress for Bar {
+    fn total(&self, events: u64) {
+        self.0.set_length(events);
+    }
+
+    fn advance(&self, events: u64) {
+        self.0.inc(events);
+    }
 }
 
 pub async fn run(app: &App, command: ReplayCommand) -> anyhow::Result<ExitCode> {
@@ -178,6 +231,34 @@ pub async fn run(app: &App, command: ReplayCommand) -> anyhow::Result<ExitCode> 
                 if report.ok() { "ok".to_string() } else { format!("{} problems", report.problems.len()) }
             )?;
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        ReplayCommand::Export { out: path, account } => {
+            let bar = Bar::new("export")?;
+            let exported = export_to_file(app.store.pool(), account, &path, &bar)
+                .await
+                .context("export failed, no file was written")?;
+            bar.0.finish_and_clear();
+            writeln!(
+                out,
+                "exported {} events of {} streams to {}",
+                exported.events,
+                exported.streams,
+                path.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ReplayCommand::Import { file } => {
+            let bar = Bar::new("import")?;
+            let imported =
+                import_file(&app.store, &file, &bar).await.context("import refused, nothing was imported")?;
+            bar.0.finish_and_clear();
+            writeln!(
+                out,
+                "imported {} events of {} streams (positions up to {}); read models rebuild from the log when \
+                 the server starts",
+                imported.events, imported.streams, imported.last_position
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

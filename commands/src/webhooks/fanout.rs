@@ -39,6 +39,12 @@ fn strings(payload: &serde_json::Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Applies a subscription event to `webhook_routes` alone: the fan-out's state derived again from
+/// an imported log (whose fan-out then starts at the imported head, with these routes).
+pub(crate) async fn follow_route(tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
+    follow(tx, &mut HashMap::new(), event).await
+}
+
 /// Applies a subscription event to `webhook_routes` and to the batch's view of the routes.
 async fn follow(
     tx: &mut PgConnection,

@@ -11,7 +11,7 @@
 pub mod address;
 mod attempts;
 mod deliver;
-mod fanout;
+pub(crate) mod fanout;
 mod hooks;
 mod incoming;
 pub mod secrets;
