@@ -91,8 +91,11 @@ fn without_transaction_ids(v: &mut Value) {
 /// GET endpoints whose answers are not derived from the log, and why they are left out.
 fn outside_the_log(path: &str) -> bool {
     // A WebSocket; process metrics; the job queue and projection runtime state (operational
-    // state, not exported); webhook delivery attempts (a record of calls made, not events).
+    // state, not exported); webhook delivery attempts (a record of calls made, not events); the
+    // API's description of itself and its page.
     path == "/api/v1/cable"
+        || path == "/api/v1/openapi.json"
+        || path.starts_with("/docs")
         || path == "/metrics"
         || path.starts_with("/api/v1/admin/jobs")
         || path.starts_with("/api/v1/admin/projections")
