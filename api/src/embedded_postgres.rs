@@ -80,20 +80,27 @@ impl PrivateCluster {
             check_system_user_reaches(data_dir)?;
         }
         let log = data_dir.join("postgres.log");
+        let owner = data_dir.join("postgres.owner");
         if let Some((socket_dir, port)) = running_elsewhere(&bindir, &cluster, as_system_user)? {
             anyhow::ensure!(
                 port == PORT,
                 "the PostgreSQL cluster in {} runs on port {port}, not {PORT}",
                 cluster.display()
             );
+            // Another live parley stops it; a cluster whose parley was killed (kill -9) is
+            // adopted, so it is stopped at our exit instead of running on forever.
+            let owned = !owner_alive(&owner);
+            if owned {
+                fs::write(&owner, std::process::id().to_string())?;
+            }
             return Ok(Self {
                 bindir,
                 cluster,
+                temp_socket_dir: !socket_dir.starts_with(data_dir),
                 socket_dir,
-                temp_socket_dir: false,
                 log,
                 as_system_user,
-                owned: false,
+                owned,
                 stopped: false,
             });
         }
@@ -126,6 +133,7 @@ impl PrivateCluster {
             return Err(e);
         }
         this.stopped = false;
+        fs::write(&owner, std::process::id().to_string())?;
         Ok(this)
     }
 
@@ -300,6 +308,18 @@ impl Drop for PrivateCluster {
             }
         }
     }
+}
+
+/// Whether the parley process named in `postgres.owner` (the one that started the running
+/// cluster) is still alive.
+fn owner_alive(owner: &Path) -> bool {
+    let Some(pid) = fs::read_to_string(owner).ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
+        return false;
+    };
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    pid != std::process::id()
+        && !status.is_empty()
+        && !status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
 }
 
 /// The directory of the server's programs: `PARLEY_POSTGRES_BINDIR` (hidden, for tests), else
