@@ -152,7 +152,7 @@ impl PrivateCluster {
         let whose = if self.owned {
             "stops when parley exits (Ctrl-C)"
         } else {
-            "already run by another parley process, which stops it"
+            "is run by another parley process, which stops it"
         };
         let socket = if self.temp_socket_dir {
             format!(" (socket in {}: the data folder's path is too long for one)", self.socket_dir.display())
@@ -160,7 +160,7 @@ impl PrivateCluster {
             String::new()
         };
         format!(
-            "parley: no DATABASE_URL, so using a private PostgreSQL in {} (Unix socket only, no \
+            "parley: using a private PostgreSQL in {} (Unix socket only, no \
              TCP{socket}; log in {}); it {whose}",
             self.cluster.display(),
             self.log.display()
@@ -325,7 +325,7 @@ fn owner_alive(owner: &Path) -> bool {
 /// The directory of the server's programs: `PARLEY_POSTGRES_BINDIR` (hidden, for tests), else
 /// `/usr/lib/postgresql/<version>/bin` (the cluster's own version when it exists, else the
 /// highest), else `pg_config --bindir`; it must hold `initdb` and `pg_ctl`.
-fn find_bindir(cluster_version: Option<&str>) -> anyhow::Result<PathBuf> {
+pub fn find_bindir(cluster_version: Option<&str>) -> anyhow::Result<PathBuf> {
     let candidates: Vec<PathBuf> = if let Some(dir) = std::env::var_os("PARLEY_POSTGRES_BINDIR") {
         vec![PathBuf::from(dir)]
     } else {
@@ -390,7 +390,7 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Whether this process runs as root: from `/proc/self/status` (its effective uid), since the
 /// workspace forbids the `unsafe` a `geteuid` call needs; `id -u` where there is no /proc.
-fn is_root() -> anyhow::Result<bool> {
+pub fn is_root() -> anyhow::Result<bool> {
     if let Ok(status) = fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
             return Ok(line.split_whitespace().nth(2) == Some("0"));

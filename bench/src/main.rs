@@ -29,6 +29,9 @@
 //!   the page falls, next to a plain WebSocket client (needs `tests/js/node_modules`).
 //! - `presence`: 10,000 WebSocket connections on one node (a child process): memory per
 //!   connection and CPU while they idle, next to a bare axum WebSocket server holding as many.
+//! - `first-run`: seconds from spawning `parley serve --embedded-postgres` on an empty data
+//!   folder to `/ready` = 200, and on the same folder again, next to `initdb` + `pg_ctl start`
+//!   and `pg_ctl start` run directly (needs the `parley` binary next to the bench's).
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -36,6 +39,7 @@ mod analytics;
 mod auth;
 mod chat;
 mod dashboard;
+mod first_run;
 mod http;
 mod jobs;
 mod presence;
@@ -68,6 +72,7 @@ enum Suite {
     Cable,
     Analytics,
     Dashboard,
+    FirstRun,
     All,
 }
 
@@ -217,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Dashboard | Suite::All) {
         dashboard::run(&server).await?;
+    }
+    if matches!(args.suite, Suite::FirstRun | Suite::All) {
+        first_run::run().await?;
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);

@@ -205,3 +205,29 @@ pub(crate) async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_named_anywhere_is_not_replaced_by_a_private_cluster() {
+        // The test process may have DATABASE_URL set; only flags are checked here then.
+        let unset = std::env::var_os("DATABASE_URL").is_none();
+        let cli = Cli::parse_noting_defaults(["parley", "serve"]).unwrap();
+        assert_eq!(cli.config.database_url_defaulted, unset);
+        for argv in [
+            &["parley", "serve", "--database-url", "postgres://x@h/d"][..],
+            &["parley", "--database-url", "postgres://x@h/d", "serve"][..],
+        ] {
+            let cli = Cli::parse_noting_defaults(argv).unwrap();
+            assert!(!cli.config.database_url_defaulted, "{argv:?}");
+        }
+        if std::env::var_os("PARLEY_EMBEDDED_POSTGRES").is_none() {
+            let cli = Cli::parse_noting_defaults(["parley", "serve"]).unwrap();
+            assert!(cli.config.embedded_postgres_defaulted);
+        }
+        let cli = Cli::parse_noting_defaults(["parley", "demo", "--embedded-postgres"]).unwrap();
+        assert!(cli.config.embedded_postgres && !cli.config.embedded_postgres_defaulted);
+    }
+}
