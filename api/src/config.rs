@@ -64,7 +64,13 @@ pub struct Config {
     /// `serve` and `demo`: run a private PostgreSQL cluster (machine's server programs, Unix
     /// socket only) in the data folder. On by default when DATABASE_URL is unset and nothing
     /// answers at 127.0.0.1:5432; `false` turns that off.
-    #[arg(long, env = "PARLEY_EMBEDDED_POSTGRES", global = true)]
+    #[arg(
+        long,
+        env = "PARLEY_EMBEDDED_POSTGRES",
+        global = true,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub embedded_postgres: bool,
     /// Parley's data folder (the private cluster lives in its `postgres` folder); default
     /// `$XDG_DATA_HOME/parley` or `$HOME/.local/share/parley`.
