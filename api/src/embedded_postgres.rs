@@ -74,11 +74,13 @@ impl PrivateCluster {
         let cluster = data_dir.join("postgres");
         let existing = cluster.join("PG_VERSION").is_file();
         let bindir = find_bindir(existing_version(&cluster).as_deref())?;
-        make_writable_dir(data_dir)?;
         let as_system_user = is_root()?;
         if as_system_user {
-            check_system_user_reaches(data_dir)?;
+            // Before anything is created: the nearest folder that exists decides.
+            let existing = data_dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+            check_system_user_reaches(existing, data_dir)?;
         }
+        make_writable_dir(data_dir)?;
         let log = data_dir.join("postgres.log");
         let owner = data_dir.join("postgres.owner");
         if let Some((socket_dir, port)) = running_elsewhere(&bindir, &cluster, as_system_user)? {
@@ -401,11 +403,13 @@ pub fn is_root() -> anyhow::Result<bool> {
 }
 
 /// As root the cluster runs as the `postgres` user, who must be able to reach the data folder
-/// (a private parent such as /root would stop it).
-fn check_system_user_reaches(data_dir: &Path) -> anyhow::Result<()> {
+/// (a private parent such as /root would stop it): checked on `existing`, the data folder or
+/// its nearest existing parent (folders created under it are reachable: mode 0755 at the usual
+/// umask).
+fn check_system_user_reaches(existing: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let reaches = Command::new("runuser")
         .args(["-u", SYSTEM_USER, "--", "test", "-x"])
-        .arg(data_dir)
+        .arg(existing)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
