@@ -337,7 +337,7 @@ pub fn find_bindir(cluster_version: Option<&str>) -> anyhow::Result<PathBuf> {
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
         if let Some(version) = cluster_version.and_then(|v| v.parse::<u32>().ok()) {
             versions.sort_by_key(|(v, _)| *v != version);
         }
