@@ -206,16 +206,25 @@ impl PrivateCluster {
     /// `initdb`: trust authentication is safe only because the socket directory is private and
     /// nothing listens on TCP; UTF-8 and the C locale so the cluster does not depend on the
     /// machine's locales.
+    ///
+    /// It runs in `postgres.initdb` next to the cluster's folder, renamed into place once
+    /// complete: a run interrupted during initdb leaves no half-made cluster that the next run
+    /// would take for a finished one.
     fn init(&self) -> anyhow::Result<()> {
-        make_private_dir(&self.cluster)?;
+        let building = self.cluster.with_extension("initdb");
+        if building.exists() {
+            fs::remove_dir_all(&building)
+                .with_context(|| format!("cannot remove an unfinished cluster in {}", building.display()))?;
+        }
+        make_private_dir(&building)?;
         if self.as_system_user {
-            chown_to_system_user(&self.cluster, false)?;
+            chown_to_system_user(&building, false)?;
         }
         self.pg(
             "initdb",
             &[
                 "-D".as_ref(),
-                self.cluster.as_os_str(),
+                building.as_os_str(),
                 "-U".as_ref(),
                 SUPERUSER.as_ref(),
                 "--auth=trust".as_ref(),
@@ -227,12 +236,15 @@ impl PrivateCluster {
         // Settings kept in the cluster, so a `pg_ctl start` by hand starts it the same way.
         let mut conf = fs::OpenOptions::new()
             .append(true)
-            .open(self.cluster.join("postgresql.conf"))
+            .open(building.join("postgresql.conf"))
             .context("cannot write the cluster's postgresql.conf")?;
         writeln!(
             conf,
             "\n# parley: a private cluster, Unix socket only\nlisten_addresses = ''\nport = {PORT}"
         )?;
+        fs::rename(&building, &self.cluster).with_context(|| {
+            format!("cannot move the new cluster into {} (is something else there?)", self.cluster.display())
+        })?;
         Ok(())
     }
 

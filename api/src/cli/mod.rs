@@ -93,9 +93,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { no_workers, no_migrate } => {
             let mut config = cli.config;
             config.workers = !no_workers;
-            let cluster = private_cluster(&mut config).await?;
+            let Some(cluster) = unless_interrupted(private_cluster(&mut config)).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
             let served = async {
-                let app = App::connect(&config, !no_migrate).await?;
+                let Some(app) = unless_interrupted(App::connect(&config, !no_migrate)).await? else {
+                    return Ok(());
+                };
                 serve(app, &config).await
             }
             .await;
@@ -121,9 +125,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { rate } => {
             let mut config = cli.config;
-            let cluster = private_cluster(&mut config).await?;
+            let Some(cluster) = unless_interrupted(private_cluster(&mut config)).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
             let served = async {
-                let app = App::connect(&config, true).await?;
+                let Some(app) = unless_interrupted(App::connect(&config, true)).await? else {
+                    return Ok(());
+                };
                 demo::run(app, &config, rate).await
             }
             .await;
@@ -160,6 +168,21 @@ async fn private_cluster(config: &mut Config) -> anyhow::Result<Option<PrivateCl
     eprintln!("{}", cluster.describe());
     config.database_url = Secret::new(cluster.url());
     Ok(Some(cluster))
+}
+
+/// A step of the start (the cluster, connecting and migrating), or `None` when Ctrl-C or SIGTERM
+/// comes first: the step is dropped, and a cluster still being started is stopped by
+/// [`PrivateCluster`]'s drop once its start returns (the runtime waits for it at exit).
+async fn unless_interrupted<T>(
+    step: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        done = step => done.map(Some),
+        _ = shutdown_signal() => {
+            tracing::info!("interrupted while starting");
+            Ok(None)
+        }
+    }
 }
 
 /// Stops the private cluster (if any) after the server, whether it served or failed to start,
