@@ -101,7 +101,8 @@ fn unreachable(options: &PgConnectOptions, cause: &sqlx::Error) -> anyhow::Error
     anyhow::anyhow!(
         "cannot use PostgreSQL database {database:?} at {at}: {cause}\n\
          Parley keeps everything in a PostgreSQL server (15 or newer). Start one there, point \
-         DATABASE_URL at one (postgres://user@host:port/database), or run `scripts/run`, which \
-         starts the local cluster or installs Debian's `postgresql` package first."
+         DATABASE_URL at one (postgres://user@host:port/database), run `parley serve \
+         --embedded-postgres` for a private cluster in Parley's data folder, or run `scripts/run`, \
+         which starts the local cluster or installs Debian's `postgresql` package first."
     )
 }

@@ -4,6 +4,7 @@
 //! place and ignored in another. Secrets are [`Secret`]s: they never print.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
@@ -60,9 +61,32 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
+    /// `serve` and `demo`: run a private PostgreSQL cluster (machine's server programs, Unix
+    /// socket only) in the data folder. On by default when DATABASE_URL is unset and nothing
+    /// answers at 127.0.0.1:5432; `false` turns that off.
+    #[arg(
+        long,
+        env = "PARLEY_EMBEDDED_POSTGRES",
+        global = true,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub embedded_postgres: bool,
+    /// Parley's data folder (the private cluster lives in its `postgres` folder); default
+    /// `$XDG_DATA_HOME/parley` or `$HOME/.local/share/parley`.
+    #[arg(long, env = "PARLEY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
     /// Run the projection workers in this process (`parley serve --no-workers` clears it).
     #[arg(skip = true)]
     pub workers: bool,
+    /// True when `database_url` is the default (neither DATABASE_URL nor `--database-url`): only
+    /// then may a private cluster replace it unasked. The command line sets it; a `Config` built
+    /// in code names its database.
+    #[arg(skip)]
+    pub database_url_defaulted: bool,
+    /// True when neither PARLEY_EMBEDDED_POSTGRES nor `--embedded-postgres` was given.
+    #[arg(skip)]
+    pub embedded_postgres_defaulted: bool,
 }
 
 impl Config {
@@ -82,7 +106,11 @@ impl Config {
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,
             log_format: "text".into(),
+            embedded_postgres: false,
+            data_dir: None,
             workers: true,
+            database_url_defaulted: false,
+            embedded_postgres_defaulted: false,
         }
     }
 }

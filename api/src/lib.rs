@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod embedded_postgres;
 pub mod http;
 pub mod live;
 pub mod rebuilds;

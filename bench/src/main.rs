@@ -32,6 +32,9 @@
 //! - `export`: `parley replay export` and `import` events/s over `--export-events` MessagePosted
 //!   events, next to an ordered read of the same log (a raw `SELECT ... ORDER BY position` streamed
 //!   with sqlx), with the process's peak memory growth during each.
+//! - `first-run`: seconds from spawning `parley serve --embedded-postgres` on an empty data
+//!   folder to `/ready` = 200, and on the same folder again, next to `initdb` + `pg_ctl start`
+//!   and `pg_ctl start` run directly (needs the `parley` binary next to the bench's).
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
 
@@ -40,6 +43,7 @@ mod auth;
 mod chat;
 mod dashboard;
 mod export;
+mod first_run;
 mod http;
 mod jobs;
 mod presence;
@@ -73,6 +77,7 @@ enum Suite {
     Analytics,
     Dashboard,
     Export,
+    FirstRun,
     All,
 }
 
@@ -228,6 +233,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Export | Suite::All) {
         export::run(&server, args.export_events).await?;
+    }
+    if matches!(args.suite, Suite::FirstRun | Suite::All) {
+        first_run::run().await?;
     }
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);

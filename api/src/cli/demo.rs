@@ -39,6 +39,7 @@ pub async fn run(app: App, config: &Config, rate: u32) -> anyhow::Result<()> {
     println!("Parley demo at {base}");
     println!("  owner: {} / {}", owner.0, owner.1);
     println!("  dashboard: {base}/dashboard?token={key}");
+    println!("  API docs: {base}/docs");
     println!("  traffic: {rate} actions/s until Ctrl-C");
     let every = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tick = tokio::time::interval(every);

@@ -8,10 +8,12 @@ mod replay;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use crate::embedded_postgres::{self, PrivateCluster};
 use crate::http::Server;
 use crate::telemetry;
 
@@ -57,8 +59,25 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Parses `argv` as [`Parser::parse_from`] does, and notes which settings were left to
+    /// their defaults (a private cluster may replace only a database nobody named).
+    pub fn parse_noting_defaults<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(argv)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        let defaulted = |id: &str| matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue));
+        cli.config.database_url_defaulted = defaulted("database_url");
+        cli.config.embedded_postgres_defaulted = defaulted("embedded_postgres");
+        Ok(cli)
+    }
+}
+
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_noting_defaults(std::env::args_os()).unwrap_or_else(|e| e.exit());
     telemetry::init(&cli.config.log_format);
     match run(cli).await {
         Ok(code) => code,
@@ -74,8 +93,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { no_workers, no_migrate } => {
             let mut config = cli.config;
             config.workers = !no_workers;
-            let app = App::connect(&config, !no_migrate).await?;
-            serve(app, &config).await?;
+            let Some(cluster) = unless_interrupted(private_cluster(&mut config)).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let served = async {
+                let Some(app) = unless_interrupted(App::connect(&config, !no_migrate)).await? else {
+                    return Ok(());
+                };
+                serve(app, &config).await
+            }
+            .await;
+            stop_cluster(cluster, served).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -96,8 +124,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs::run(&app, command).await
         }
         Command::Demo { rate } => {
-            let app = App::connect(&cli.config, true).await?;
-            demo::run(app, &cli.config, rate).await?;
+            let mut config = cli.config;
+            let Some(cluster) = unless_interrupted(private_cluster(&mut config)).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let served = async {
+                let Some(app) = unless_interrupted(App::connect(&config, true)).await? else {
+                    return Ok(());
+                };
+                demo::run(app, &config, rate).await
+            }
+            .await;
+            stop_cluster(cluster, served).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Analytics(command) => {
@@ -107,10 +145,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The private PostgreSQL cluster `serve` and `demo` run on, when asked for
+/// (`--embedded-postgres`), or unasked when no database was named and nothing answers at the
+/// default address; `config` then points at it.
+async fn private_cluster(config: &mut Config) -> anyhow::Result<Option<PrivateCluster>> {
+    let wanted = if config.embedded_postgres_defaulted {
+        config.database_url_defaulted && !embedded_postgres::answers("127.0.0.1:5432").await
+    } else {
+        config.embedded_postgres
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    if !config.database_url_defaulted {
+        tracing::warn!("DATABASE_URL is ignored: a private PostgreSQL cluster was asked for");
+    }
+    let data_dir = match &config.data_dir {
+        Some(dir) => dir.clone(),
+        None => embedded_postgres::default_data_dir()?,
+    };
+    let cluster = PrivateCluster::start(&data_dir).await?;
+    eprintln!("{}", cluster.describe());
+    config.database_url = Secret::new(cluster.url());
+    Ok(Some(cluster))
+}
+
+/// A step of the start (the cluster, connecting and migrating), or `None` when Ctrl-C or SIGTERM
+/// comes first: the step is dropped, and a cluster still being started is stopped by
+/// [`PrivateCluster`]'s drop once its start returns (the runtime waits for it at exit).
+async fn unless_interrupted<T>(
+    step: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        done = step => done.map(Some),
+        _ = shutdown_signal() => {
+            tracing::info!("interrupted while starting");
+            Ok(None)
+        }
+    }
+}
+
+/// Stops the private cluster (if any) after the server, whether it served or failed to start,
+/// and returns the server's outcome first.
+async fn stop_cluster(cluster: Option<PrivateCluster>, served: anyhow::Result<()>) -> anyhow::Result<()> {
+    let stopped = match cluster {
+        Some(cluster) => cluster.stop().await,
+        None => Ok(()),
+    };
+    served?;
+    stopped
+}
+
 /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (the workers give their leases to
 /// other nodes).
 pub async fn serve(app: App, config: &Config) -> anyhow::Result<()> {
     let server = Server::start(app, config).await?;
+    let base = format!("http://{}", server.addr);
+    eprintln!("parley: serving {base} (API docs {base}/docs, dashboard {base}/dashboard); Ctrl-C stops");
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.stop().await;
@@ -135,5 +226,31 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_named_anywhere_is_not_replaced_by_a_private_cluster() {
+        // The test process may have DATABASE_URL set; only flags are checked here then.
+        let unset = std::env::var_os("DATABASE_URL").is_none();
+        let cli = Cli::parse_noting_defaults(["parley", "serve"]).unwrap();
+        assert_eq!(cli.config.database_url_defaulted, unset);
+        for argv in [
+            &["parley", "serve", "--database-url", "postgres://x@h/d"][..],
+            &["parley", "--database-url", "postgres://x@h/d", "serve"][..],
+        ] {
+            let cli = Cli::parse_noting_defaults(argv).unwrap();
+            assert!(!cli.config.database_url_defaulted, "{argv:?}");
+        }
+        if std::env::var_os("PARLEY_EMBEDDED_POSTGRES").is_none() {
+            let cli = Cli::parse_noting_defaults(["parley", "serve"]).unwrap();
+            assert!(cli.config.embedded_postgres_defaulted);
+        }
+        let cli = Cli::parse_noting_defaults(["parley", "demo", "--embedded-postgres"]).unwrap();
+        assert!(cli.config.embedded_postgres && !cli.config.embedded_postgres_defaulted);
     }
 }

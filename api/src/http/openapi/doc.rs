@@ -39,6 +39,9 @@ pub enum Access {
 }
 
 /// What `meta` holds besides `position`.
+// Built once per route when the document is made, never on a request path: the variants' sizes
+// do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Meta {
     Plain,
@@ -51,6 +54,7 @@ pub enum Meta {
 }
 
 /// A success answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// The envelope, `data` of this schema.
