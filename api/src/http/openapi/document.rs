@@ -132,7 +132,8 @@ fn links_from(endpoint: &Endpoint, endpoints: &[Endpoint]) -> Vec<(String, Link)
     let mut links = Vec::new();
     for target in endpoints.iter().filter(|t| t.doc.is_some() && t.path.starts_with(&prefix)) {
         // Exactly one parameter the creation does not know: the one its answer names.
-        let unknown: Vec<String> = path_params(&target.path).into_iter().filter(|p| !known.contains(p)).collect();
+        let unknown: Vec<String> =
+            path_params(&target.path).into_iter().filter(|p| !known.contains(p)).collect();
         let [new] = unknown.as_slice() else { continue };
         let new = new.clone();
         let mut link = LinkBuilder::new()
