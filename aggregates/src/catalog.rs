@@ -10,6 +10,9 @@ use crate::analytics::{AnalyticsDay, AnalyticsDayEvent};
 use crate::api_key::{ApiKey, ApiKeyEvent};
 use crate::call::{Call, CallEvent};
 use crate::conversation::{Conversation, ConversationEvent};
+use crate::creator::{
+    AccessGrant, AccessGrantEvent, Experience, ExperienceEvent, Space, SpaceEvent, Stream, StreamEvent,
+};
 use crate::inbox::{Inbox, InboxEvent};
 use crate::invitation::{Invitation, InvitationEvent};
 use crate::role::{Role, RoleEvent};
@@ -37,6 +40,10 @@ pub const STREAMS: &[(&str, &[&str])] = &[
     (IncomingWebhook::TYPE, IncomingWebhookEvent::TYPES),
     (Call::TYPE, CallEvent::TYPES),
     (AnalyticsDay::TYPE, AnalyticsDayEvent::TYPES),
+    (Space::TYPE, SpaceEvent::TYPES),
+    (Experience::TYPE, ExperienceEvent::TYPES),
+    (Stream::TYPE, StreamEvent::TYPES),
+    (AccessGrant::TYPE, AccessGrantEvent::TYPES),
 ];
 
 /// Every stream type.

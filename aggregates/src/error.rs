@@ -33,4 +33,12 @@ pub enum DomainError {
     IncomingWebhook(#[from] crate::webhook::IncomingWebhookError),
     #[error(transparent)]
     Call(#[from] crate::call::CallError),
+    #[error(transparent)]
+    Space(#[from] crate::creator::SpaceError),
+    #[error(transparent)]
+    Experience(#[from] crate::creator::ExperienceError),
+    #[error(transparent)]
+    Stream(#[from] crate::creator::StreamError),
+    #[error(transparent)]
+    AccessGrant(#[from] crate::creator::AccessGrantError),
 }

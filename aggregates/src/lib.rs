@@ -10,6 +10,7 @@ pub mod api_key;
 pub mod call;
 pub mod catalog;
 pub mod conversation;
+pub mod creator;
 mod error;
 pub mod inbox;
 pub mod invitation;

@@ -37,6 +37,8 @@ pub enum Permission {
     ProjectionsManage,
     #[serde(rename = "jobs.manage")]
     JobsManage,
+    #[serde(rename = "spaces.manage")]
+    SpacesManage,
 }
 
 use Permission::*;
@@ -63,6 +65,11 @@ pub const REGISTRY: &[(Permission, &str, &str)] = &[
     (WebhooksManage, "webhooks.manage", "Manage outgoing webhooks"),
     (ProjectionsManage, "projections.manage", "Inspect and rebuild projections"),
     (JobsManage, "jobs.manage", "Inspect the job queue, retry and discard jobs"),
+    (
+        SpacesManage,
+        "spaces.manage",
+        "Create and change spaces, experiences and streams; grant access; host streams",
+    ),
 ];
 
 impl Permission {

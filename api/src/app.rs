@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use parley_commands::calls::Calls;
+use parley_commands::creator::Creator;
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Commands;
 use parley_commands::webhooks::{SecretBox, Webhooks};
@@ -24,6 +25,7 @@ pub struct App {
     pub jobs: JobQueue,
     pub webhooks: Webhooks,
     pub calls: Calls,
+    pub creator: Creator,
     pub connect: PgConnectOptions,
     /// Jobs this process's worker runs at once.
     pub job_concurrency: usize,
@@ -73,6 +75,8 @@ impl App {
         let job_concurrency = config.job_concurrency.max(1);
         let ring = std::time::Duration::from_secs(config.call_ring_seconds.max(1));
         let calls = Calls::new(commands.clone(), jobs.clone(), ring);
+        let abandon = std::time::Duration::from_secs(config.stream_abandon_seconds.max(1));
+        let creator = Creator::new(commands.clone(), jobs.clone(), abandon);
         Ok(Self {
             store,
             commands,
@@ -80,6 +84,7 @@ impl App {
             jobs,
             webhooks,
             calls,
+            creator,
             connect,
             job_concurrency,
         })

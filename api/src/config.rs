@@ -58,6 +58,21 @@ pub struct Config {
     /// How long a connection unheard of (its node died) still counts its user online.
     #[arg(long, env = "PARLEY_PRESENCE_TTL_SECONDS", default_value_t = 35, global = true)]
     pub presence_ttl_seconds: u64,
+    /// How long a live stream may go without its host connected before it is ended.
+    #[arg(long, env = "PARLEY_STREAM_ABANDON_SECONDS", default_value_t = 300, global = true)]
+    pub stream_abandon_seconds: u64,
+    /// LiveKit API key: the `iss` of stream join tokens (joining answers 503 without it).
+    #[arg(long, env = "LIVEKIT_API_KEY", global = true)]
+    pub livekit_api_key: Option<String>,
+    /// LiveKit API secret: signs stream join tokens (HS256).
+    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true, global = true)]
+    pub livekit_api_secret: Option<Secret>,
+    /// The LiveKit server's URL, handed to clients with their join token.
+    #[arg(long, env = "LIVEKIT_URL", global = true)]
+    pub livekit_url: Option<String>,
+    /// Stripe's webhook signing secret (`whsec_...`): checkout webhooks answer 401 without it.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub stripe_webhook_secret: Option<Secret>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -102,6 +117,11 @@ impl Config {
             job_concurrency: DEFAULT_JOB_CONCURRENCY,
             call_ring_seconds: 30,
             presence_ttl_seconds: 35,
+            stream_abandon_seconds: 300,
+            livekit_api_key: None,
+            livekit_api_secret: None,
+            livekit_url: None,
+            stripe_webhook_secret: None,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
             live_capacity: DEFAULT_LIVE_CAPACITY,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod embedded_postgres;
 pub mod http;
+pub mod integrations;
 pub mod live;
 pub mod rebuilds;
 pub mod telemetry;

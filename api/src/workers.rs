@@ -33,6 +33,7 @@ impl Workers {
         let mut consumers = process_managers::all(&app.jobs);
         consumers.push(app.webhooks.fanout());
         consumers.push(app.calls.ringing());
+        consumers.push(app.creator.timers());
         for consumer in consumers {
             let runner = ConsumerRunner::new(app.store.clone(), consumer, app.connect.clone());
             tasks.spawn(runner.run(stopped(stop.subscribe())));
@@ -40,6 +41,20 @@ impl Workers {
         let handlers = jobs::handlers(app.store.pool().clone(), app.jobs.clone());
         let handlers =
             app.calls.handlers(app.webhooks.handlers(handlers)).with(app.sealer()).with(app.rebuilds());
+        let handlers = app.creator.handlers(handlers);
+        // Accounts opened before spaces existed get their primary space (once an hour at most).
+        let queue = app.jobs.clone();
+        tasks.spawn(async move {
+            let job = parley_commands::creator::Creator::open_primary_spaces_job();
+            match queue.pool().acquire().await {
+                Ok(mut conn) => {
+                    if let Err(e) = queue.enqueue(&mut conn, &job).await {
+                        tracing::warn!(error = %e, "could not enqueue the primary-space backfill");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not enqueue the primary-space backfill"),
+            }
+        });
         let options = WorkerOptions { concurrency: app.job_concurrency, ..WorkerOptions::default() };
         let worker = Worker::new(app.jobs.clone(), handlers, options);
         tasks.spawn(worker.run(stopped(stop.subscribe())));

@@ -5,6 +5,7 @@
 mod cache;
 pub mod calls;
 mod context;
+pub mod creator;
 mod dispatcher;
 mod error;
 mod group_commit;

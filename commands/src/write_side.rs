@@ -7,6 +7,7 @@ use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
 use parley_aggregates::api_key::{ApiKey, ApiKeyEvent};
 use parley_aggregates::conversation::{Conversation, ConversationEvent, DIRECT};
+use parley_aggregates::creator::{AccessGrantEvent, GrantSource, SpaceEvent};
 use parley_aggregates::invitation::{Invitation, InvitationEvent};
 use parley_aggregates::role::{Role, RoleEvent};
 use parley_aggregates::session::{Session, SessionEvent};
@@ -304,21 +305,69 @@ impl WriteSide for Role {
                 }
                 RoleEvent::RoleDeleted { .. } => None,
             };
-            sqlx::query(
-                "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3 \
-                   AND value IS DISTINCT FROM $4",
-            )
-            .bind(ROLE_NAME_CLAIM)
-            .bind(&stream.stream_type)
-            .bind(&stream.stream_id)
-            .bind(&keep)
-            .execute(&mut *conn)
-            .await?;
+            claims::release_other(conn, ROLE_NAME_CLAIM, stream, keep.as_deref()).await?;
             if let Some(value) = keep {
                 if let ClaimOutcome::Taken(holder) =
                     claims::claim(conn, account_id, ROLE_NAME_CLAIM, &value, stream).await?
                 {
                     return Err(DispatchError::Claimed { kind: ROLE_NAME_CLAIM, holder });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteSide for parley_aggregates::creator::Space {
+    /// A space's slug is claimed in its account while the space lives; a new slug frees the old.
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        stream: &StreamKey,
+        events: &[SpaceEvent],
+    ) -> Result<(), DispatchError> {
+        use crate::creator::{slug_key, SPACE_SLUG_CLAIM};
+        for event in events {
+            let keep = match event {
+                SpaceEvent::SpaceCreated { slug, .. } | SpaceEvent::SpaceUpdated { slug, .. } => {
+                    Some(slug_key(account_id, slug))
+                }
+                SpaceEvent::SpaceDeleted { .. } => None,
+            };
+            claims::release_other(conn, SPACE_SLUG_CLAIM, stream, keep.as_deref()).await?;
+            if let Some(value) = keep {
+                if let ClaimOutcome::Taken(holder) =
+                    claims::claim(conn, account_id, SPACE_SLUG_CLAIM, &value, stream).await?
+                {
+                    return Err(DispatchError::Claimed { kind: SPACE_SLUG_CLAIM, holder });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteSide for parley_aggregates::creator::Experience {}
+
+impl WriteSide for parley_aggregates::creator::Stream {}
+
+impl WriteSide for parley_aggregates::creator::AccessGrant {
+    /// A checkout session grants once: its id is claimed by the grant it made, for good.
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        stream: &StreamKey,
+        events: &[AccessGrantEvent],
+    ) -> Result<(), DispatchError> {
+        use crate::creator::CHECKOUT_SESSION_CLAIM;
+        for event in events {
+            if let AccessGrantEvent::AccessGranted { source: GrantSource::Checkout { session_id }, .. } =
+                event
+            {
+                if let ClaimOutcome::Taken(holder) =
+                    claims::claim(conn, account_id, CHECKOUT_SESSION_CLAIM, session_id, stream).await?
+                {
+                    return Err(DispatchError::Claimed { kind: CHECKOUT_SESSION_CLAIM, holder });
                 }
             }
         }

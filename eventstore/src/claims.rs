@@ -82,3 +82,24 @@ pub async fn release(
     .await?;
     Ok(())
 }
+
+/// Gives up every claim of `kind` that `owner` holds but `keep` (what a rename leaves behind;
+/// `None`: all of them, as a deletion does).
+pub async fn release_other(
+    conn: &mut PgConnection,
+    kind: &str,
+    owner: &StreamKey,
+    keep: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3 \
+           AND value IS DISTINCT FROM $4",
+    )
+    .bind(kind)
+    .bind(&owner.stream_type)
+    .bind(&owner.stream_id)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

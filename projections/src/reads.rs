@@ -24,10 +24,11 @@ pub enum ReadModel {
     Webhooks,
     Calls,
     Analytics,
+    Creator,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 10] = [
+    pub const ALL: [ReadModel; 11] = [
         ReadModel::Users,
         ReadModel::Conversations,
         ReadModel::Messages,
@@ -38,6 +39,7 @@ impl ReadModel {
         ReadModel::Webhooks,
         ReadModel::Calls,
         ReadModel::Analytics,
+        ReadModel::Creator,
     ];
 
     /// The stored name: its checkpoint rows, schemas and lease are named after it.
@@ -53,6 +55,7 @@ impl ReadModel {
             ReadModel::Webhooks => "webhooks",
             ReadModel::Calls => "calls",
             ReadModel::Analytics => "analytics",
+            ReadModel::Creator => "creator",
         }
     }
 }

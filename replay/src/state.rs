@@ -9,6 +9,7 @@ use parley_aggregates::api_key::ApiKey;
 use parley_aggregates::call::Call;
 use parley_aggregates::catalog;
 use parley_aggregates::conversation::Conversation;
+use parley_aggregates::creator::{AccessGrant, Experience, Space, Stream};
 use parley_aggregates::from_payload;
 use parley_aggregates::inbox::Inbox;
 use parley_aggregates::invitation::Invitation;
@@ -79,6 +80,10 @@ pub async fn state(
         IncomingWebhook::TYPE => fold::<IncomingWebhook>(&events)?,
         Call::TYPE => fold::<Call>(&events)?,
         AnalyticsDay::TYPE => fold::<AnalyticsDay>(&events)?,
+        Space::TYPE => fold::<Space>(&events)?,
+        Experience::TYPE => fold::<Experience>(&events)?,
+        Stream::TYPE => fold::<Stream>(&events)?,
+        AccessGrant::TYPE => fold::<AccessGrant>(&events)?,
         other => return Err(ReplayError::UnknownStreamType(other.to_owned())),
     };
     redact(&mut state);

@@ -7,6 +7,7 @@ use parley_aggregates::account::AccountError;
 use parley_aggregates::api_key::ApiKeyError;
 use parley_aggregates::call::CallError;
 use parley_aggregates::conversation::ConversationError;
+use parley_aggregates::creator::{AccessGrantError, ExperienceError, SpaceError, StreamError};
 use parley_aggregates::role::RoleError;
 use parley_aggregates::session::SessionError;
 use parley_aggregates::user::UserError;
@@ -187,6 +188,21 @@ impl From<DomainError> for ApiError {
             DomainError::Call(CallError::Over | CallError::AlreadyAnswered | CallError::AlreadyStarted) => {
                 Code::Conflict
             }
+            DomainError::Space(SpaceError::NotFound) => Code::NotFound,
+            DomainError::Space(SpaceError::AlreadyCreated | SpaceError::Primary) => Code::Conflict,
+            DomainError::Experience(ExperienceError::NotFound) => Code::NotFound,
+            DomainError::Experience(ExperienceError::AlreadyCreated) => Code::Conflict,
+            DomainError::Stream(StreamError::NotFound) => Code::NotFound,
+            DomainError::Stream(
+                StreamError::AlreadyCreated
+                | StreamError::NotScheduled(_)
+                | StreamError::NotLive(_)
+                | StreamError::NotEnded,
+            ) => Code::Conflict,
+            DomainError::AccessGrant(AccessGrantError::NotFound) => Code::NotFound,
+            DomainError::AccessGrant(
+                AccessGrantError::AlreadyCreated | AccessGrantError::Ended | AccessGrantError::NotExpired,
+            ) => Code::Conflict,
             DomainError::Conversation(c) => match c {
                 // A conversation one is not part of does not exist, as far as one can tell.
                 ConversationError::NotFound | ConversationError::NotAMember => Code::NotFound,

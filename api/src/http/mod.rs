@@ -137,6 +137,7 @@ impl Server {
                 config.failed_logins,
             ),
             metrics: prometheus(),
+            integrations: Arc::new(crate::integrations::Integrations::from_config(config)),
         };
         let listener = TcpListener::bind(&config.bind).await?;
         let addr = listener.local_addr()?;

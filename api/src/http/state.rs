@@ -17,4 +17,6 @@ pub struct AppState {
     /// Login protection.
     pub limits: super::limits::Limits,
     pub metrics: Option<PrometheusHandle>,
+    /// LiveKit (stream join tokens) and Stripe (paid checkouts), when configured.
+    pub integrations: Arc<crate::integrations::Integrations>,
 }

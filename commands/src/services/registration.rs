@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use parley_aggregates::account::{Account, AccountCommand};
+use parley_aggregates::creator::Space;
 use parley_aggregates::invitation::{Invitation, InvitationCommand, InvitationError};
 use parley_aggregates::permissions::OWNER;
 use parley_aggregates::user::{User, UserCommand};
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 use super::{field, Commands};
 use crate::context::{Actor, CommandContext};
+use crate::creator::Creator;
 use crate::dispatcher::with_retry;
 use crate::error::DispatchError;
 use crate::tokens;
@@ -79,9 +81,17 @@ impl Commands {
         let (account_key, user_key) = (account_id.to_string(), user_id.to_string());
         let cursor = with_retry(|| async {
             let mut uow = self.dispatcher.begin(&ctx).await?;
-            uow.lock(&[StreamKey::new("Account", &account_key), StreamKey::new("User", &user_key)]).await?;
+            // Every account has its primary space from the start: inside this answer's position.
+            let (space_key, open_space) = Creator::primary_space_command(account_id, user_id);
+            uow.lock(&[
+                StreamKey::new("Account", &account_key),
+                StreamKey::new("User", &user_key),
+                StreamKey::new("Space", &space_key),
+            ])
+            .await?;
             let open = AccountCommand::Open { account_id, name: account_name.clone(), owner_id: user_id };
             uow.execute::<Account>(&account_key, open).await?;
+            uow.execute::<Space>(&space_key, open_space).await?;
             let register = UserCommand::Register {
                 user_id,
                 account_id,

@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod calls;
 pub mod conversations;
+pub mod creator;
 pub mod invitations;
 pub mod messages;
 pub mod notifications;
@@ -38,6 +39,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(WebhooksProjection),
         Arc::new(CallsProjection),
         Arc::new(AnalyticsProjection),
+        Arc::new(creator::CreatorProjection),
     ]
 }
 

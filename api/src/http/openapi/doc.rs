@@ -36,6 +36,8 @@ pub enum Access {
     Public,
     /// A Standard Webhooks signature over the body (incoming webhooks).
     Signed,
+    /// Authenticated by a provider's own signature header (Stripe): its name and format.
+    SignedBy(&'static str, &'static str),
 }
 
 /// What `meta` holds besides `position`.
@@ -127,6 +129,12 @@ impl Doc {
     pub fn permission(mut self, name: &'static str) -> Self {
         self.permission = Some(name);
         self.errors.push(Code::Forbidden);
+        self
+    }
+
+    /// Authenticated by a provider's signature in `header` instead of a credential.
+    pub fn signed_by(mut self, header: &'static str, format: &'static str) -> Self {
+        self.access = Access::SignedBy(header, format);
         self
     }
 

@@ -175,6 +175,10 @@ fn operation(endpoint: &Endpoint, doc: &Doc, tag: String, links: &[(String, Link
             op = op.security(SecurityRequirement::default());
             errors.push(Code::Unauthorized);
         }
+        Access::SignedBy(name, what) => {
+            op = op.parameter(header(name, what, false)).security(SecurityRequirement::default());
+            errors.push(Code::Unauthorized);
+        }
     }
     if let Some(permission) = doc.permission {
         let text = doc.description.map(|d| format!("{d}\n\n")).unwrap_or_default();

@@ -4,6 +4,7 @@
 //! out of them. A POST is a command that honours `Idempotency-Key` through the door
 //! ([`crate::http::door`]), unless it is routed with [`Routes::post_secret`].
 
+pub mod access_grants;
 pub mod analytics;
 pub mod api_keys;
 pub mod audit;
@@ -12,6 +13,7 @@ pub mod calls;
 pub mod conversations;
 pub mod dashboard;
 pub mod docs;
+pub mod experiences;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
@@ -20,6 +22,9 @@ pub mod notifications;
 pub mod projections;
 pub mod reactions;
 pub mod roles;
+pub mod spaces;
+pub mod streams;
+pub mod stripe;
 pub mod users;
 pub mod webhooks;
 
@@ -201,6 +206,11 @@ pub fn api() -> Routes {
         .merge(calls::router())
         .merge(analytics::router())
         .merge(projections::router())
+        .merge(spaces::router())
+        .merge(experiences::router())
+        .merge(streams::router())
+        .merge(access_grants::router())
+        .merge(stripe::router())
         .merge(docs::api())
 }
 

@@ -83,7 +83,16 @@ impl Projection for ApiKeysProjection {
                 "NotificationRead",
                 "NotificationsReadAll",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "Call",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

@@ -82,6 +82,10 @@ impl Projection for CallsProjection {
                 "WebhookSubscription",
                 "IncomingWebhook",
                 "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
             ],
         }
     }

@@ -112,7 +112,16 @@ impl Projection for ConversationsProjection {
                 "NotificationRead",
                 "NotificationsReadAll",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "Call",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

@@ -81,7 +81,16 @@ impl Projection for InvitationsProjection {
                 "NotificationRead",
                 "NotificationsReadAll",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "Call",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

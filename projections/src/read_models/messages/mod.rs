@@ -177,7 +177,16 @@ impl Projection for MessagesProjection {
                 "NotificationRead",
                 "NotificationsReadAll",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "Call",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

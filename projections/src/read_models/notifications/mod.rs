@@ -107,7 +107,15 @@ impl Projection for NotificationsProjection {
                 "CallParticipantLeft",
                 "CallEnded",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

@@ -78,7 +78,16 @@ impl Projection for RolesProjection {
                 "NotificationRead",
                 "NotificationsReadAll",
             ],
-            ignores_streams: &["WebhookSubscription", "IncomingWebhook", "Call", "AnalyticsDay"],
+            ignores_streams: &[
+                "WebhookSubscription",
+                "IncomingWebhook",
+                "Call",
+                "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
+            ],
         }
     }
 

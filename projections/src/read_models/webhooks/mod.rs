@@ -85,6 +85,10 @@ impl Projection for WebhooksProjection {
                 "Inbox",
                 "Call",
                 "AnalyticsDay",
+                "Space",
+                "Experience",
+                "Stream",
+                "AccessGrant",
             ],
         }
     }
