@@ -16,5 +16,7 @@ pub struct AppState {
     pub live: Live,
     /// Login protection.
     pub limits: super::limits::Limits,
+    /// Requests per user or API key.
+    pub api_limiter: super::api_limit::ApiLimiter,
     pub metrics: Option<PrometheusHandle>,
 }
