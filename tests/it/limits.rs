@@ -9,8 +9,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 const ORIGIN: &str = "https://app.example.com";
-const ALLOWED_HEADERS: [&str; 5] = ["authorization", "content-type", "idempotency-key", "if-match", "x-min-position"];
-const EXPOSED_HEADERS: [&str; 5] = ["x-position", "etag", "idempotent-replayed", "retry-after", "x-request-id"];
+const ALLOWED_HEADERS: [&str; 5] =
+    ["authorization", "content-type", "idempotency-key", "if-match", "x-min-position"];
+const EXPOSED_HEADERS: [&str; 5] =
+    ["x-position", "etag", "idempotent-replayed", "retry-after", "x-request-id"];
 
 /// 10 s into a minute.
 fn minute_start() -> DateTime<Utc> {
@@ -41,7 +43,8 @@ async fn each_user_and_each_key_has_its_own_requests_per_minute() {
     limiter.pin_clock(Some(start));
     let owner = s.register("owner@example.com").await;
     let member = s.invite_member(&owner, "member@example.com").await;
-    let key = s.post("/api/v1/api_keys", &owner.token, json!({"name": "k", "permissions": ["users.view"]})).await;
+    let key =
+        s.post("/api/v1/api_keys", &owner.token, json!({"name": "k", "permissions": ["users.view"]})).await;
     assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
     let secret = key.data()["secret"].as_str().unwrap().to_owned();
     // The owner has made 2 requests; registering (under `/auth`) counted for nobody.

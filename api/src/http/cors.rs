@@ -17,9 +17,11 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request headers a browser may send.
-pub const ALLOWED_HEADERS: [&str; 5] = ["authorization", "content-type", "idempotency-key", "if-match", "x-min-position"];
+pub const ALLOWED_HEADERS: [&str; 5] =
+    ["authorization", "content-type", "idempotency-key", "if-match", "x-min-position"];
 /// Response headers a browser's script may read.
-pub const EXPOSED_HEADERS: [&str; 5] = ["x-position", "etag", "idempotent-replayed", "retry-after", "x-request-id"];
+pub const EXPOSED_HEADERS: [&str; 5] =
+    ["x-position", "etag", "idempotent-replayed", "retry-after", "x-request-id"];
 
 /// The allowed origins and the layer that answers them.
 #[derive(Clone)]
@@ -36,7 +38,8 @@ impl Cors {
             .map(|o| o.trim().trim_end_matches('/'))
             .filter(|o| !o.is_empty())
             .map(|o| {
-                HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("not an origin in PARLEY_ALLOWED_ORIGINS: {o:?}"))
+                HeaderValue::from_str(o)
+                    .map_err(|_| anyhow::anyhow!("not an origin in PARLEY_ALLOWED_ORIGINS: {o:?}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if origins.is_empty() {
@@ -80,7 +83,9 @@ mod tests {
     fn no_origin_no_cors() {
         assert!(Cors::new(&[]).unwrap().is_none());
         assert!(Cors::new(&[String::new()]).unwrap().is_none());
-        let cors = Cors::new(&["https://app.example.com/".into(), " https://b.example.com".into()]).unwrap().unwrap();
+        let cors = Cors::new(&["https://app.example.com/".into(), " https://b.example.com".into()])
+            .unwrap()
+            .unwrap();
         assert!(cors.allows(&HeaderValue::from_static("https://app.example.com")));
         assert!(cors.allows(&HeaderValue::from_static("https://b.example.com")));
         assert!(!cors.allows(&HeaderValue::from_static("https://evil.example.com")));
