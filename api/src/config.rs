@@ -14,6 +14,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:3001";
 pub const DEFAULT_POOL_SIZE: u32 = 20;
 pub const DEFAULT_AUTH_PER_MINUTE: u32 = 60;
 pub const DEFAULT_FAILED_LOGINS: u32 = 10;
+pub const DEFAULT_API_PER_MINUTE: u32 = 600;
 /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
 pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
 pub const DEFAULT_JOB_CONCURRENCY: usize = 50;
@@ -35,6 +36,14 @@ pub struct Config {
     /// Requests to `/auth/*` allowed per client IP per minute.
     #[arg(long, env = "PARLEY_AUTH_RATE_PER_MINUTE", default_value_t = DEFAULT_AUTH_PER_MINUTE, global = true)]
     pub auth_per_minute: u32,
+    /// Requests to `/api/v1` allowed per user (access token) or API key per minute, counted
+    /// across all nodes (each node shares its counts through the database once a second).
+    #[arg(long, env = "PARLEY_API_RATE_PER_MINUTE", default_value_t = DEFAULT_API_PER_MINUTE, global = true)]
+    pub api_rate_per_minute: u32,
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://app.example.com,https://admin.example.com`; empty: no CORS headers at all.
+    #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
     /// Failed logins allowed per email per 15 minutes.
     #[arg(long, env = "PARLEY_FAILED_LOGINS_PER_EMAIL", default_value_t = DEFAULT_FAILED_LOGINS, global = true)]
     pub failed_logins: u32,
@@ -124,6 +133,8 @@ impl Config {
             stripe_webhook_secret: None,
             auth_per_minute: DEFAULT_AUTH_PER_MINUTE,
             failed_logins: DEFAULT_FAILED_LOGINS,
+            api_rate_per_minute: DEFAULT_API_PER_MINUTE,
+            allowed_origins: Vec::new(),
             live_capacity: DEFAULT_LIVE_CAPACITY,
             log_format: "text".into(),
             embedded_postgres: false,
@@ -197,5 +208,20 @@ mod tests {
         assert_eq!(cli.config.bind, "127.0.0.1:0");
         assert_eq!(cli.config.failed_logins, DEFAULT_FAILED_LOGINS);
         assert!(cli.config.workers);
+        assert_eq!(cli.config.api_rate_per_minute, DEFAULT_API_PER_MINUTE);
+        assert!(cli.config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn the_api_limit_and_the_origins_are_read_from_flags() {
+        let cli = Cli::parse_from([
+            "parley",
+            "--api-rate-per-minute",
+            "5",
+            "--allowed-origins",
+            "https://app.example.com,https://admin.example.com",
+        ]);
+        assert_eq!(cli.config.api_rate_per_minute, 5);
+        assert_eq!(cli.config.allowed_origins, ["https://app.example.com", "https://admin.example.com"]);
     }
 }

@@ -163,11 +163,13 @@ impl Scratch {
     }
 }
 
-/// `config` as the benchmark serves it: a free port and a fixed token secret; the rest as
+/// `config` as the benchmark serves it: a free port, a fixed token secret and no practical
+/// per-credential request limit (a benchmark's users make thousands a minute); the rest as
 /// `parley serve` has it.
 pub fn serving(mut config: parley_api::Config) -> parley_api::Config {
     config.bind = "127.0.0.1:0".into();
     config.jwt_secret = Some(parley_api::config::Secret::new("bench"));
+    config.api_rate_per_minute = u32::MAX;
     config
 }
 

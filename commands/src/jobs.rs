@@ -9,7 +9,8 @@ use serde_json::json;
 use sqlx::PgPool;
 
 /// Deletes what has outlived its use: idempotency records past their retention, old
-/// rate-limit windows, finished jobs past theirs.
+/// rate-limit windows (login protection's and the per-credential API counts'), finished jobs past
+/// theirs.
 pub const PRUNE: &str = "platform.prune";
 /// Does nothing (after `sleep_ms` when given): for measuring the queue and for drills.
 pub const NOOP: &str = "platform.noop";
@@ -44,6 +45,13 @@ impl Handler for Prune {
             .await
             .map_err(|e| e.to_string())?
             .rows_affected();
+        // The per-credential API counts: a window is over after a minute.
+        let api_windows =
+            sqlx::query("DELETE FROM api_rate_counts WHERE window_start < now() - interval '1 hour'")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?
+                .rows_affected();
         // Large signals live for as long as it takes every node to read them.
         sqlx::query("DELETE FROM signals WHERE created_at < now() - interval '1 minute'")
             .execute(&self.pool)
@@ -54,7 +62,7 @@ impl Handler for Prune {
             // The deleted rows' space is reused at once, whether or not autovacuum runs here.
             sqlx::query("VACUUM jobs").execute(&self.pool).await.map_err(|e| e.to_string())?;
         }
-        tracing::info!(records, windows, ?jobs, "pruned");
+        tracing::info!(records, windows, api_windows, ?jobs, "pruned");
         Ok(())
     }
 }

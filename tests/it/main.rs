@@ -21,6 +21,7 @@ mod http_sessions;
 mod http_users;
 mod idempotency;
 mod jobs;
+mod limits;
 mod openapi;
 mod outage;
 mod portable;

@@ -65,10 +65,16 @@ pub struct User {
     pub position: String,
 }
 
-/// `config` as test servers use it: a free port, the shared token secret.
+/// Requests per user or key per minute on test servers: far more than any test makes, so only
+/// the tests of the limit (which set their own) meet it.
+pub const TEST_API_RATE_PER_MINUTE: u32 = 1_000_000;
+
+/// `config` as test servers use it: a free port, the shared token secret, a per-credential
+/// request limit no test reaches unless it sets one (after this).
 pub fn serving(mut config: Config) -> Config {
     config.bind = "127.0.0.1:0".into();
     config.jwt_secret = Some(Secret::new(SECRET));
+    config.api_rate_per_minute = TEST_API_RATE_PER_MINUTE;
     config
 }
 
@@ -79,8 +85,14 @@ impl TestServer {
 
     /// A server whose configuration `adjust` changes first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let t = TestApp::with_config(20, adjust).await;
-        let config = serving(t.config.clone());
+        let t = TestApp::with_config(20, |config| {
+            config.api_rate_per_minute = TEST_API_RATE_PER_MINUTE;
+            adjust(config);
+        })
+        .await;
+        let mut config = serving(t.config.clone());
+        // `adjust` has the last word.
+        config.api_rate_per_minute = t.config.api_rate_per_minute;
         let server = Server::start(t.app.clone(), &config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();

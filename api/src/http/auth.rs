@@ -150,6 +150,7 @@ pub async fn load_secret(pool: &PgPool, configured: Option<&str>) -> Result<Vec<
 }
 
 /// What a request authenticated with.
+#[derive(Clone)]
 pub enum Credential {
     /// A user's access token.
     Session(Claims),
@@ -158,6 +159,7 @@ pub enum Credential {
 }
 
 /// The authenticated caller: its credential and the command context it grants.
+#[derive(Clone)]
 pub struct Principal {
     pub credential: Credential,
     pub ctx: CommandContext,
@@ -268,6 +270,10 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Resolved (and counted) once already by the per-credential limit's layer.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let header =
             parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(ApiError::unauthorized)?;
         let token = header

@@ -1,9 +1,11 @@
 //! The HTTP and WebSocket API (API.md): one router per resource, the envelope and error table,
 //! authentication, read-your-writes, idempotency, the live feed.
 
+pub mod api_limit;
 pub mod auth;
 pub mod cable;
 pub mod consistency;
+pub mod cors;
 pub mod door;
 pub mod edge;
 pub mod error;
@@ -41,11 +43,15 @@ use crate::workers::Workers;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface; `cors` (when origins are configured) is its outermost layer.
+pub fn router(state: AppState, cors: Option<cors::Cors>) -> Router {
     let auth = routes::auth::router().into_router();
     let auth = auth.layer(middleware::from_fn_with_state(state.clone(), limits::per_ip));
-    let api = routes::api().into_router().merge(auth);
-    Router::new()
+    let api = routes::api()
+        .into_router()
+        .merge(auth)
+        .layer(middleware::from_fn_with_state(state.clone(), api_limit::per_credential));
+    let router = Router::new()
         .nest("/api/v1", api)
         .merge(routes::health::router().into_router())
         .merge(routes::dashboard::router().into_router())
@@ -67,7 +73,11 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("a handler panicked");
             ApiError::new(Code::InternalError, "something went wrong on our side").into_response()
         }))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(middleware::from_fn_with_state(cors, cors::cors)),
+        None => router,
+    }
 }
 
 /// Request count and latency by route and status.
@@ -116,6 +126,8 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     workers: Option<Workers>,
     live: Live,
+    api_limiter: api_limit::ApiLimiter,
+    api_limits_sync: JoinHandle<()>,
 }
 
 impl Server {
@@ -136,14 +148,18 @@ impl Server {
                 config.auth_per_minute,
                 config.failed_logins,
             ),
+            api_limiter: api_limit::ApiLimiter::new(app.store.pool().clone(), config.api_rate_per_minute),
             metrics: prometheus(),
             integrations: Arc::new(crate::integrations::Integrations::from_config(config)),
         };
+        let cors = cors::Cors::new(&config.allowed_origins)?;
         let listener = TcpListener::bind(&config.bind).await?;
         let addr = listener.local_addr()?;
         let workers = if config.workers { Some(Workers::spawn(&app)?) } else { None };
-        let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let api_limiter = state.api_limiter.clone();
+        let service = router(state, cors).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, mut stopped) = watch::channel(false);
+        let api_limits_sync = api_limiter.spawn_sync(stop.subscribe());
         let task = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
@@ -152,7 +168,12 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, workers = config.workers, "parley is listening");
-        Ok(Self { addr, stop, task, workers, live })
+        Ok(Self { addr, stop, task, workers, live, api_limiter, api_limits_sync })
+    }
+
+    /// The node's per-credential request counter (tests drive its sync rather than wait for it).
+    pub fn api_limiter(&self) -> &api_limit::ApiLimiter {
+        &self.api_limiter
     }
 
     /// Stops accepting, closes WebSockets, drains requests, stops the followers and the workers.
@@ -162,6 +183,8 @@ impl Server {
         // logout elsewhere still counts), then the followers stop.
         self.live.close_connections();
         let _ = self.task.await;
+        // Its last sync shares what the drained requests counted.
+        let _ = self.api_limits_sync.await;
         self.live.stop().await;
         if let Some(workers) = self.workers {
             workers.shutdown().await;

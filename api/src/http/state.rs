@@ -16,6 +16,8 @@ pub struct AppState {
     pub live: Live,
     /// Login protection.
     pub limits: super::limits::Limits,
+    /// Requests per user or API key.
+    pub api_limiter: super::api_limit::ApiLimiter,
     pub metrics: Option<PrometheusHandle>,
     /// LiveKit (stream join tokens) and Stripe (paid checkouts), when configured.
     pub integrations: Arc<crate::integrations::Integrations>,
