@@ -42,7 +42,7 @@ impl Workers {
         let handlers =
             app.calls.handlers(app.webhooks.handlers(handlers)).with(app.sealer()).with(app.rebuilds());
         let handlers = app.creator.handlers(handlers);
-        // Accounts opened before spaces existed get their primary space (once an hour at most).
+        // Accounts opened before spaces existed get their primary space.
         let queue = app.jobs.clone();
         tasks.spawn(async move {
             let job = parley_commands::creator::Creator::open_primary_spaces_job();

@@ -230,6 +230,9 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/webhooks/subscriptions/{id}/rotate",
         "/api/v1/conversations/{id}/calls/{call_id}/accept",
         "/api/v1/conversations/{id}/calls/{call_id}/decline",
+        "/api/v1/streams/{id}/start",
+        "/api/v1/streams/{id}/end",
+        "/api/v1/streams/{id}/join",
     ];
     if *method == Method::GET || *method == Method::DELETE || bodiless.contains(&template) {
         return None;
@@ -250,6 +253,12 @@ fn sample_body(method: &Method, template: &str, me: &str, their_user: &str) -> O
         "/api/v1/conversations/{id}/calls" => json!({"kind": "audio"}),
         "/api/v1/webhooks/subscriptions/{id}/resend" => json!({"event_id": me}),
         "/api/v1/webhooks/subscriptions/{id}/recover" => json!({"since": "2026-01-01T00:00:00Z"}),
+        "/api/v1/spaces/{id}" => json!({"name": "mine now"}),
+        "/api/v1/spaces/{id}/experiences" => {
+            json!({"name": "mine", "experience_type": "course", "price_cents": 0})
+        }
+        "/api/v1/experiences/{id}" => json!({"name": "mine now"}),
+        "/api/v1/experiences/{id}/streams" => json!({"title": "mine", "starts_at": "2026-12-01T10:00:00Z"}),
         _ => panic!("{method} {template} takes a body: give it a valid one in sample_body (me: {me})"),
     };
     Some(body)
@@ -280,6 +289,32 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         .post("/api/v1/api_keys", &theirs.token, json!({"name": "Theirs", "permissions": ["users.view"]}))
         .await;
     let key_id = key.data()["id"].as_str().unwrap().to_owned();
+    let space = s.post("/api/v1/spaces", &theirs.token, json!({"name": "Theirs", "slug": "theirs"})).await;
+    let space_id = space.data()["id"].as_str().unwrap().to_owned();
+    let experience = s
+        .post(
+            &format!("/api/v1/spaces/{space_id}/experiences"),
+            &theirs.token,
+            json!({"name": "Theirs", "experience_type": "live_stream", "price_cents": 0}),
+        )
+        .await;
+    let experience_id = experience.data()["id"].as_str().unwrap().to_owned();
+    let stream = s
+        .post(
+            &format!("/api/v1/experiences/{experience_id}/streams"),
+            &theirs.token,
+            json!({"title": "Theirs", "starts_at": "2026-12-01T10:00:00Z"}),
+        )
+        .await;
+    let stream_id = stream.data()["id"].as_str().unwrap().to_owned();
+    let grant = s
+        .post(
+            "/api/v1/access_grants",
+            &theirs.token,
+            json!({"user_id": their_member.id, "experience_id": experience_id}),
+        )
+        .await;
+    let grant_id = grant.data()["id"].as_str().unwrap().to_owned();
     let reaction = s
         .post("/api/v1/reactions", &their_member.token, json!({"message_id": message_id, "emoji": "👍"}))
         .await;
@@ -350,6 +385,10 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         ("admin", ("Job", job_id.clone())),
         ("webhooks", ("WebhookSubscription", subscription_id.clone())),
         ("webhooks/incoming", ("IncomingWebhook", hook_id.clone())),
+        ("spaces", ("Space", space_id.clone())),
+        ("experiences", ("Experience", experience_id.clone())),
+        ("streams", ("Stream", stream_id.clone())),
+        ("access_grants", ("AccessGrant", grant_id.clone())),
     ];
     let id_of = |resource: &str| {
         theirs_by_resource

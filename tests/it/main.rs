@@ -8,6 +8,7 @@ mod cable_loop;
 mod calls;
 mod commands;
 mod concurrency;
+mod creator;
 mod dashboard;
 mod group_commit;
 mod http_api_keys;

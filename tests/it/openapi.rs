@@ -24,7 +24,15 @@ fn schemathesis() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     // The auth endpoints' per-IP limit would answer most generated registrations 429.
-    let s = TestServer::start_with(|c| c.auth_per_minute = 100_000).await;
+    // With LiveKit and Stripe configured: unconfigured, joining a stream is 503 by design,
+    // which the fuzzer rightly counts as a server error.
+    let s = TestServer::start_with(|c| {
+        c.auth_per_minute = 100_000;
+        c.livekit_api_key = Some("APIschemathesis".into());
+        c.livekit_api_secret = Some(parley_api::config::Secret::new("a-livekit-secret-for-schemathesis-000"));
+        c.stripe_webhook_secret = Some(parley_api::config::Secret::new("whsec_schemathesis"));
+    })
+    .await;
     let owner = s.register("owner@example.com").await;
     let member = s.invite_member(&owner, "member@example.com").await;
     let group = s.group(&owner, &[&member]).await;
@@ -71,6 +79,34 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     // Schemathesis keeps a cache of what it found in its working folder: under target/.
     let workdir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis-run"));
     std::fs::create_dir_all(&workdir).unwrap();
+    let space = s.post("/api/v1/spaces", &owner.token, json!({"name": "Shows", "slug": "shows"})).await;
+    assert_eq!(space.status, 201, "{:?}", space.body);
+    let space = space.data()["id"].as_str().unwrap().to_owned();
+    let experience = s
+        .post(
+            &format!("/api/v1/spaces/{space}/experiences"),
+            &owner.token,
+            json!({"name": "Launch", "experience_type": "live_stream", "price_cents": 500}),
+        )
+        .await;
+    let experience = experience.data()["id"].as_str().unwrap().to_owned();
+    let stream = s
+        .post(
+            &format!("/api/v1/experiences/{experience}/streams"),
+            &owner.token,
+            json!({"title": "Day one", "starts_at": "2026-12-01T10:00:00Z"}),
+        )
+        .await;
+    assert_eq!(stream.status, 201, "{:?}", stream.body);
+    let granted = s
+        .post(
+            "/api/v1/access_grants",
+            &owner.token,
+            json!({"user_id": member.id, "experience_id": experience}),
+        )
+        .await;
+    assert_eq!(granted.status, 201, "{:?}", granted.body);
+
     let output = tokio::process::Command::new(schemathesis())
         .current_dir(&workdir)
         .arg("run")

@@ -32,6 +32,12 @@ pub(crate) struct World {
     pub(crate) event: String,
     /// A call of the group, over (so a new one may start).
     pub(crate) call: String,
+    /// A space beside the primary one, a live-stream experience in it, a scheduled stream of
+    /// that, and the member's grant to it.
+    pub(crate) space: String,
+    pub(crate) experience: String,
+    pub(crate) stream: String,
+    pub(crate) grant: String,
 }
 
 impl World {
@@ -119,6 +125,32 @@ impl World {
             )
             .await;
         assert!(ended.status.is_success(), "{:?}", ended.body);
+        let space =
+            id_of(&s.post("/api/v1/spaces", &owner.token, json!({"name": "Shows", "slug": "shows"})).await);
+        let experience = id_of(
+            &s.post(
+                &format!("/api/v1/spaces/{space}/experiences"),
+                &owner.token,
+                json!({"name": "Launch", "experience_type": "live_stream", "price_cents": 0}),
+            )
+            .await,
+        );
+        let stream = id_of(
+            &s.post(
+                &format!("/api/v1/experiences/{experience}/streams"),
+                &owner.token,
+                json!({"title": "Day one", "starts_at": "2026-12-01T10:00:00Z"}),
+            )
+            .await,
+        );
+        let grant = id_of(
+            &s.post(
+                "/api/v1/access_grants",
+                &owner.token,
+                json!({"user_id": member.id, "experience_id": experience}),
+            )
+            .await,
+        );
         Self {
             s,
             owner,
@@ -136,6 +168,10 @@ impl World {
             hook,
             event,
             call,
+            space,
+            experience,
+            stream,
+            grant,
         }
     }
 
@@ -150,6 +186,10 @@ impl World {
             "reactions" => &self.reaction,
             "notifications" => &self.notification,
             "admin" => &self.job,
+            "spaces" => &self.space,
+            "experiences" => &self.experience,
+            "streams" => &self.stream,
+            "access_grants" => &self.grant,
             "webhooks" if template.starts_with("/api/v1/webhooks/incoming") => &self.hook,
             "webhooks" => &self.subscription,
             _ => "",
@@ -186,7 +226,20 @@ impl World {
             | "/api/v1/conversations/{id}/calls/{call_id}/decline" => return None,
             "/api/v1/conversations/{id}/calls" => json!({"kind": "audio"}),
             // Signed, not authenticated: a body without a signature is refused before it is read.
-            "/api/v1/webhooks/incoming/{id}" => return None,
+            "/api/v1/webhooks/incoming/{id}" | "/api/v1/webhooks/stripe" => return None,
+            "/api/v1/streams/{id}/start" | "/api/v1/streams/{id}/end" | "/api/v1/streams/{id}/join" => {
+                return None
+            }
+            "/api/v1/spaces" => json!({"name": "Walks", "slug": "walks", "description": "walking"}),
+            "/api/v1/spaces/{id}" => json!({"name": "Walked", "description": "walked"}),
+            "/api/v1/spaces/{id}/experiences" => {
+                json!({"name": "Walk", "experience_type": "course", "price_cents": 500, "currency": "EUR"})
+            }
+            "/api/v1/experiences/{id}" => json!({"name": "Walked", "published": true}),
+            "/api/v1/experiences/{id}/streams" => {
+                json!({"title": "Walk", "starts_at": "2026-12-02T10:00:00Z"})
+            }
+            "/api/v1/access_grants" => json!({"user_id": self.newcomer.id, "experience_id": self.experience}),
             "/api/v1/webhooks/subscriptions" => json!({
                 "url": "http://127.0.0.1:9/walk", "event_types": ["MessagePosted"], "description": "walking"
             }),

@@ -97,12 +97,10 @@ impl Creator {
 }
 
 impl Creator {
-    /// The job that opens missing primary spaces, for a node to enqueue as it starts (once an
-    /// hour at most across nodes).
+    /// The job that opens missing primary spaces, for a node to enqueue as it starts. Running
+    /// it twice (two nodes starting) opens nothing twice: the space's id is the account's.
     pub fn open_primary_spaces_job() -> NewJob {
-        NewJob::new(OPEN_PRIMARY_SPACES, json!({}))
-            .queue(QueueName::Low)
-            .unique(OPEN_PRIMARY_SPACES, Duration::from_secs(3600))
+        NewJob::new(OPEN_PRIMARY_SPACES, json!({})).queue(QueueName::Low)
     }
 
     /// Every account of the log without its primary space gets it, as its owner opened it.

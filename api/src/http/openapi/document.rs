@@ -159,7 +159,8 @@ fn operation(endpoint: &Endpoint, doc: &Doc, tag: String, links: &[(String, Link
             op = op
                 .security(SecurityRequirement::new("access_token", Vec::<String>::new()))
                 .security(SecurityRequirement::new("api_key", Vec::<String>::new()));
-            errors.push(Code::Unauthorized);
+            // Every request of a user or key counts against the API's per-minute limit.
+            errors.extend([Code::Unauthorized, Code::RateLimited]);
         }
         Access::Public => {
             op = op.security(SecurityRequirement::default());
