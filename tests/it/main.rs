@@ -9,6 +9,7 @@ mod calls;
 mod commands;
 mod concurrency;
 mod creator;
+mod creator_viewers;
 mod dashboard;
 mod group_commit;
 mod http_api_keys;

@@ -18,6 +18,7 @@ pub mod presence;
 pub mod revocations;
 pub mod roles;
 pub mod signals;
+pub mod viewers;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ use self::presence::Presence;
 use self::revocations::Revocations;
 use self::roles::RoleDirectory;
 use self::signals::Signals;
+use self::viewers::Viewers;
 use crate::app::App;
 
 /// How long [`Live::stop`] waits for its tasks before leaving them.
@@ -56,6 +58,8 @@ pub struct Live {
     pub signals: Signals,
     /// Who is online, across the nodes.
     pub presence: Presence,
+    /// Who watches which stream, across the nodes.
+    pub viewers: Viewers,
     /// Kept alive as long as the followers: the store tells it of this node's own commits.
     own_commits: Arc<dyn CommitObserver>,
     stopping: Stopping,
@@ -77,6 +81,8 @@ impl Live {
         announcements::listen(store.pool(), revocations.clone(), api_keys.clone(), &stopping).await?;
         let signals = Signals::start(store.pool(), &stopping).await?;
         let presence = Presence::start(store.pool(), signals.clone(), presence_ttl, &stopping);
+        let clock = store.clone();
+        let viewers = Viewers::start(store.pool(), presence_ttl, Arc::new(move || clock.now()), &stopping);
         let own_commits: Arc<dyn CommitObserver> = Arc::new(OwnCommits {
             revocations: revocations.clone(),
             roles: roles.clone(),
@@ -92,6 +98,7 @@ impl Live {
             api_keys,
             signals,
             presence,
+            viewers,
             own_commits,
             stopping,
             closing,

@@ -367,13 +367,25 @@ impl Creator {
         &self,
         ctx: &CommandContext,
         stream_id: Uuid,
-        peak_viewers: i64,
         idempotency: Option<&Idempotency<'_, Executed<Stream>>>,
     ) -> Result<Idempotent<Executed<Stream>>, DispatchError> {
         ctx.require(Permission::SpacesManage)?;
         let by = ctx.actor_id().ok();
+        let peak_viewers = self.peak_viewers(stream_id).await?;
         let end = StreamCommand::End { peak_viewers, by, at: self.now() };
         self.commands.dispatcher().execute_with::<Stream>(ctx, &stream_id.to_string(), end, idempotency).await
+    }
+
+    /// The most distinct viewers the stream had at once, as the nodes counted them (0 when
+    /// nobody watched).
+    pub async fn peak_viewers(&self, stream_id: Uuid) -> Result<i64, DispatchError> {
+        let peak: Option<(i64,)> =
+            sqlx::query_as("SELECT peak FROM stream_viewer_peaks WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_optional(self.commands.dispatcher().store().pool())
+                .await
+                .map_err(parley_eventstore::StoreError::from)?;
+        Ok(peak.map_or(0, |(p,)| p))
     }
 
     /// How long a live stream may go without its host connected.

@@ -88,8 +88,7 @@ impl Creator {
             return Ok(());
         }
         let ctx = CommandContext::new(account_id, Actor::system());
-        // Viewer counts are not kept yet (they come with the stream channel): the peak is 0.
-        match self.end_stream(&ctx, stream_id, 0, None).await {
+        match self.end_stream(&ctx, stream_id, None).await {
             Ok(_) | Err(DispatchError::Domain(_)) => Ok(()),
             Err(e) => Err(fail(e)),
         }

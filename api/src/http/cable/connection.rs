@@ -18,7 +18,7 @@ mod relay;
 mod subscribing;
 
 use super::action_cable;
-use super::dialect::{CallAnswer, Decoded, Dialect, Label, Request};
+use super::dialect::{CallAnswer, Channel, Decoded, Dialect, Label, Request};
 pub use super::subscription::frame_body;
 use super::subscription::Subscription;
 use crate::app::App;
@@ -26,6 +26,7 @@ use crate::http::auth::{Credential, Principal};
 use crate::http::error::ApiError;
 use crate::live::fanout::Listener;
 use crate::live::signals::SignalTap;
+use crate::live::viewers::{ViewerNote, ViewerTap, Viewers};
 use crate::live::{api_keys, revocations, Live};
 
 /// Close code for a missing, bad or revoked token.
@@ -47,8 +48,10 @@ pub struct Connection {
     bucket: relay::Bucket,
     /// When it last relayed typing, by conversation.
     typed: std::collections::HashMap<Uuid, std::time::Instant>,
-    /// Its row in the cluster's presence (users only).
+    /// Its row in the cluster's presence (users only), and its id among a stream's viewers.
     presence_id: Uuid,
+    /// Viewer counts of the streams it watches, and the end of a viewer's access.
+    viewer_tap: ViewerTap,
     /// When the client was last heard from (any frame, a pong to the server's ping included).
     heard: std::time::Instant,
 }
@@ -78,6 +81,7 @@ impl Connection {
             bucket,
             typed,
             presence_id,
+            viewer_tap: Viewers::tap(),
             heard,
         }
     }
@@ -94,6 +98,13 @@ impl Connection {
             Box::pin(self.live.presence.connected(self.presence_id, user, self.principal.account_id())).await;
         }
         let _ = self.serve(&mut socket).await;
+        for sub in self.subscriptions.values() {
+            if let Channel::Stream(stream) = &sub.channel {
+                if let Ok(stream) = stream.parse() {
+                    self.live.viewers.unwatch(self.presence_id, stream);
+                }
+            }
+        }
         if user.is_some() {
             self.live.presence.disconnected(self.presence_id);
         }
@@ -175,6 +186,9 @@ impl Connection {
                     None => return Err(Closed),
                 },
                 _ = lag.lagged() => Box::pin(self.catch_up_lagged(socket, &lag)).await?,
+                note = self.viewer_tap.rx.recv() => if let Some(note) = note {
+                    self.viewer_note(socket, note).await?;
+                },
                 signal = async { match self.signals.as_mut() { Some(tap) => tap.rx.recv().await, None => std::future::pending().await } } => {
                     if let Some((frame, user_channel)) = signal {
                         self.relayed(socket, &frame, user_channel).await?;
@@ -209,6 +223,36 @@ impl Connection {
                             send(socket, Dialect::on_subscription(identifier, &message)).await?;
                         }
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream's count changed, or the viewer's access to it ended (the subscription ends with
+    /// `access_ended`).
+    async fn viewer_note<S: Sink<Message> + Unpin>(
+        &mut self,
+        socket: &mut S,
+        note: ViewerNote,
+    ) -> Result<(), Closed> {
+        let stream_id = match &note {
+            ViewerNote::Count { stream_id, .. } | ViewerNote::AccessEnded { stream_id } => *stream_id,
+        };
+        let labels: Vec<Label> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.channel == Channel::Stream(stream_id.to_string()))
+            .map(|s| s.label.clone())
+            .collect();
+        for label in labels {
+            match note {
+                ViewerNote::Count { count, .. } => {
+                    send(socket, subscribing::viewer_update(&label, stream_id, count)).await?
+                }
+                ViewerNote::AccessEnded { .. } => {
+                    self.drop_subscription(&label);
+                    send(socket, self.dialect.ended(&label, "access_ended")).await?;
                 }
             }
         }

@@ -51,6 +51,11 @@ impl Connection {
             if let Some(interest) = &sub.interest {
                 self.listener.stop_listening(interest);
             }
+            if let Channel::Stream(stream) = &sub.channel {
+                if let Ok(stream) = stream.parse() {
+                    self.live.viewers.unwatch(self.presence_id, stream);
+                }
+            }
         }
     }
 

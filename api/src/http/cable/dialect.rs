@@ -45,6 +45,8 @@ pub enum Channel {
     Calls,
     /// Action Cable's `UserChannel`: the user's notifications.
     Notifications,
+    /// A live stream's viewers (the raw id): its viewer count, and its own events.
+    Stream(String),
 }
 
 /// How a callee or participant answers a call.
@@ -137,6 +139,7 @@ struct CableCommand {
 struct Identifier {
     channel: String,
     conversation_id: Option<String>,
+    stream_id: Option<String>,
     after: Option<String>,
 }
 
@@ -273,6 +276,7 @@ fn decode_parley(text: &str) -> Result<Decoded, Undecodable> {
                 "user" => Ok(Channel::User),
                 "account" => Ok(Channel::Account),
                 "conversation" => Ok(Channel::Conversation(id.clone().unwrap_or_default())),
+                "stream" => Ok(Channel::Stream(id.clone().unwrap_or_default())),
                 _ => Err("not_found"),
             };
             Request::Subscribe { label: Label::Parley { channel, id }, channel: parsed, after }
@@ -309,6 +313,7 @@ fn decode_cable(text: &str) -> Result<Decoded, Undecodable> {
                 "PresenceChannel" => Ok(Channel::Presence),
                 "CallChannel" => Ok(Channel::Calls),
                 "UserChannel" => Ok(Channel::Notifications),
+                "StreamChannel" => Ok(Channel::Stream(identifier.stream_id.unwrap_or_default())),
                 _ => Err("not_found"),
             };
             let request = Request::Subscribe { label, channel, after: identifier.after };

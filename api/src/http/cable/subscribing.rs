@@ -6,6 +6,7 @@ use cqrs_es::Aggregate;
 use futures::Sink;
 use parley_aggregates::call::Call;
 use parley_aggregates::conversation::Conversation;
+use parley_aggregates::creator::Stream;
 use parley_aggregates::permissions::Permission;
 use parley_eventstore::{EventFilter, LogCursor};
 use serde_json::json;
@@ -42,6 +43,8 @@ impl Connection {
         let account_id = self.principal.account_id();
         let account = EventFilter { account_id: Some(account_id), ..Default::default() };
         let me = self.principal.user_id().ok();
+        // A stream subscription: which stream, and whether the subscriber counts as a viewer.
+        let mut watching = None;
         // Which events, for which user, and what the connection listens to for them.
         let (channel, filter, user, interest) = match channel {
             Channel::User | Channel::Notifications | Channel::Presence | Channel::Calls if me.is_none() => {
@@ -60,6 +63,28 @@ impl Connection {
                     return send(socket, dialect.rejected(&label, "forbidden")).await;
                 }
                 (channel, account, None, Some(Interest::Account(account_id)))
+            }
+            Channel::Stream(id) => {
+                let Ok(stream) = id.parse::<Uuid>() else {
+                    return send(socket, dialect.rejected(&label, "not_found")).await;
+                };
+                let viewer = match self.may_watch(stream).await {
+                    Ok(Some(viewer)) => viewer,
+                    Ok(None) => return send(socket, dialect.rejected(&label, "not_found")).await,
+                    Err(()) => return Err(Closed),
+                };
+                let filter = EventFilter {
+                    stream_type: Some(Stream::TYPE.into()),
+                    stream_id: Some(stream.to_string()),
+                    ..account
+                };
+                let interest = Interest::Stream {
+                    account_id,
+                    stream_type: Stream::TYPE.into(),
+                    stream_id: stream.to_string(),
+                };
+                watching = Some((stream, viewer));
+                (Channel::Stream(stream.to_string()), filter, None, Some(interest))
             }
             Channel::Conversation(id) => {
                 let Ok(conversation) = id.parse::<Uuid>() else {
@@ -100,6 +125,13 @@ impl Connection {
             }
         }
         send(socket, dialect.subscribed(&label, &head.to_string())).await?;
+        if let Some((stream, viewer)) = watching {
+            // Counted from now on, and told the count at once (then at each change).
+            let user = me.unwrap_or(Uuid::nil());
+            let count =
+                self.live.viewers.watch(&self.viewer_tap, self.presence_id, stream, user, viewer).await;
+            send(socket, viewer_update(&label, stream, count)).await?;
+        }
         if let (true, Some(me)) = (roster, me) {
             // Who of those sharing a conversation with the subscriber is online now.
             let online = self.live.presence.roster(me).await;
@@ -120,6 +152,35 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether the caller may watch the stream: `Some(false)` for a host (`spaces.manage`: told
+    /// the count, not counted), `Some(true)` for a user with a live grant to its experience,
+    /// `None` otherwise (not found, as for another account's).
+    async fn may_watch(&self, stream: Uuid) -> Result<Option<bool>, ()> {
+        let loaded = self
+            .app
+            .commands
+            .dispatcher()
+            .load::<Stream>(&stream.to_string())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "stream check failed"))?;
+        let Some(loaded) = loaded.filter(|l| l.account_id == self.principal.account_id()) else {
+            return Ok(None);
+        };
+        if self.principal.ctx.actor.can(Permission::SpacesManage) {
+            return Ok(Some(false));
+        }
+        let (Ok(user), Some(experience)) = (self.principal.user_id(), loaded.aggregate.experience_id) else {
+            return Ok(None);
+        };
+        let reads = parley_projections::Reads::new(self.app.store.pool(), None);
+        let now = self.app.creator.now();
+        let allowed =
+            parley_projections::read_models::creator::query::has_access(&reads, user, experience, now)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "access check failed"))?;
+        Ok(allowed.then_some(true))
+    }
+
     /// Membership, from the write side: strictly consistent, so a member who just joined or
     /// created the conversation is never refused. Another account's conversation is not found.
     async fn is_member(&self, conversation: Uuid) -> Result<bool, ()> {
@@ -137,5 +198,18 @@ impl Connection {
                 && !l.aggregate.archived
                 && l.aggregate.is_member(user_id)
         }))
+    }
+}
+
+/// `viewer_update` for a stream subscription, in its dialect.
+pub(super) fn viewer_update(label: &Label, stream: Uuid, count: i64) -> String {
+    match label {
+        Label::Parley { .. } => {
+            json!({"type": "viewer_update", "stream_id": stream, "count": count}).to_string()
+        }
+        Label::Cable(identifier) => Dialect::on_subscription(
+            identifier,
+            &json!({"type": "viewer_update", "count": count}).to_string(),
+        ),
     }
 }

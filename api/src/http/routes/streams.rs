@@ -106,8 +106,7 @@ async fn end(
     BodilessCommand { principal, door }: BodilessCommand,
 ) -> Result<Response, ApiError> {
     let idempotency = door.idempotency(&render);
-    // Viewer counts are not kept yet: the peak recorded is what the read model has (0).
-    let outcome = state.app.creator.end_stream(&principal.ctx, id, 0, idempotency.as_ref()).await?;
+    let outcome = state.app.creator.end_stream(&principal.ctx, id, idempotency.as_ref()).await?;
     Ok(door.answer(outcome, &render))
 }
 
@@ -146,6 +145,13 @@ async fn join(
         ));
     }
     let host = principal.ctx.actor.can(Permission::SpacesManage);
+    if let (false, Some(max)) = (host, stream.max_participants) {
+        let others = state.live.viewers.others(id, user_id).await?;
+        if others >= i64::from(max) {
+            return Err(ApiError::new(Code::Conflict, format!("the stream is full: {max} viewers are in"))
+                .with_details(json!({"max_participants": max})));
+        }
+    }
     let name = users::public_profile(&reads, principal.account_id(), user_id)
         .await?
         .map(|p| p.display_name.unwrap_or(p.name))
