@@ -206,7 +206,7 @@ impl Viewers {
     async fn tick(&self, n: u64) {
         self.forget_left().await;
         let refresh_every = (self.ttl.as_secs() / 4).max(1);
-        if n % refresh_every == 0 {
+        if n.is_multiple_of(refresh_every) {
             self.refresh().await;
         }
         let streams: Vec<Uuid> = match self.state.lock() {
