@@ -455,3 +455,198 @@ async fn accounts_opened_before_spaces_get_their_primary_space_once() {
     assert_eq!(count(owner.account_id.parse().unwrap()).await, 1, "a new account's is not opened twice");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_the_creator_read_model_reproduces_every_answer() {
+    let s = server().await;
+    let owner = s.register("host@example.com").await;
+    let viewer = s.invite_member(&owner, "viewer@example.com").await;
+    let (space, experience) = live_stream_experience(&s, &owner, 1500).await;
+    let other = id(&s.post("/api/v1/spaces", &owner.token, json!({"name": "Other", "slug": "other"})).await);
+    let course = id(&s
+        .post(
+            &format!("/api/v1/spaces/{other}/experiences"),
+            &owner.token,
+            json!({"name": "Course", "experience_type": "course", "price_cents": 0}),
+        )
+        .await);
+    let patched = s
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/experiences/{course}"),
+            Some(&owner.token),
+            Some(json!({"name": "Course, renamed", "description": "<i>new</i>", "published": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    let mut streams = Vec::new();
+    for title in ["Ended", "Live", "Later"] {
+        let stream = id(&s
+            .post(
+                &format!("/api/v1/experiences/{experience}/streams"),
+                &owner.token,
+                json!({"title": title, "starts_at": "2026-12-01T18:00:00Z", "max_participants": 50}),
+            )
+            .await);
+        streams.push(stream);
+    }
+    for stream in &streams[..2] {
+        s.post(&format!("/api/v1/streams/{stream}/start"), &owner.token, json!({})).await;
+    }
+    s.post(&format!("/api/v1/streams/{}/end", streams[0]), &owner.token, json!({})).await;
+    let granted = id(&s
+        .post(
+            "/api/v1/access_grants",
+            &owner.token,
+            json!({"user_id": viewer.id, "experience_id": experience}),
+        )
+        .await);
+    s.post("/api/v1/access_grants", &owner.token, json!({"user_id": viewer.id, "experience_id": course}))
+        .await;
+    s.call(Method::DELETE, &format!("/api/v1/access_grants/{granted}"), Some(&owner.token), None, &[]).await;
+    until(&s, &format!("/api/v1/streams/{}", streams[0]), &owner.token, |d| d["archived_at"].is_string())
+        .await;
+
+    let reads = [
+        "/api/v1/spaces".to_owned(),
+        format!("/api/v1/spaces/{space}"),
+        format!("/api/v1/spaces/{other}"),
+        format!("/api/v1/spaces/{space}/experiences"),
+        format!("/api/v1/spaces/{other}/experiences"),
+        format!("/api/v1/experiences/{experience}"),
+        format!("/api/v1/experiences/{course}"),
+        format!("/api/v1/experiences/{experience}/streams"),
+        format!("/api/v1/streams/{}", streams[0]),
+        format!("/api/v1/streams/{}", streams[1]),
+        "/api/v1/access_grants".to_owned(),
+        "/api/v1/experiences/popular".to_owned(),
+    ];
+    let at = head(&s).await;
+    let mut before = Vec::new();
+    for path in &reads {
+        let a = s.get_at(path, &owner.token, &at).await;
+        assert_eq!(a.status, 200, "{path}: {:?}", a.body);
+        before.push(a.body);
+    }
+    let accepted = s
+        .call(Method::POST, "/api/v1/admin/projections/creator/rebuild", Some(&owner.token), None, &[])
+        .await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = s.get("/api/v1/admin/projections", &owner.token).await;
+        let creator: Vec<Value> =
+            listed.data().as_array().unwrap().iter().filter(|p| p["name"] == "creator").cloned().collect();
+        if creator.len() == 1 && creator[0]["generation"] == 2 && creator[0]["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rebuild did not take over: {creator:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (path, before) in reads.iter().zip(before) {
+        assert_eq!(s.get_at(path, &owner.token, &at).await.body, before, "{path} after the rebuild");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_host_stays_away_is_ended_by_its_job() {
+    let s = TestServer::start_with(|c| c.stream_abandon_seconds = 1).await;
+    let owner = s.register("host@example.com").await;
+    let (_, experience) = live_stream_experience(&s, &owner, 0).await;
+    let stream = id(&s
+        .post(
+            &format!("/api/v1/experiences/{experience}/streams"),
+            &owner.token,
+            json!({"title": "Left running", "starts_at": "2026-12-01T18:00:00Z"}),
+        )
+        .await);
+    // The host connected (online) while it went live.
+    let mut cable = s.cable(Some(&owner.token)).await;
+    assert_eq!(cable.frame().await["type"], "welcome");
+    let live = s.post(&format!("/api/v1/streams/{stream}/start"), &owner.token, json!({})).await;
+    assert_eq!(live.status, 200, "{:?}", live.body);
+    // The check is set for a second after the start; while the host is connected it looks again
+    // later. Its run time is moved to now to drive it, twice: once connected, once gone.
+    // (The creator_timers process manager sets it as the start commits.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (jobs,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM jobs WHERE kind = 'streams.end_abandoned'")
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        if jobs >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned-stream check was never set");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drive = || async {
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE kind = 'streams.end_abandoned' AND state IN ('scheduled', 'available')")
+            .execute(s.t.app.store.pool())
+            .await
+            .unwrap();
+        s.t.app.jobs.wake().await;
+    };
+    drive().await;
+    // It ran and looked again later (the host is here): a newer check is scheduled, and the
+    // stream is still live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (done, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state IN ('scheduled', 'available')) \
+             FROM jobs WHERE kind = 'streams.end_abandoned'",
+        )
+        .fetch_one(s.t.app.store.pool())
+        .await
+        .unwrap();
+        if done >= 1 && waiting >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the check did not run and look again ({done} done, {waiting} waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let still = s.get_at(&format!("/api/v1/streams/{stream}"), &owner.token, &head(&s).await).await;
+    assert_eq!(still.data()["state"], "live");
+    // The host leaves; a second later the check ends the stream.
+    drop(cable);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (online,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM presence_connections WHERE user_id = $1::uuid)")
+                .bind(&owner.id)
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        if !online {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the host never went offline");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query(
+        "UPDATE presence_last_seen SET last_seen_at = now() - interval '1 minute' WHERE user_id = $1::uuid",
+    )
+    .bind(&owner.id)
+    .execute(s.t.app.store.pool())
+    .await
+    .unwrap();
+    drive().await;
+    let ended =
+        until(&s, &format!("/api/v1/streams/{stream}"), &owner.token, |d| d["state"] == "ended").await;
+    assert!(ended["ended_at"].is_string());
+    let (by,): (Option<String>,) = sqlx::query_as(
+        "SELECT payload->>'ended_by' FROM events WHERE event_type = 'StreamEnded' AND stream_id = $1",
+    )
+    .bind(&stream)
+    .fetch_one(s.t.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(by, None, "ended by the job, not by anyone");
+    s.stop().await;
+}
