@@ -9,7 +9,7 @@ use cqrs_es::Aggregate;
 use parley_aggregates::api_key::ApiKey;
 use parley_aggregates::call::Call;
 use parley_aggregates::conversation::{Conversation, ConversationEvent};
-use parley_aggregates::creator::{AccessGrant, Space};
+use parley_aggregates::creator::{AccessGrant, Space, Stream};
 use parley_aggregates::from_payload;
 use parley_aggregates::invitation::Invitation;
 use parley_aggregates::role::Role;
@@ -95,6 +95,7 @@ async fn derive(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(),
             ApiKey::TYPE => ApiKey::write_side(conn, account, &stream, &decode::<ApiKey>(run)?).await?,
             Call::TYPE => Call::write_side(conn, account, &stream, &decode::<Call>(run)?).await?,
             Space::TYPE => Space::write_side(conn, account, &stream, &decode::<Space>(run)?).await?,
+            Stream::TYPE => Stream::write_side(conn, account, &stream, &decode::<Stream>(run)?).await?,
             AccessGrant::TYPE => {
                 AccessGrant::write_side(conn, account, &stream, &decode::<AccessGrant>(run)?).await?
             }

@@ -7,7 +7,7 @@ use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
 use parley_aggregates::api_key::{ApiKey, ApiKeyEvent};
 use parley_aggregates::conversation::{Conversation, ConversationEvent, DIRECT};
-use parley_aggregates::creator::{AccessGrantEvent, GrantSource, SpaceEvent};
+use parley_aggregates::creator::{AccessGrantEvent, GrantSource, SpaceEvent, StreamEvent};
 use parley_aggregates::invitation::{Invitation, InvitationEvent};
 use parley_aggregates::role::{Role, RoleEvent};
 use parley_aggregates::session::{Session, SessionEvent};
@@ -326,8 +326,16 @@ impl WriteSide for parley_aggregates::creator::Space {
         stream: &StreamKey,
         events: &[SpaceEvent],
     ) -> Result<(), DispatchError> {
-        use crate::creator::{slug_key, SPACE_SLUG_CLAIM};
+        use crate::creator::{slug_key, PRIMARY_SPACE_CLAIM, SPACE_SLUG_CLAIM};
         for event in events {
+            if let SpaceEvent::SpaceCreated { is_primary: true, .. } = event {
+                if let ClaimOutcome::Taken(holder) =
+                    claims::claim(conn, account_id, PRIMARY_SPACE_CLAIM, &account_id.to_string(), stream)
+                        .await?
+                {
+                    return Err(DispatchError::Claimed { kind: PRIMARY_SPACE_CLAIM, holder });
+                }
+            }
             let keep = match event {
                 SpaceEvent::SpaceCreated { slug, .. } | SpaceEvent::SpaceUpdated { slug, .. } => {
                     Some(slug_key(account_id, slug))
@@ -349,7 +357,31 @@ impl WriteSide for parley_aggregates::creator::Space {
 
 impl WriteSide for parley_aggregates::creator::Experience {}
 
-impl WriteSide for parley_aggregates::creator::Stream {}
+impl WriteSide for parley_aggregates::creator::Stream {
+    /// A stream that goes live names its chat: who may post there is decided on it.
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        _stream: &StreamKey,
+        events: &[StreamEvent],
+    ) -> Result<(), DispatchError> {
+        for event in events {
+            if let StreamEvent::StreamStarted { stream_id, experience_id, conversation_id, .. } = event {
+                sqlx::query(
+                    "INSERT INTO stream_chats (conversation_id, stream_id, experience_id, account_id) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id) DO NOTHING",
+                )
+                .bind(conversation_id)
+                .bind(stream_id)
+                .bind(experience_id)
+                .bind(account_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
 
 impl WriteSide for parley_aggregates::creator::AccessGrant {
     /// A checkout session grants once: its id is claimed by the grant it made, for good.
@@ -361,6 +393,28 @@ impl WriteSide for parley_aggregates::creator::AccessGrant {
     ) -> Result<(), DispatchError> {
         use crate::creator::CHECKOUT_SESSION_CLAIM;
         for event in events {
+            match event {
+                AccessGrantEvent::AccessGranted { grant_id, user_id, experience_id, expires_at, .. } => {
+                    sqlx::query(
+                        "INSERT INTO access_grant_facts (grant_id, account_id, user_id, experience_id, expires_at, active) \
+                         VALUES ($1, $2, $3, $4, $5, true) ON CONFLICT (grant_id) DO NOTHING",
+                    )
+                    .bind(grant_id)
+                    .bind(account_id)
+                    .bind(user_id)
+                    .bind(experience_id)
+                    .bind(expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                AccessGrantEvent::AccessGrantRevoked { grant_id, .. }
+                | AccessGrantEvent::AccessGrantExpired { grant_id, .. } => {
+                    sqlx::query("UPDATE access_grant_facts SET active = false WHERE grant_id = $1")
+                        .bind(grant_id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
             if let AccessGrantEvent::AccessGranted { source: GrantSource::Checkout { session_id }, .. } =
                 event
             {

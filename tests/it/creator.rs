@@ -195,6 +195,44 @@ async fn a_paid_stream_lives_from_checkout_to_archive() {
         let s = &s;
         async move { s.call(Method::POST, &path, Some(&token), Some(json!({})), &[("x-min-position", &at)]).await }
     };
+    // The stream's chat: open to whoever may see the stream, not to other members.
+    let chat = live.data()["conversation_id"].as_str().unwrap().to_owned();
+    let outsider = s.invite_member(&owner, "outsider@example.com").await;
+    let said = s
+        .post(
+            &format!("/api/v1/conversations/{chat}/messages"),
+            &viewer.token,
+            json!({"body": "hello from the audience"}),
+        )
+        .await;
+    assert_eq!(said.status, 201, "{:?}", said.body);
+    let hosted = s
+        .post(&format!("/api/v1/conversations/{chat}/messages"), &owner.token, json!({"body": "welcome"}))
+        .await;
+    assert_eq!(hosted.status, 201, "{:?}", hosted.body);
+    let read =
+        s.get_at(&format!("/api/v1/conversations/{chat}/messages"), &viewer.token, &hosted.position()).await;
+    let bodies: Vec<&str> =
+        read.data().as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["welcome", "hello from the audience"]);
+    s.post(&format!("/api/v1/conversations/{chat}/messages"), &outsider.token, json!({"body": "let me in"}))
+        .await
+        .assert_error(404, "not_found");
+    s.get_at(&format!("/api/v1/conversations/{chat}/messages"), &outsider.token, &hosted.position())
+        .await
+        .assert_error(404, "not_found");
+    // The viewer follows the chat live on the cable.
+    let mut cable = s.cable(Some(&viewer.token)).await;
+    assert_eq!(cable.frame().await["type"], "welcome");
+    assert_eq!(cable.subscribe("conversation", Some(&chat), None).await["type"], "subscribed");
+    s.post(&format!("/api/v1/conversations/{chat}/messages"), &owner.token, json!({"body": "live now"}))
+        .await;
+    let event = cable.events(1).await.remove(0);
+    assert_eq!(event["event"]["data"]["body"], "live now");
+    let mut outsider_cable = s.cable(Some(&outsider.token)).await;
+    assert_eq!(outsider_cable.frame().await["type"], "welcome");
+    assert_eq!(outsider_cable.subscribe("conversation", Some(&chat), None).await["type"], "rejected");
+
     let joined = join(viewer.token.clone()).await;
     assert_eq!(joined.status, 200, "{:?}", joined.body);
     assert_eq!(joined.data()["room"], room);
@@ -358,7 +396,7 @@ async fn bad_input_is_refused_with_nothing_appended() {
     }
     assert_eq!(s.events().await, before, "nothing was appended");
     // The taken slug is still its space's.
-    let still = s.get(&format!("/api/v1/spaces/{taken}"), &owner.token).await;
+    let still = s.get_at(&format!("/api/v1/spaces/{taken}"), &owner.token, &head(&s).await).await;
     assert_eq!(still.data()["slug"], "taken");
     s.stop().await;
 }

@@ -223,6 +223,8 @@ async fn a_thousand_tabs_on_two_servers_see_the_count_of_distinct_viewers_conver
     tokio::time::sleep(Duration::from_millis(1500)).await; // two ticks: a wrong count would have been sent
     converged(&heard, &watching, (USERS / 2) as i64, Duration::from_secs(2)).await;
     assert!(heard.lock().unwrap().lowest >= 0, "a count never goes below zero");
+    let shown = s.get(&format!("/api/v1/streams/{stream}"), &owner.token).await;
+    assert_eq!(shown.data()["viewer_count"], (USERS / 2) as i64, "{:?}", shown.body);
 
     // The stream ends carrying its peak.
     let ended = s.post(&format!("/api/v1/streams/{stream}/end"), &owner.token, json!({})).await;

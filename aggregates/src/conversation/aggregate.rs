@@ -9,6 +9,9 @@ use super::{ConversationCommand, ConversationEvent};
 
 pub const GROUP: &str = "group";
 pub const DIRECT: &str = "direct";
+/// A live stream's chat: its host administers it; whoever may see the stream reads and posts
+/// in it without being a member (the caller decides who may, by grant).
+pub const STREAM: &str = "stream";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +87,10 @@ impl Conversation {
 
     pub fn is_group(&self) -> bool {
         self.kind == GROUP
+    }
+
+    pub fn is_stream_chat(&self) -> bool {
+        self.kind == STREAM
     }
 }
 

@@ -46,6 +46,11 @@ pub enum ConversationCommand {
     /// Posts a message; only a member may. Re-decidable: never fails because others post.
     /// `mentions` are members named in the body.
     PostMessage { message_id: Uuid, author_id: Uuid, body: MessageBody, mentions: Vec<Uuid> },
+    /// Opens a live stream's chat, administered by its host.
+    StartStreamChat { conversation_id: Uuid, account_id: Uuid, title: Name, host_id: Uuid },
+    /// A message in a stream's chat by one who may see the stream (the caller checked their
+    /// grant): no member, so no mentions.
+    PostAsReader { message_id: Uuid, author_id: Uuid, body: MessageBody },
     /// A message posted through an incoming webhook bound to this conversation: the hook is the
     /// author (it is no member; binding it to the conversation was the member's decision).
     PostAsWebhook { message_id: Uuid, hook_id: Uuid, body: MessageBody },

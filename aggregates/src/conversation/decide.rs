@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::aggregate::{DIRECT, GROUP};
+use super::aggregate::{DIRECT, GROUP, STREAM};
 use super::commands::MessageFact;
 use super::{Conversation, ConversationCommand, ConversationError, ConversationEvent, MemberRole};
 
@@ -15,6 +15,22 @@ impl Conversation {
         match command {
             C::StartGroup { conversation_id, title, creator_id, member_ids, .. } => {
                 self.start(conversation_id, GROUP, Some(title.as_str().to_owned()), creator_id, &member_ids)
+            }
+            C::StartStreamChat { conversation_id, title, host_id, .. } => {
+                self.start(conversation_id, STREAM, Some(title.as_str().to_owned()), host_id, &[])
+            }
+            C::PostAsReader { message_id, author_id, body } => {
+                let conversation_id = self.open()?;
+                if !self.is_stream_chat() {
+                    return Err(ConversationError::NotAMember);
+                }
+                Ok(vec![ConversationEvent::MessagePosted {
+                    message_id,
+                    conversation_id,
+                    author_id,
+                    body: body.as_str().to_owned(),
+                    mentions: Vec::new(),
+                }])
             }
             C::StartDirect { conversation_id, creator_id, other_id, .. } => {
                 self.start(conversation_id, DIRECT, None, creator_id, &[other_id])
@@ -189,7 +205,7 @@ impl Conversation {
         if self.id.is_some() {
             return Err(ConversationError::AlreadyStarted);
         }
-        let creator_role = if kind == GROUP { MemberRole::Admin } else { MemberRole::Member };
+        let creator_role = if kind == DIRECT { MemberRole::Member } else { MemberRole::Admin };
         let mut events = vec![
             ConversationEvent::ConversationStarted {
                 conversation_id,

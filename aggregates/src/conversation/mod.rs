@@ -11,6 +11,6 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Conversation, ConversationError, MemberRole, DIRECT, GROUP};
+pub use aggregate::{Conversation, ConversationError, MemberRole, DIRECT, GROUP, STREAM};
 pub use commands::{ConversationCommand, MessageFact, ReactionFact};
 pub use events::ConversationEvent;

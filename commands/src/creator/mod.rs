@@ -33,6 +33,8 @@ use crate::unit_of_work::Executed;
 
 /// The claim that keeps a space's slug unique in its account.
 pub const SPACE_SLUG_CLAIM: &str = "space_slug";
+/// The claim that gives an account one primary space.
+pub const PRIMARY_SPACE_CLAIM: &str = "primary_space";
 /// The claim that lets a checkout session grant access once.
 pub const CHECKOUT_SESSION_CLAIM: &str = "checkout_session";
 /// How long a live stream may go without its host connected before the job ends it, unless
@@ -42,12 +44,6 @@ pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(300);
 /// The claim value of a slug in an account.
 pub fn slug_key(account_id: Uuid, slug: &str) -> String {
     format!("{account_id}/{slug}")
-}
-
-/// The id of an account's primary space: derived from the account, so opening it twice (the
-/// registration, then the backfill for accounts opened before spaces existed) opens it once.
-pub fn primary_space_id(account_id: Uuid) -> Uuid {
-    Uuid::new_v5(&account_id, b"parley:primary-space")
 }
 
 fn creator_field<T>(field: &'static str, parsed: Result<T, CreatorValueError>) -> Result<T, DispatchError> {
@@ -159,9 +155,10 @@ impl Creator {
     }
 
     /// The primary space of an account, opened in the unit of work that opens the account (or
-    /// by the backfill); opening it again changes nothing.
+    /// by the backfill); an account's one primary space is a claim, so opening another is
+    /// refused (`Claimed`).
     pub fn primary_space_command(account_id: Uuid, owner_id: Uuid) -> (String, SpaceCommand) {
-        let space_id = primary_space_id(account_id);
+        let space_id = Uuid::now_v7();
         let command = SpaceCommand::Create {
             space_id,
             account_id,
@@ -347,12 +344,11 @@ impl Creator {
                     let title = Name::parse(&format!("Chat: {}", stream.title))
                         .or_else(|_| Name::parse("Stream chat"))
                         .map_err(|e| DispatchError::Invalid { field: "title", message: e.to_string() })?;
-                    let chat = ConversationCommand::StartGroup {
+                    let chat = ConversationCommand::StartStreamChat {
                         conversation_id,
                         account_id,
                         title,
-                        creator_id: host,
-                        member_ids: Vec::new(),
+                        host_id: host,
                     };
                     uow.execute::<Conversation>(&conversation_id.to_string(), chat).await?;
                     Ok(started)
@@ -391,6 +387,65 @@ impl Creator {
     /// How long a live stream may go without its host connected.
     pub fn abandon_after(&self) -> Duration {
         self.abandon_after
+    }
+
+    // --- a stream's chat ---
+
+    /// Whether the actor reads `conversation_id` as a stream's chat: it is the chat of a stream
+    /// of their account, and they hold `spaces.manage` or a grant to its experience live now.
+    /// Decided on the write side's facts, so a grant just given counts at once.
+    pub async fn chat_reader(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+    ) -> Result<bool, DispatchError> {
+        let pool = self.commands.dispatcher().store().pool();
+        let chat: Option<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT experience_id, account_id FROM stream_chats WHERE conversation_id = $1")
+                .bind(conversation_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(parley_eventstore::StoreError::from)?;
+        let Some((experience_id, account_id)) = chat else { return Ok(false) };
+        if account_id != ctx.account_id {
+            return Ok(false);
+        }
+        if ctx.actor.can(Permission::SpacesManage) {
+            return Ok(true);
+        }
+        let Ok(user_id) = ctx.user_id() else { return Ok(false) };
+        let (granted,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM access_grant_facts WHERE user_id = $1 AND experience_id = $2 \
+               AND active AND (expires_at IS NULL OR expires_at > $3))",
+        )
+        .bind(user_id)
+        .bind(experience_id)
+        .bind(self.now())
+        .fetch_one(pool)
+        .await
+        .map_err(parley_eventstore::StoreError::from)?;
+        Ok(granted)
+    }
+
+    /// Posts in a stream's chat as one who may see the stream (not a member of it).
+    pub async fn post_as_reader(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        body: &str,
+        idempotency: Option<&Idempotency<'_, Executed<Conversation>>>,
+    ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
+        if !self.chat_reader(ctx, conversation_id).await? {
+            return Err(DispatchError::NotFound("Conversation"));
+        }
+        let author_id = ctx.user_id()?;
+        let body = parley_aggregates::values::MessageBody::parse(body)
+            .map_err(|e| DispatchError::Invalid { field: "body", message: e.to_string() })?;
+        let post = ConversationCommand::PostAsReader { message_id: Uuid::now_v7(), author_id, body };
+        self.commands
+            .dispatcher()
+            .execute_with::<Conversation>(ctx, &conversation_id.to_string(), post, idempotency)
+            .await
     }
 
     // --- access grants ---

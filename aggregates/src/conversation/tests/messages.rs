@@ -2,6 +2,7 @@
 //! message's write-side facts.
 
 use super::*;
+use crate::conversation::STREAM;
 use crate::values::Emoji;
 
 fn fact(author: Uuid) -> Option<MessageFact> {
@@ -182,4 +183,60 @@ fn reading_up_to_the_same_message_again_writes_nothing() {
         .given(with_bob())
         .when(ConversationCommand::MarkRead { user_id: EVE, message: fact(ALICE) })
         .then_expect_error(ConversationError::NotAMember);
+}
+
+#[test]
+fn in_a_stream_chat_a_reader_posts_without_being_a_member_and_nowhere_else() {
+    let post = || ConversationCommand::PostAsReader { message_id: M, author_id: EVE, body: body("hi") };
+    Given::with(()).given(started()).when(post()).then_expect_error(ConversationError::NotAMember);
+    let chat = vec![
+        ConversationEvent::ConversationStarted {
+            conversation_id: C,
+            kind: STREAM.into(),
+            title: Some("Chat: Launch".into()),
+            topic: None,
+            created_by: ALICE,
+        },
+        ConversationEvent::MemberAdded {
+            conversation_id: C,
+            user_id: ALICE,
+            role: MemberRole::Admin,
+            added_by: ALICE,
+        },
+    ];
+    Given::with(()).given(chat).when(post()).then_expect_events(vec![ConversationEvent::MessagePosted {
+        message_id: M,
+        conversation_id: C,
+        author_id: EVE,
+        body: "hi".into(),
+        mentions: vec![],
+    }]);
+}
+
+#[test]
+fn a_stream_chat_is_opened_with_its_host_as_admin() {
+    let title = crate::values::Name::parse("Chat: Launch").unwrap();
+    Given::with(())
+        .given_no_previous_events()
+        .when(ConversationCommand::StartStreamChat {
+            conversation_id: C,
+            account_id: C,
+            title,
+            host_id: ALICE,
+        })
+        .then_expect_events(vec![
+            ConversationEvent::ConversationStarted {
+                conversation_id: C,
+                kind: STREAM.into(),
+                title: Some("Chat: Launch".into()),
+                topic: None,
+                created_by: ALICE,
+            },
+            ConversationEvent::MemberAdded {
+                conversation_id: C,
+                user_id: ALICE,
+                role: MemberRole::Admin,
+                added_by: ALICE,
+            },
+        ]);
 }

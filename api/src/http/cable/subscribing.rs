@@ -92,7 +92,14 @@ impl Connection {
                 };
                 match self.is_member(conversation).await {
                     Ok(true) => {}
-                    Ok(false) => return send(socket, dialect.rejected(&label, "not_found")).await,
+                    Ok(false) => {
+                        match self.app.creator.chat_reader(&self.principal.ctx, conversation).await {
+                            // A live stream's chat: whoever may see the stream follows it.
+                            Ok(true) => {}
+                            Ok(false) => return send(socket, dialect.rejected(&label, "not_found")).await,
+                            Err(_) => return Err(Closed),
+                        }
+                    }
                     Err(()) => return Err(Closed),
                 }
                 let filter = EventFilter {

@@ -168,8 +168,9 @@ async fn streams(
 ) -> Result<Response, ApiError> {
     let reads = reads.get();
     visible_experience(&state, &reads, &principal, id).await?;
-    let (items, total) =
+    let (mut items, total) =
         creator::streams(&reads, principal.account_id(), id, page.per_page, page.offset()).await?;
+    super::streams::with_viewer_counts(&state, &mut items).await;
     Ok(respond(StatusCode::OK, envelope(json!(items), page.meta(total), None), None))
 }
 

@@ -78,6 +78,15 @@ async fn post(
     ApiPath(id): ApiPath<Uuid>,
     Command { principal, body, door, .. }: Command<PostBody>,
 ) -> Result<Response, ApiError> {
+    let render =
+        |done: &Executed<Conversation>| answer(StatusCode::CREATED, json!(posted(done)), done.cursor);
+    // A live stream's chat is open to whoever may see the stream, members or not.
+    if state.app.creator.chat_reader(&principal.ctx, id).await? {
+        let idempotency = door.idempotency(&render);
+        let outcome =
+            state.app.creator.post_as_reader(&principal.ctx, id, &body.body, idempotency.as_ref()).await?;
+        return Ok(door.answer(outcome, &render));
+    }
     // Who `@name` means is the users read model's to say; the conversation keeps its members. A
     // body the command will refuse (too long) is not looked through.
     let mentions = if body.body.chars().count() <= MessageBody::MAX {
@@ -85,8 +94,6 @@ async fn post(
     } else {
         Vec::new()
     };
-    let render =
-        |done: &Executed<Conversation>| answer(StatusCode::CREATED, json!(posted(done)), done.cursor);
     let idempotency = door.idempotency(&render);
     let outcome = state
         .app
@@ -117,6 +124,7 @@ fn message_cursor(raw: Option<&str>, name: &str) -> Result<Option<i64>, ApiError
 
 #[tracing::instrument(skip_all)]
 async fn list(
+    State(state): State<AppState>,
     principal: Principal,
     reads: Reading,
     ApiPath(id): ApiPath<Uuid>,
@@ -131,7 +139,9 @@ async fn list(
     };
     let limit = page.limit.unwrap_or(messages::DEFAULT_LIMIT).clamp(1, messages::MAX_LIMIT);
     let reads = reads.get().waited(&[ReadModel::Conversations, ReadModel::Messages]).await?;
-    if !conversations::visible(&reads, principal.account_id(), principal.user_id()?, id).await? {
+    if !conversations::visible(&reads, principal.account_id(), principal.user_id()?, id).await?
+        && !state.app.creator.chat_reader(&principal.ctx, id).await?
+    {
         return Err(ApiError::not_found());
     }
     let page = messages::page(&reads, id, direction, cursor, limit).await?;

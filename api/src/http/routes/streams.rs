@@ -79,13 +79,26 @@ async fn show(
     reads: Reading,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let stream = visible_stream(&state, &reads.get(), &principal, id).await?;
+    let mut stream = visible_stream(&state, &reads.get(), &principal, id).await?;
+    with_viewer_counts(&state, std::slice::from_mut(&mut stream)).await;
     let version = stream.version;
     Ok(with_etag(ok(json!(stream), None), version))
 }
 
 fn render(done: &Executed<Stream>) -> parley_eventstore::idempotency::StoredResponse {
     answer(StatusCode::OK, json!(StreamView::of(&done.aggregate, done.version)), done.cursor)
+}
+
+/// Fills each live stream's `viewer_count` from the cluster's viewer counts (one statement).
+pub(crate) async fn with_viewer_counts(state: &AppState, streams: &mut [StreamView]) {
+    let live: Vec<Uuid> = streams.iter().filter(|s| s.state == "live").map(|s| s.id).collect();
+    if live.is_empty() {
+        return;
+    }
+    let counts = state.live.viewers.counts(&live).await;
+    for stream in streams.iter_mut().filter(|s| s.state == "live") {
+        stream.viewer_count = counts.get(&stream.id).copied().unwrap_or(0);
+    }
 }
 
 #[tracing::instrument(skip_all)]

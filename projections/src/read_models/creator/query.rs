@@ -55,6 +55,10 @@ pub struct StreamView {
     /// The stream's chat, once live.
     pub conversation_id: Option<Uuid>,
     pub host_id: Option<Uuid>,
+    /// Distinct viewers now, on every node (live streams; 0 otherwise). Not stored: the
+    /// server fills it from its viewer counts.
+    #[sqlx(default)]
+    pub viewer_count: i64,
     pub peak_viewers: i64,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -77,6 +81,7 @@ impl StreamView {
             room_name: stream.room_name.clone(),
             conversation_id: stream.conversation_id,
             host_id: stream.host_id,
+            viewer_count: 0,
             peak_viewers: stream.peak_viewers,
             started_at: stream.started_at,
             ended_at: stream.ended_at,
