@@ -289,3 +289,44 @@ async fn a_viewer_whose_grant_expires_loses_the_stream_subscription() {
     let _ = (leaving.close.send(()), staying.close.send(()));
     s.stop().await;
 }
+
+/// `StreamChannel` with the real `@rails/actioncable` consumer: the viewer count as
+/// `viewer_update`, and the stream's chat as `new_message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rails_consumer_watches_a_stream_on_its_stream_channel() {
+    use parley_tests::actioncable::CableClient;
+    let s = server().await;
+    let (owner, experience, stream) = live_stream(&s, None).await;
+    let (fan, _) = viewer(&s, &owner, 1, &experience, None).await;
+    let at = s.t.head().await.to_string();
+    let shown = s.get_at(&format!("/api/v1/streams/{stream}"), &owner.token, &at).await;
+    let chat = shown.data()["conversation_id"].as_str().unwrap().to_owned();
+    let url = format!("{}/api/v1/cable?token={}", s.base.replace("http://", "ws://"), fan.token);
+    let mut rails = CableClient::start(&url).await;
+    rails.subscribe("stream", json!({"channel": "StreamChannel", "stream_id": stream})).await;
+    assert_eq!(
+        rails.until(|o| o["name"] == "stream" && o["event"] != "received").await["event"],
+        "connected"
+    );
+    let counted = rails.received("stream", "viewer_update").await;
+    assert_eq!(counted["count"], 1, "{counted}");
+    let posted = s
+        .post(
+            &format!("/api/v1/conversations/{chat}/messages"),
+            &owner.token,
+            json!({"body": "welcome, all"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    let said = rails.received("stream", "new_message").await;
+    assert_eq!(&said["message"], posted.data());
+    // A second viewer arrives: the count follows.
+    let (other, _) = viewer(&s, &owner, 2, &experience, None).await;
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let tab = open_tab(&addr, &other.token, &stream, 2, heard).await;
+    let counted = rails.received("stream", "viewer_update").await;
+    assert_eq!(counted["count"], 2, "{counted}");
+    let _ = tab.close.send(());
+    s.stop().await;
+}

@@ -410,9 +410,16 @@ impl Creator {
         if account_id != ctx.account_id {
             return Ok(false);
         }
+        self.may_see(ctx, experience_id).await
+    }
+
+    /// Whether the actor may see the experience now: `spaces.manage`, or a live grant of the
+    /// user's, from the write side's facts (a grant just given counts at once).
+    pub async fn may_see(&self, ctx: &CommandContext, experience_id: Uuid) -> Result<bool, DispatchError> {
         if ctx.actor.can(Permission::SpacesManage) {
             return Ok(true);
         }
+        let pool = self.commands.dispatcher().store().pool();
         let Ok(user_id) = ctx.user_id() else { return Ok(false) };
         let (granted,): (bool,) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM access_grant_facts WHERE user_id = $1 AND experience_id = $2 \

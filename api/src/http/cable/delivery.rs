@@ -138,10 +138,10 @@ async fn render(
         Label::Cable(identifier) => {
             let message = match (&sub.channel, routed) {
                 (Channel::Notifications, _) => action_cable::notification_message(app, event, me?).await?,
-                (Channel::Conversation(_) | Channel::Calls, Some(routed)) => {
+                (Channel::Conversation(_) | Channel::Calls | Channel::Stream(_), Some(routed)) => {
                     routed.rendered_once(|| action_cable::shared_message(app, event)).await?.to_owned()
                 }
-                (Channel::Conversation(_) | Channel::Calls, None) => {
+                (Channel::Conversation(_) | Channel::Calls | Channel::Stream(_), None) => {
                     action_cable::shared_message(app, event).await?
                 }
                 _ => return None,

@@ -68,21 +68,23 @@ impl Connection {
                 let Ok(stream) = id.parse::<Uuid>() else {
                     return send(socket, dialect.rejected(&label, "not_found")).await;
                 };
-                let viewer = match self.may_watch(stream).await {
-                    Ok(Some(viewer)) => viewer,
+                let (viewer, chat) = match self.may_watch(stream).await {
+                    Ok(Some(watch)) => watch,
                     Ok(None) => return send(socket, dialect.rejected(&label, "not_found")).await,
                     Err(()) => return Err(Closed),
                 };
+                // It carries the stream's chat once live (Action Cable's `StreamChannel` shows
+                // it as `new_message` and the rest), and the stream's own events before that.
+                let (stream_type, stream_id) = match chat {
+                    Some(chat) => (Conversation::TYPE, chat.to_string()),
+                    None => (Stream::TYPE, stream.to_string()),
+                };
                 let filter = EventFilter {
-                    stream_type: Some(Stream::TYPE.into()),
-                    stream_id: Some(stream.to_string()),
+                    stream_type: Some(stream_type.into()),
+                    stream_id: Some(stream_id.clone()),
                     ..account
                 };
-                let interest = Interest::Stream {
-                    account_id,
-                    stream_type: Stream::TYPE.into(),
-                    stream_id: stream.to_string(),
-                };
+                let interest = Interest::Stream { account_id, stream_type: stream_type.into(), stream_id };
                 watching = Some((stream, viewer));
                 (Channel::Stream(stream.to_string()), filter, None, Some(interest))
             }
@@ -159,10 +161,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether the caller may watch the stream: `Some(false)` for a host (`spaces.manage`: told
-    /// the count, not counted), `Some(true)` for a user with a live grant to its experience,
-    /// `None` otherwise (not found, as for another account's).
-    async fn may_watch(&self, stream: Uuid) -> Result<Option<bool>, ()> {
+    /// Whether the caller may watch the stream: `Some((false, chat))` for a host (`spaces.manage`:
+    /// told the count, not counted), `Some((true, chat))` for a user with a live grant to its
+    /// experience, `None` otherwise (not found, as for another account's); `chat` is the
+    /// stream's chat once it went live.
+    async fn may_watch(&self, stream: Uuid) -> Result<Option<(bool, Option<Uuid>)>, ()> {
         let loaded = self
             .app
             .commands
@@ -173,19 +176,19 @@ impl Connection {
         let Some(loaded) = loaded.filter(|l| l.account_id == self.principal.account_id()) else {
             return Ok(None);
         };
+        let chat = loaded.aggregate.conversation_id;
         if self.principal.ctx.actor.can(Permission::SpacesManage) {
-            return Ok(Some(false));
+            return Ok(Some((false, chat)));
         }
-        let (Ok(user), Some(experience)) = (self.principal.user_id(), loaded.aggregate.experience_id) else {
-            return Ok(None);
-        };
-        let reads = parley_projections::Reads::new(self.app.store.pool(), None);
-        let now = self.app.creator.now();
-        let allowed =
-            parley_projections::read_models::creator::query::has_access(&reads, user, experience, now)
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "access check failed"))?;
-        Ok(allowed.then_some(true))
+        let Some(experience) = loaded.aggregate.experience_id else { return Ok(None) };
+        // From the write side's facts: a grant just given lets its user in at once.
+        let allowed = self
+            .app
+            .creator
+            .may_see(&self.principal.ctx, experience)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "access check failed"))?;
+        Ok(allowed.then_some((true, chat)))
     }
 
     /// Membership, from the write side: strictly consistent, so a member who just joined or
