@@ -353,7 +353,7 @@ async fn an_aggregate_is_shown_as_it_was_and_other_accounts_streams_are_not_foun
     s.get(&format!("{path}?version=0"), &owner.token).await.assert_error(400, "bad_request");
     s.get(&format!("{path}?as_of=yesterday"), &owner.token).await.assert_error(400, "bad_request");
     let permissions = s.get("/api/v1/permissions", &owner.token).await;
-    assert_eq!(permissions.data().as_array().unwrap().len(), 16);
+    assert_eq!(permissions.data().as_array().unwrap().len(), 17);
     assert_eq!(
         permissions.data()[0],
         json!({"name": "account.manage", "description": "Manage the account itself"})

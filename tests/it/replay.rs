@@ -38,8 +38,8 @@ async fn verify_passes_on_an_untouched_log_and_names_the_row_whose_payload_was_u
     let pool = t.app.store.pool();
     let clean = verify(pool, None, &[]).await.unwrap();
     assert!(clean.ok(), "{:?}", clean.problems);
-    assert_eq!(clean.streams, 3, "account, user, conversation");
-    assert_eq!(clean.events, 2 + 2 + 5);
+    assert_eq!(clean.streams, 4, "account, user, primary space, conversation");
+    assert_eq!(clean.events, 2 + 2 + 1 + 5);
 
     let (position,): (i64,) =
         sqlx::query_as("SELECT position FROM events WHERE stream_id = $1 AND version = 4")
@@ -138,12 +138,12 @@ async fn event_queries_filter_by_every_field_and_page_in_log_order() {
     t.settle().await;
     let mut all = Vec::new();
     events(&t.app.store, &EventFilter::default(), None, |p| all.extend_from_slice(p)).await.unwrap();
-    assert_eq!(all.len(), 9 + 2);
+    assert_eq!(all.len(), 10 + 3);
     assert!(all.windows(2).all(|w| w[0].cursor() < w[1].cursor()));
     let mine = EventFilter { account_id: Some(all[0].account_id), ..Default::default() };
     let mut n = 0;
     events(&t.app.store, &mine, None, |p| n += p.len()).await.unwrap();
-    assert_eq!(n, 9);
+    assert_eq!(n, 10);
     let posted = EventFilter {
         stream_id: Some(conversation.to_string()),
         event_type: Some("MessagePosted".into()),
@@ -157,7 +157,7 @@ async fn event_queries_filter_by_every_field_and_page_in_log_order() {
     let by_actor = EventFilter { actor_id: other.actor.id, ..Default::default() };
     let mut theirs = Vec::new();
     events(&t.app.store, &by_actor, None, |p| theirs.extend_from_slice(p)).await.unwrap();
-    assert_eq!(theirs.len(), 2, "the other owner registered: account and user");
+    assert_eq!(theirs.len(), 3, "the other owner registered: account, user and primary space");
     let until = EventFilter { until: Some(all[0].recorded_at), ..Default::default() };
     let mut none = 0;
     events(&t.app.store, &until, None, |p| none += p.len()).await.unwrap();

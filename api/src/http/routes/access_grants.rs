@@ -38,7 +38,8 @@ pub fn router() -> Routes {
             Doc::new("Give a user of the account access to an experience, until `expires_at` when given")
                 .permission(MANAGE)
                 .body::<NewGrant>()
-                .answers::<GrantView>(201),
+                .answers::<GrantView>(201)
+                .errors(&[Code::NotFound]),
         )
         .delete("/access_grants/{id}", revoke)
         .doc(
