@@ -44,7 +44,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A GET's JSON with a bearer token (and extra headers), or why not.
-async fn get(http: &reqwest::Client, url: String, token: &str, headers: &[(&str, &str)]) -> anyhow::Result<Value> {
+async fn get(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Value> {
     let mut req = http.get(url).bearer_auth(token);
     for (name, value) in headers {
         req = req.header(*name, *value);
@@ -214,7 +219,8 @@ async fn drain(mut ws: Socket) {
 async fn presence_down_to(pool: &sqlx::PgPool, rows: i64) -> anyhow::Result<()> {
     let since = Instant::now();
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM presence_connections").fetch_one(pool).await?;
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM presence_connections").fetch_one(pool).await?;
         if n <= rows {
             return Ok(());
         }
@@ -223,7 +229,12 @@ async fn presence_down_to(pool: &sqlx::PgPool, rows: i64) -> anyhow::Result<()> 
     }
 }
 
-pub async fn run(server: &PgConnectOptions, viewer_connections: usize, experiences: usize, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(
+    server: &PgConnectOptions,
+    viewer_connections: usize,
+    experiences: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let scratch = Scratch::new(server, "creator").await?;
     let url = scratch.options.to_url_lossy().to_string();
     let parley = Served::spawn(ChildServer::Parley, &url).await?;
@@ -310,9 +321,12 @@ async fn watching(
     let tokens: Vec<String> = (0..connections).map(|i| tokens[i * users / connections].clone()).collect();
 
     // The limit: the same connections through the same server, each only welcomed.
-    let welcome = open_all(&cable, &tokens, |_, mut ws| async move { until(&mut ws, "welcome").await.map(|_| ws) }, |_, ws| {
-        drain(ws)
-    })
+    let welcome = open_all(
+        &cable,
+        &tokens,
+        |_, mut ws| async move { until(&mut ws, "welcome").await.map(|_| ws) },
+        |_, ws| drain(ws),
+    )
     .await;
     let mut held = welcome.held;
     held.shutdown().await;
@@ -401,10 +415,16 @@ impl Watched {
         let line = |what: &str, ours: f64, limit: f64| {
             println!("  {what:<58} {ours:>10.1} {limit:>10.1} {:>7.2}", ours / limit);
         };
-        line("join p50: connect → subscribed → first viewer_update", percentile(j, 0.50), percentile(w, 0.50));
+        line(
+            "join p50: connect → subscribed → first viewer_update",
+            percentile(j, 0.50),
+            percentile(w, 0.50),
+        );
         line("join p99 (limit: connect → welcome, same server)", percentile(j, 0.99), percentile(w, 0.99));
         match self.converged {
-            Some(c) => line("convergence after the last join (limit: the tick)", c.as_secs_f64() * 1000.0, tick),
+            Some(c) => {
+                line("convergence after the last join (limit: the tick)", c.as_secs_f64() * 1000.0, tick)
+            }
             None => println!(
                 "  convergence: {} connections still without the count after {} s",
                 self.behind,
@@ -421,7 +441,11 @@ impl Watched {
             self.closed
         );
         match self.emptied {
-            Some(e) => println!("  all {} viewers leave at once: stream_viewers empty after {:.2} s", self.connections, e.as_secs_f64()),
+            Some(e) => println!(
+                "  all {} viewers leave at once: stream_viewers empty after {:.2} s",
+                self.connections,
+                e.as_secs_f64()
+            ),
             None => println!("  all viewers left: stream_viewers not empty after {} s", PATIENCE.as_secs()),
         }
     }
@@ -440,6 +464,7 @@ struct Listed {
     raw: Vec<Duration>,
     raw_single: Vec<Duration>,
     raw_counted: Vec<Duration>,
+    raw_endpoint: Vec<Duration>,
     rates: [f64; 3],
     failures: u64,
 }
@@ -453,8 +478,14 @@ fn page(client: usize, n: usize, pages: usize) -> usize {
     (x % pages as u64) as usize + 1
 }
 
-const PAGE_SQL: &str = "SELECT * FROM experiences WHERE space_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3";
+const PAGE_SQL: &str =
+    "SELECT * FROM experiences WHERE space_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3";
 const COUNT_SQL: &str = "SELECT count(*) FROM experiences WHERE space_id = $1";
+/// The endpoint's own two statements (`creator::query::experiences`), as a manager runs them.
+const VISIBLE: &str =
+    "e.account_id = $1 AND e.space_id = $2 AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM access_grants g \
+     WHERE g.experience_id = e.id AND g.user_id = $3 AND g.status = 'active' \
+       AND (g.expires_at IS NULL OR g.expires_at > $4)))";
 
 async fn listing(
     http: &reqwest::Client,
@@ -509,6 +540,11 @@ async fn listing(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut rates, mut failures) = ([0.0; 3], 0);
     let mut direct = PgConnection::connect_with(&*pool.connect_options()).await?;
+    let (account_id,): (Uuid,) = sqlx::query_as("SELECT account_id FROM spaces WHERE id = $1")
+        .bind(space_id)
+        .fetch_one(&mut direct)
+        .await?;
+    let mut raw_endpoint = Vec::new();
     for _ in 0..ROUNDS {
         let (http2, base2, token) = (http.clone(), base.to_owned(), owner.token.clone());
         let url = format!("{base2}/api/v1/spaces/{space}/experiences");
@@ -575,27 +611,69 @@ async fn listing(
         rates[2] += rate / ROUNDS as f64;
         failures += failed;
 
-        // One direct connection, the page alone and with the count the endpoint also takes.
-        for counted in [false, true] {
+        // One direct connection: the page alone, with the count the endpoint also takes, and
+        // the endpoint's own two statements.
+        for kind in 0..3 {
             let until = Instant::now() + Duration::from_secs(seconds.div_ceil(2));
             let mut n = 0;
             while Instant::now() < until {
                 let offset = ((page(usize::MAX, n, pages) - 1) * PER_PAGE) as i64;
                 let t = Instant::now();
-                if counted {
-                    sqlx::query(COUNT_SQL).bind(space_id).fetch_one(&mut direct).await?;
+                if kind == 2 {
+                    let none: Option<Uuid> = None;
+                    let now = chrono::Utc::now();
+                    sqlx::query(&format!("SELECT count(*) FROM experiences e WHERE {VISIBLE}"))
+                        .bind(account_id)
+                        .bind(space_id)
+                        .bind(none)
+                        .bind(now)
+                        .fetch_one(&mut direct)
+                        .await?;
+                    sqlx::query(&format!(
+                        "SELECT e.* FROM experiences e WHERE {VISIBLE} ORDER BY e.created_at, e.id LIMIT $5 OFFSET $6"
+                    ))
+                    .bind(account_id)
+                    .bind(space_id)
+                    .bind(none)
+                    .bind(now)
+                    .bind(PER_PAGE as i64)
+                    .bind(offset)
+                    .fetch_all(&mut direct)
+                    .await?;
+                } else {
+                    if kind == 1 {
+                        sqlx::query(COUNT_SQL).bind(space_id).fetch_one(&mut direct).await?;
+                    }
+                    sqlx::query(PAGE_SQL)
+                        .bind(space_id)
+                        .bind(PER_PAGE as i64)
+                        .bind(offset)
+                        .fetch_all(&mut direct)
+                        .await?;
                 }
-                sqlx::query(PAGE_SQL).bind(space_id).bind(PER_PAGE as i64).bind(offset).fetch_all(&mut direct).await?;
-                if counted { raw_counted.push(t.elapsed()) } else { raw_single.push(t.elapsed()) }
+                [&mut raw_single, &mut raw_counted, &mut raw_endpoint][kind].push(t.elapsed());
                 n += 1;
             }
         }
     }
     direct.close().await?;
-    for v in [&mut list, &mut health, &mut raw, &mut raw_single, &mut raw_counted] {
+    for v in [&mut list, &mut health, &mut raw, &mut raw_single, &mut raw_counted, &mut raw_endpoint] {
         v.sort();
     }
-    Ok(Listed { experiences, created_per_s, kept, caught_up, list, health, raw, raw_single, raw_counted, rates, failures })
+    Ok(Listed {
+        experiences,
+        created_per_s,
+        kept,
+        caught_up,
+        list,
+        health,
+        raw,
+        raw_single,
+        raw_counted,
+        raw_endpoint,
+        rates,
+        failures,
+    })
 }
 
 impl Listed {
@@ -624,6 +702,7 @@ impl Listed {
         row(&format!("the page's SELECT, {CLIENTS} direct connections"), &self.raw, Some(self.rates[2]));
         row("the page's SELECT, one direct connection", &self.raw_single, None);
         row("count(*) + the page's SELECT, one connection", &self.raw_counted, None);
+        row("the endpoint's own count + page statements, one conn", &self.raw_endpoint, None);
         let ratio = |a: &[Duration], b: &[Duration], p: f64| percentile(a, p) / percentile(b, p);
         println!(
             "  ratios p50/p99: list / health {:.2} / {:.2}; list / SELECT ({CLIENTS} conns) {:.2} / {:.2}; \
