@@ -37,10 +37,16 @@
 //!   and `pg_ctl start` run directly (needs the `parley` binary next to the bench's).
 //! - `rebuild`: rebuild events/s of the messages read model over a log of MessagePosted events,
 //!   with the process's peak resident memory during the rebuild, at two log sizes.
+//! - `creator`: `--creator-viewers` WebSocket connections joining one live stream (a child
+//!   process serves): join latency next to a bare connect → `welcome` through the same server,
+//!   and how long after the last join every connection hears the final viewer count, next to the
+//!   count's one-second tick; then a space of `--creator-experiences` experiences listed page by
+//!   page next to `GET /health` and the page's raw `SELECT`.
 
 mod analytics;
 mod auth;
 mod chat;
+mod creator;
 mod dashboard;
 mod export;
 mod first_run;
@@ -78,6 +84,7 @@ enum Suite {
     Dashboard,
     Export,
     FirstRun,
+    Creator,
     All,
 }
 
@@ -125,6 +132,12 @@ struct Args {
     /// Events in the log the export suite exports and imports.
     #[arg(long, default_value_t = 200_000)]
     export_events: usize,
+    /// Viewer connections of the creator suite's live stream (ten per user).
+    #[arg(long, default_value_t = 10_000)]
+    creator_viewers: usize,
+    /// Experiences in the space the creator suite lists.
+    #[arg(long, default_value_t = 10_000)]
+    creator_experiences: usize,
     /// Serve in this process for a suite that measures a server apart from its clients.
     #[arg(long, value_enum, hide = true)]
     child: Option<presence::ChildServer>,
@@ -242,6 +255,9 @@ async fn main() -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Presence | Suite::All) {
         let idle = std::time::Duration::from_secs(args.seconds);
         presence::run(&server, args.presence_connections, idle).await?;
+    }
+    if matches!(args.suite, Suite::Creator | Suite::All) {
+        creator::run(&server, args.creator_viewers, args.creator_experiences, args.seconds).await?;
     }
     Ok(())
 }

@@ -103,13 +103,13 @@ fn hold(ws: WebSocketUpgrade, ping_every: Duration) -> Response {
 }
 
 /// A server in a child process.
-struct Served {
+pub struct Served {
     child: Child,
-    addr: String,
+    pub addr: String,
 }
 
 impl Served {
-    async fn spawn(kind: ChildServer, database_url: &str) -> anyhow::Result<Self> {
+    pub async fn spawn(kind: ChildServer, database_url: &str) -> anyhow::Result<Self> {
         let kind = match kind {
             ChildServer::Parley => "parley",
             ChildServer::Bare => "bare",
@@ -158,7 +158,7 @@ impl Served {
         Ok((ticks(11) + ticks(12)) / clock_ticks())
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         drop(self.child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         let _ = self.child.kill().await;
