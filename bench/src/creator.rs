@@ -481,11 +481,11 @@ fn page(client: usize, n: usize, pages: usize) -> usize {
 const PAGE_SQL: &str =
     "SELECT * FROM experiences WHERE space_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3";
 const COUNT_SQL: &str = "SELECT count(*) FROM experiences WHERE space_id = $1";
-/// The endpoint's own two statements (`creator::query::experiences`), as a manager runs them.
-const VISIBLE: &str =
-    "e.account_id = $1 AND e.space_id = $2 AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM access_grants g \
-     WHERE g.experience_id = e.id AND g.user_id = $3 AND g.status = 'active' \
-       AND (g.expires_at IS NULL OR g.expires_at > $4)))";
+/// The endpoint's own two statements (`creator::query::experiences`), as a manager runs them:
+/// the space's kept count, and an index range of its experiences.
+const KEPT_COUNT_SQL: &str = "SELECT experiences_count FROM spaces WHERE id = $1 AND account_id = $2";
+const ENDPOINT_PAGE_SQL: &str = "SELECT * FROM experiences WHERE space_id = $1 AND account_id = $2 \
+     ORDER BY created_at, id LIMIT $3 OFFSET $4";
 
 async fn listing(
     http: &reqwest::Client,
@@ -620,26 +620,18 @@ async fn listing(
                 let offset = ((page(usize::MAX, n, pages) - 1) * PER_PAGE) as i64;
                 let t = Instant::now();
                 if kind == 2 {
-                    let none: Option<Uuid> = None;
-                    let now = chrono::Utc::now();
-                    sqlx::query(&format!("SELECT count(*) FROM experiences e WHERE {VISIBLE}"))
-                        .bind(account_id)
+                    sqlx::query(KEPT_COUNT_SQL)
                         .bind(space_id)
-                        .bind(none)
-                        .bind(now)
+                        .bind(account_id)
                         .fetch_one(&mut direct)
                         .await?;
-                    sqlx::query(&format!(
-                        "SELECT e.* FROM experiences e WHERE {VISIBLE} ORDER BY e.created_at, e.id LIMIT $5 OFFSET $6"
-                    ))
-                    .bind(account_id)
-                    .bind(space_id)
-                    .bind(none)
-                    .bind(now)
-                    .bind(PER_PAGE as i64)
-                    .bind(offset)
-                    .fetch_all(&mut direct)
-                    .await?;
+                    sqlx::query(ENDPOINT_PAGE_SQL)
+                        .bind(space_id)
+                        .bind(account_id)
+                        .bind(PER_PAGE as i64)
+                        .bind(offset)
+                        .fetch_all(&mut direct)
+                        .await?;
                 } else {
                     if kind == 1 {
                         sqlx::query(COUNT_SQL).bind(space_id).fetch_one(&mut direct).await?;

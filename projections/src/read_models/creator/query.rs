@@ -152,7 +152,9 @@ pub async fn space(
 }
 
 /// A space's experiences, oldest first: all of them for a manager (`user: None`), else those
-/// the user holds a live grant for at `now`.
+/// the user holds a live grant for at `now`. A manager's total is the space's kept
+/// `experiences_count` (never counted on read) and the page an index range; a viewer's rows and
+/// total start from their own grants (few), not from the space's experiences (many).
 pub async fn experiences(
     reads: &Reads<'_>,
     account_id: Uuid,
@@ -163,10 +165,29 @@ pub async fn experiences(
     offset: i64,
 ) -> Result<(Vec<ExperienceView>, i64), ProjectionError> {
     let pool = reads.of(READS).await?;
-    let visible = "e.account_id = $1 AND e.space_id = $2 AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM access_grants g \
-         WHERE g.experience_id = e.id AND g.user_id = $3 AND g.status = 'active' \
-           AND (g.expires_at IS NULL OR g.expires_at > $4)))";
-    let (total,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM experiences e WHERE {visible}"))
+    let Some(user) = user else {
+        let total: Option<(i64,)> =
+            sqlx::query_as("SELECT experiences_count FROM spaces WHERE id = $1 AND account_id = $2")
+                .bind(space_id)
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {EXPERIENCE} FROM experiences WHERE space_id = $1 AND account_id = $2 \
+             ORDER BY created_at, id LIMIT $3 OFFSET $4"
+        ))
+        .bind(space_id)
+        .bind(account_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+        return Ok((rows, total.map_or(0, |(n,)| n)));
+    };
+    let granted =
+        "e.account_id = $1 AND e.space_id = $2 AND e.id IN (SELECT g.experience_id FROM access_grants g \
+         WHERE g.user_id = $3 AND g.status = 'active' AND (g.expires_at IS NULL OR g.expires_at > $4))";
+    let (total,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM experiences e WHERE {granted}"))
         .bind(account_id)
         .bind(space_id)
         .bind(user)
@@ -174,7 +195,7 @@ pub async fn experiences(
         .fetch_one(pool)
         .await?;
     let rows = sqlx::query_as(&format!(
-        "SELECT {} FROM experiences e WHERE {visible} ORDER BY e.created_at, e.id LIMIT $5 OFFSET $6",
+        "SELECT {} FROM experiences e WHERE {granted} ORDER BY e.created_at, e.id LIMIT $5 OFFSET $6",
         prefixed(EXPERIENCE, "e")
     ))
     .bind(account_id)
