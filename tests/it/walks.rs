@@ -320,6 +320,25 @@ async fn every_command_post_honours_its_idempotency_key_and_appends_nothing_when
                     // happen first, so the count below sees only what the replay writes.
                     w.s.rung(first.data()["id"].as_str().unwrap()).await;
                 }
+                if path.ends_with("/end") {
+                    // An ended stream is archived by a job in the background: likewise.
+                    let stream = first.data()["id"].as_str().unwrap();
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    loop {
+                        let (archived,): (bool,) = sqlx::query_as(
+                            "SELECT EXISTS (SELECT 1 FROM events WHERE event_type = 'StreamArchived' AND stream_id = $1)",
+                        )
+                        .bind(stream)
+                        .fetch_one(w.s.t.app.store.pool())
+                        .await
+                        .unwrap();
+                        if archived {
+                            break;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "the ended stream was never archived");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
                 let before = w.s.events().await;
                 let again = w.s.call(Method::POST, &path, Some(w.token(&e.path)), body, &headers).await;
                 assert_eq!(again.header("idempotent-replayed"), Some("true"), "{path}: {:?}", again.body);
