@@ -233,6 +233,24 @@ async fn a_paid_stream_lives_from_checkout_to_archive() {
     assert_eq!(outsider_cable.frame().await["type"], "welcome");
     assert_eq!(outsider_cable.subscribe("conversation", Some(&chat), None).await["type"], "rejected");
 
+    // The viewer watches: the stream's channel counts them (the host, watching too, is not
+    // counted).
+    let mut watching = s.cable(Some(&viewer.token)).await;
+    assert_eq!(watching.frame().await["type"], "welcome");
+    assert_eq!(watching.subscribe("stream", Some(&stream), None).await["type"], "subscribed");
+    let counted = watching.frame().await;
+    assert_eq!(
+        (counted["type"].as_str(), counted["count"].as_i64()),
+        (Some("viewer_update"), Some(1)),
+        "{counted}"
+    );
+    let mut hosting_tab = s.cable(Some(&owner.token)).await;
+    assert_eq!(hosting_tab.frame().await["type"], "welcome");
+    assert_eq!(hosting_tab.subscribe("stream", Some(&stream), None).await["type"], "subscribed");
+    assert_eq!(hosting_tab.frame().await["count"], 1, "the host is no viewer");
+    let shown = s.get(&format!("/api/v1/streams/{stream}"), &owner.token).await;
+    assert_eq!(shown.data()["viewer_count"], 1);
+
     let joined = join(viewer.token.clone()).await;
     assert_eq!(joined.status, 200, "{:?}", joined.body);
     assert_eq!(joined.data()["room"], room);
@@ -250,9 +268,25 @@ async fn a_paid_stream_lives_from_checkout_to_archive() {
     let claims = livekit_claims(hosting.data()["token"].as_str().unwrap()).await;
     assert_eq!(claims["video"]["canPublish"], true, "hosts publish");
 
+    // The peak is kept as the nodes count (once a second): wait for it before ending.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (peak,): (Option<i64>,) =
+            sqlx::query_as("SELECT max(peak) FROM stream_viewer_peaks WHERE stream_id = $1::uuid")
+                .bind(&stream)
+                .fetch_one(s.t.app.store.pool())
+                .await
+                .unwrap();
+        if peak == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the peak was never kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let ended = s.post(&format!("/api/v1/streams/{stream}/end"), &owner.token, json!({})).await;
     assert_eq!(ended.status, 200, "{:?}", ended.body);
     assert_eq!(ended.data()["state"], "ended");
+    assert_eq!(ended.data()["peak_viewers"], 1, "the end carries the peak into the log");
     s.post(&format!("/api/v1/streams/{stream}/end"), &owner.token, json!({}))
         .await
         .assert_error(409, "conflict");
