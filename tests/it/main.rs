@@ -31,6 +31,7 @@ mod process_managers;
 mod projections;
 mod replay;
 mod signals;
+mod signing_keys;
 mod store;
 mod walks;
 mod webhooks;

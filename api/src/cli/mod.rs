@@ -3,6 +3,7 @@
 mod analytics;
 mod demo;
 mod jobs;
+mod keys;
 mod projections;
 mod replay;
 
@@ -48,6 +49,9 @@ pub enum Command {
     /// Inspect the job queue; retry or discard jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// The access-token signing keys: list, rotate, retire.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Seal daily analytics.
     #[command(subcommand)]
     Analytics(analytics::AnalyticsCommand),
@@ -122,6 +126,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(command) => {
             let app = App::connect(&cli.config, true).await?;
             jobs::run(&app, command).await
+        }
+        Command::Keys(command) => {
+            let app = App::connect(&cli.config, true).await?;
+            let configured = cli.config.jwt_secret.as_ref().map(crate::config::Secret::expose);
+            keys::run(&app, command, configured).await
         }
         Command::Demo { rate } => {
             let mut config = cli.config;

@@ -2,22 +2,20 @@
 //! position the session started at. The secret comes from `PARLEY_JWT_SECRET`, or is generated
 //! once and kept in the database so restarts and other nodes accept the same tokens.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use crate::signing_keys::{kid_of, Ring, SigningKey};
 use parley_commands::services::API_KEY_PREFIX;
 use parley_commands::{Actor, CommandContext};
 use parley_eventstore::LogCursor;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -55,26 +53,78 @@ pub struct Claims {
 const VERIFIED_CAPACITY: usize = 16 * 1024;
 
 pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The key that signs (with its id) and those that verify, by id; replaced whole when the
+    /// ring changes.
+    ring: RwLock<Arc<Keys>>,
     validation: Validation,
     /// Tokens whose signature and claims were verified, by their exact text: a client presents
     /// the same token for up to 15 minutes, and only the expiry can change its verdict.
     verified: RwLock<HashMap<String, Claims>>,
 }
 
+/// The keys in use, ready to sign and verify.
+struct Keys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: BTreeMap<String, DecodingKey>,
+}
+
+impl Keys {
+    fn of(ring: &Ring) -> Self {
+        Self {
+            kid: ring.signing.kid.clone(),
+            encoding: EncodingKey::from_secret(ring.signing.secret.as_bytes()),
+            decoding: ring
+                .verifying
+                .iter()
+                .map(|(kid, k)| (kid.clone(), DecodingKey::from_secret(k.secret.as_bytes())))
+                .collect(),
+        }
+    }
+}
+
 impl JwtKeys {
+    /// One key (tests, the benchmark): it signs and verifies.
     pub fn new(secret: &[u8]) -> Self {
+        let secret = String::from_utf8_lossy(secret).into_owned();
+        let key = SigningKey { kid: kid_of(&secret), secret, created_at: Utc::now(), retired_at: None };
+        let ring = Ring { signing: key.clone(), verifying: BTreeMap::from([(key.kid.clone(), key)]) };
+        Self::of_ring(&ring)
+    }
+
+    pub fn of_ring(ring: &Ring) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_nbf = true;
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            ring: RwLock::new(Arc::new(Keys::of(ring))),
             validation,
             verified: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The ring changed (a rotation, a retirement): sign and verify with it from now on. Tokens
+    /// verified before are checked again (a retired key's no longer pass).
+    pub fn reload(&self, ring: &Ring) {
+        if let Ok(mut current) = self.ring.write() {
+            *current = Arc::new(Keys::of(ring));
+        }
+        if let Ok(mut verified) = self.verified.write() {
+            verified.clear();
+        }
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        match self.ring.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The id of the key that signs now.
+    pub fn signing_kid(&self) -> String {
+        self.keys().kid.clone()
     }
 
     /// A new access token and its lifetime in seconds.
@@ -101,8 +151,11 @@ impl JwtKeys {
             pos: pos.to_string(),
             rv: roles_version,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::internal(&e))?;
+        let keys = self.keys();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(keys.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(|e| ApiError::internal(&e))?;
         Ok((token, ACCESS_TTL))
     }
 
@@ -115,8 +168,18 @@ impl JwtKeys {
                 return Ok(claims);
             }
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| ApiError::new(super::error::Code::Unauthorized, "invalid or expired token"))?;
+        let invalid = || ApiError::new(super::error::Code::Unauthorized, "invalid or expired token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        let keys = self.keys();
+        // A token names its key; one from before key ids is tried against every live key.
+        let candidates: Vec<&DecodingKey> = match &header.kid {
+            Some(kid) => keys.decoding.get(kid).into_iter().collect(),
+            None => keys.decoding.values().collect(),
+        };
+        let data = candidates
+            .into_iter()
+            .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &self.validation).ok())
+            .ok_or_else(invalid)?;
         if data.claims.typ != ACCESS {
             return Err(ApiError::new(super::error::Code::Unauthorized, "not an access token"));
         }
@@ -131,22 +194,6 @@ impl JwtKeys {
         }
         Ok(data.claims)
     }
-}
-
-/// The JWT secret: `PARLEY_JWT_SECRET`, else the one kept in `settings`, created at first start.
-pub async fn load_secret(pool: &PgPool, configured: Option<&str>) -> Result<Vec<u8>, sqlx::Error> {
-    if let Some(secret) = configured.filter(|s| !s.is_empty()) {
-        return Ok(secret.as_bytes().to_vec());
-    }
-    let mut bytes = [0u8; 48];
-    rand::rng().fill_bytes(&mut bytes);
-    sqlx::query("INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT (key) DO NOTHING")
-        .bind(URL_SAFE_NO_PAD.encode(bytes))
-        .execute(pool)
-        .await?;
-    let (secret,): (String,) =
-        sqlx::query_as("SELECT value FROM settings WHERE key = 'jwt_secret'").fetch_one(pool).await?;
-    Ok(secret.into_bytes())
 }
 
 /// What a request authenticated with.

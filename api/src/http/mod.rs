@@ -32,7 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use self::auth::{load_secret, JwtKeys};
+use self::auth::JwtKeys;
 use self::error::{ApiError, Code};
 use self::state::AppState;
 use crate::app::App;
@@ -136,12 +136,17 @@ impl Server {
     pub async fn start(app: App, config: &Config) -> anyhow::Result<Self> {
         app.store.spawn_listener().await?;
         parley_projections::ensure_live(&app.store, app.projections.all(), app.lease_options()).await?;
-        let secret = load_secret(app.store.pool(), config.jwt_secret.as_ref().map(Secret::expose)).await?;
+        let pool = app.store.pool();
+        crate::signing_keys::ensure(pool, config.jwt_secret.as_ref().map(Secret::expose)).await?;
+        let ring = crate::signing_keys::load(pool)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no live signing key in signing_keys"))?;
+        let jwt = Arc::new(JwtKeys::of_ring(&ring));
         let presence_ttl = std::time::Duration::from_secs(config.presence_ttl_seconds.max(1));
         let live = Live::start(&app, config.live_capacity, presence_ttl).await?;
         let state = AppState {
             app: app.clone(),
-            jwt: Arc::new(JwtKeys::new(&secret)),
+            jwt: jwt.clone(),
             live: live.clone(),
             limits: limits::Limits::new(
                 app.store.pool().clone(),
@@ -160,6 +165,7 @@ impl Server {
         let service = router(state, cors).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, mut stopped) = watch::channel(false);
         let api_limits_sync = api_limiter.spawn_sync(stop.subscribe());
+        follow_signing_keys(pool.clone(), jwt, stop.subscribe());
         let task = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
@@ -190,4 +196,36 @@ impl Server {
             workers.shutdown().await;
         }
     }
+}
+
+/// How often a node looks whether the signing keys changed.
+const KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follows `signing_keys` until the server stops: a rotation or a retirement reaches this node
+/// within a second, without a restart.
+fn follow_signing_keys(pool: sqlx::PgPool, jwt: Arc<JwtKeys>, mut stopped: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut seen = crate::signing_keys::generation(&pool).await.ok();
+        let mut every = tokio::time::interval(KEYS_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = every.tick() => {}
+            }
+            let Ok(now) = crate::signing_keys::generation(&pool).await else { continue };
+            if seen.as_ref() == Some(&now) {
+                continue;
+            }
+            match crate::signing_keys::load(&pool).await {
+                Ok(Some(ring)) => {
+                    tracing::info!(signing = %ring.signing.kid, keys = ring.verifying.len(), "signing keys changed");
+                    jwt.reload(&ring);
+                    seen = Some(now);
+                }
+                Ok(None) => tracing::warn!("no live signing key: keeping the keys in use"),
+                Err(e) => tracing::warn!(error = %e, "could not read the signing keys"),
+            }
+        }
+    });
 }
