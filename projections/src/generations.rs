@@ -231,6 +231,9 @@ pub(crate) async fn apply_batch(
     let Some(last) = events.last() else { return Ok(()) };
     let started = Instant::now();
     let handled: Vec<&RecordedEvent> = events.iter().filter(|e| projection.handles(&e.event_type)).collect();
+    for e in events.iter().filter(|e| !parley_aggregates::catalog::is_event_type(&e.event_type)) {
+        unknown_event_type(projection.name(), &e.event_type);
+    }
     // A batch the projection ignores entirely only moves the checkpoint: one statement.
     let mut tx = if handled.is_empty() { None } else { Some(pool.begin().await?) };
     if let Some(tx) = tx.as_mut() {
@@ -354,4 +357,19 @@ pub(crate) async fn swap(
     tracing::info!(projection = %ready.name, retired = ?old.map(|(g,)| g), "swapped generations");
     tracing::info!(projection = %ready.name, generation = ready.generation, "new generation is live");
     Ok(())
+}
+
+/// An event of a type this build does not know (written by a newer version during a rolling
+/// upgrade): skipped like any type the projection does not handle, counted, and logged once per
+/// projection and type, so an operator sees an old node reading a new log.
+fn unknown_event_type(projection: &'static str, event_type: &str) {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static SEEN: LazyLock<Mutex<HashSet<(&'static str, String)>>> = LazyLock::new(Default::default);
+    metrics::counter!("parley_unknown_events_total", "projection" => projection, "event_type" => event_type.to_owned())
+        .increment(1);
+    let first = SEEN.lock().map(|mut seen| seen.insert((projection, event_type.to_owned()))).unwrap_or(false);
+    if first {
+        tracing::warn!(projection, event_type, "skipping events of a type this version does not know");
+    }
 }

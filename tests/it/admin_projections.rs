@@ -100,3 +100,45 @@ async fn a_rebuild_through_the_admin_endpoint_while_posting_goes_on_changes_no_a
     assert_eq!(during.data().as_array().unwrap().len(), 100, "every post made during the rebuild is there");
     s.stop().await;
 }
+
+/// A rolling upgrade: a newer version writes an event type this build does not know. Every
+/// projection skips it (counted in `/metrics`, logged once) and moves past it: the next message
+/// is read, and no projection is failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_type_this_version_does_not_know_are_skipped_by_every_projection() {
+    use parley_eventstore::{Metadata, NewEvent, StreamAppend, StreamKey};
+    let s = TestServer::start().await;
+    let owner = s.register("owner@example.com").await;
+    let group = s.group(&owner, &[]).await;
+    let account_id: uuid::Uuid = owner.account_id.parse().unwrap();
+    let future = StreamAppend {
+        account_id,
+        stream: StreamKey::new("Widget", uuid::Uuid::now_v7().to_string()),
+        expected_version: 0,
+        events: vec![NewEvent::new("WidgetInvented", 1, serde_json::json!({"by": "a newer version"}))],
+        metadata: Metadata::system(),
+    };
+    s.t.app.store.append(&future).await.unwrap();
+    let posted = s
+        .post(
+            &format!("/api/v1/conversations/{group}/messages"),
+            &owner.token,
+            serde_json::json!({"body": "after"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    let read =
+        s.get_at(&format!("/api/v1/conversations/{group}/messages"), &owner.token, &posted.position()).await;
+    assert_eq!(read.data()[0]["body"], "after", "the projections moved past the unknown event");
+    let listed = s.get_at("/api/v1/admin/projections", &owner.token, &posted.position()).await;
+    for p in listed.data().as_array().unwrap() {
+        assert_eq!(p["status"], "running", "{p}");
+        assert!(p["last_error"].is_null(), "{p}");
+    }
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("parley_unknown_events_total") && l.contains("WidgetInvented")),
+        "counted in /metrics"
+    );
+    s.stop().await;
+}
