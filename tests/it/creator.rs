@@ -428,6 +428,14 @@ async fn bad_input_is_refused_with_nothing_appended() {
         assert_eq!(a.status.as_u16(), status, "{method} {path}: {:?}", a.body);
         a.assert_error(status, code);
     }
+    for (path, body) in [
+        (format!("/api/v1/spaces/{space}"), json!({"name": "Stale"})),
+        (format!("/api/v1/experiences/{experience}"), json!({"name": "Stale"})),
+    ] {
+        let stale =
+            s.call(Method::PATCH, &path, Some(&owner.token), Some(body), &[("if-match", "\"99\"")]).await;
+        stale.assert_error(412, "precondition_failed");
+    }
     assert_eq!(s.events().await, before, "nothing was appended");
     // The taken slug is still its space's.
     let still = s.get_at(&format!("/api/v1/spaces/{taken}"), &owner.token, &head(&s).await).await;

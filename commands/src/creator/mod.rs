@@ -178,6 +178,7 @@ impl Creator {
         name: Option<&str>,
         slug: Option<&str>,
         description: Option<Option<&str>>,
+        expected_version: Option<i64>,
     ) -> Result<Executed<Space>, DispatchError> {
         ctx.require(Permission::SpacesManage)?;
         let update = SpaceCommand::Update {
@@ -188,7 +189,10 @@ impl Creator {
                 .transpose()?,
             by: ctx.actor_id()?,
         };
-        self.commands.dispatcher().execute::<Space>(ctx, &space_id.to_string(), update).await
+        self.commands
+            .dispatcher()
+            .execute_expecting::<Space>(ctx, &space_id.to_string(), update, expected_version)
+            .await
     }
 
     pub async fn delete_space(
@@ -235,6 +239,7 @@ impl Creator {
         ctx: &CommandContext,
         experience_id: Uuid,
         input: &ExperienceInput,
+        expected_version: Option<i64>,
     ) -> Result<Executed<Experience>, DispatchError> {
         ctx.require(Permission::SpacesManage)?;
         let by = ctx.actor_id()?;
@@ -246,7 +251,10 @@ impl Creator {
                 let input = input.clone();
                 Box::pin(async move {
                     let stream_id = experience_id.to_string();
-                    let (current, _) = uow.load::<Experience>(&stream_id).await?;
+                    let (current, head) = uow.load::<Experience>(&stream_id).await?;
+                    if expected_version.is_some_and(|v| v != head.version) {
+                        return Err(DispatchError::PreconditionFailed { current: head.version });
+                    }
                     current.live().map_err(DomainError::from)?;
                     let fields = input.fields(current.fields.as_ref())?;
                     uow.execute::<Experience>(&stream_id, ExperienceCommand::Update { fields, by }).await

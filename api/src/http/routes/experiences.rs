@@ -18,7 +18,7 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
 use crate::http::error::ApiError;
-use crate::http::extract::{nullable_field, ApiJson, ApiPath, ApiQuery, Pagination, Reading};
+use crate::http::extract::{nullable_field, ApiJson, ApiPath, ApiQuery, IfMatch, Pagination, Reading};
 use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, no_content, ok, respond, with_etag};
 use crate::http::state::AppState;
@@ -47,7 +47,7 @@ pub fn router() -> Routes {
                 .permission(MANAGE)
                 .body::<ExperienceChanges>()
                 .answers::<ExperienceView>(200)
-                .etag(),
+                .if_match(),
         )
         .delete("/experiences/{id}", delete)
         .doc(Doc::new("Delete an experience").permission(MANAGE).no_content())
@@ -130,6 +130,7 @@ async fn update(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
+    IfMatch(expected): IfMatch,
     ApiJson { value: changes, raw }: ApiJson<ExperienceChanges>,
 ) -> Result<Response, ApiError> {
     let input = ExperienceInput {
@@ -140,7 +141,7 @@ async fn update(
         currency: changes.currency,
         published: changes.published,
     };
-    let done = state.app.creator.update_experience(&principal.ctx, id, &input).await?;
+    let done = state.app.creator.update_experience(&principal.ctx, id, &input, expected).await?;
     let reads = Reads::new(state.app.store.pool(), done.cursor);
     let experience =
         creator::experience(&reads, principal.account_id(), id).await?.ok_or_else(ApiError::not_found)?;

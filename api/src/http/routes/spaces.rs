@@ -18,7 +18,7 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::door::{answer, Command};
 use crate::http::error::{ApiError, Code};
-use crate::http::extract::{nullable_field, ApiJson, ApiPath, Pagination, Reading};
+use crate::http::extract::{nullable_field, ApiJson, ApiPath, IfMatch, Pagination, Reading};
 use crate::http::openapi::Doc;
 use crate::http::respond::{envelope, no_content, ok, respond, with_etag};
 use crate::http::state::AppState;
@@ -45,7 +45,7 @@ pub fn router() -> Routes {
                 .permission(MANAGE)
                 .body::<SpaceChanges>()
                 .answers::<SpaceView>(200)
-                .etag()
+                .if_match()
                 .errors(&[Code::Conflict]),
         )
         .delete("/spaces/{id}", delete)
@@ -153,6 +153,7 @@ async fn update(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
+    IfMatch(expected): IfMatch,
     ApiJson { raw, .. }: ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     let text = |field: &str| -> Result<Option<String>, ApiError> {
@@ -173,6 +174,7 @@ async fn update(
             name.as_deref(),
             slug.as_deref(),
             description.as_ref().map(|d| d.as_deref()),
+            expected,
         )
         .await?;
     let reads = Reads::new(state.app.store.pool(), done.cursor);

@@ -63,7 +63,9 @@ async fn receive(
     // Signed by Stripe: whatever it says is answered 200, so Stripe does not retry it forever.
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let object = &event["data"]["object"];
-    let paid = event["type"] == "checkout.session.completed" && object["payment_status"] == "paid";
+    // Paid at checkout, or later (a delayed payment method) when Stripe says it succeeded.
+    let paid = (event["type"] == "checkout.session.completed" && object["payment_status"] == "paid")
+        || event["type"] == "checkout.session.async_payment_succeeded";
     let id = |field: &str| object["metadata"][field].as_str().and_then(|s| s.parse::<Uuid>().ok());
     let mut granted = false;
     if let (true, Some(session), Some(experience), Some(user)) =
