@@ -239,7 +239,15 @@ async fn bad_ranges_dates_and_permissions_are_refused() {
 
     // The account's first day is today: one live row, and CSV on asking.
     let today = Utc::now().date_naive();
-    let csv = s.call(Method::GET, "/api/v1/analytics/daily?format=csv", Some(&owner.token), None, &[]).await;
+    let csv = s
+        .call(
+            Method::GET,
+            "/api/v1/analytics/daily?format=csv",
+            Some(&owner.token),
+            None,
+            &[("x-min-position", &owner.position)],
+        )
+        .await;
     assert_eq!(csv.status, 200);
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
     let text = csv.body.as_str().unwrap().to_owned();

@@ -209,14 +209,24 @@ async fn an_imported_log_verifies_and_answers_every_read_endpoint_as_the_origina
         let token = w.token(&e.path);
         let original =
             s.call(Method::GET, &path, Some(token), None, &[("x-min-position", &source_head)]).await;
-        let answer = s
-            .http
-            .get(format!("{base}{path}"))
-            .bearer_auth(token)
-            .header("x-min-position", &target_head)
-            .send()
-            .await
-            .unwrap();
+        // A fresh server builds every read model from the whole imported log: on a loaded machine
+        // that can take longer than one read's 5 s wait (503 `projection_lagging`): ask again.
+        let patience = std::time::Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            let answer = s
+                .http
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .header("x-min-position", &target_head)
+                .send()
+                .await
+                .unwrap();
+            if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || std::time::Instant::now() > patience
+            {
+                break answer;
+            }
+        };
         let status = original.status;
         assert_eq!(answer.status(), status, "{path}: {:?}", original.body);
         let text = answer.text().await.unwrap();
