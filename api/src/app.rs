@@ -29,6 +29,8 @@ pub struct App {
     pub connect: PgConnectOptions,
     /// Jobs this process's worker runs at once.
     pub job_concurrency: usize,
+    /// A streaming replica queries read from (`DATABASE_REPLICA_URL`).
+    pub replica: Option<crate::replica::Replica>,
 }
 
 impl App {
@@ -77,6 +79,14 @@ impl App {
         let calls = Calls::new(commands.clone(), jobs.clone(), ring);
         let abandon = std::time::Duration::from_secs(config.stream_abandon_seconds.max(1));
         let creator = Creator::new(commands.clone(), jobs.clone(), abandon);
+        let replica = match &config.database_replica_url {
+            Some(url) => Some(crate::replica::Replica::connect(
+                url.expose(),
+                config.pool_size,
+                std::time::Duration::from_secs_f64(config.replica_max_lag_seconds.max(0.0)),
+            )?),
+            None => None,
+        };
         Ok(Self {
             store,
             commands,
@@ -87,6 +97,7 @@ impl App {
             creator,
             connect,
             job_concurrency,
+            replica,
         })
     }
 

@@ -18,12 +18,20 @@ pub const DEFAULT_API_PER_MINUTE: u32 = 600;
 /// Events the live feed keeps for slow WebSocket connections before they catch up from the store.
 pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
 pub const DEFAULT_JOB_CONCURRENCY: usize = 50;
+pub const DEFAULT_REPLICA_MAX_LAG_SECONDS: f64 = 5.0;
 
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// PostgreSQL connection string; the database is created if missing.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, global = true)]
     pub database_url: Secret,
+    /// A streaming replica of the database: queries (`GET`) read there while it answers and is
+    /// at most `PARLEY_REPLICA_MAX_LAG_SECONDS` behind, the primary otherwise.
+    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true, global = true)]
+    pub database_replica_url: Option<Secret>,
+    /// How far behind (seconds of replay) the replica may be and still serve queries.
+    #[arg(long, env = "PARLEY_REPLICA_MAX_LAG_SECONDS", default_value_t = DEFAULT_REPLICA_MAX_LAG_SECONDS, global = true)]
+    pub replica_max_lag_seconds: f64,
     /// Connections in this process's pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, global = true)]
     pub pool_size: u32,
@@ -119,6 +127,8 @@ impl Config {
         Self {
             database_url: Secret::new(database_url),
             pool_size: DEFAULT_POOL_SIZE,
+            database_replica_url: None,
+            replica_max_lag_seconds: DEFAULT_REPLICA_MAX_LAG_SECONDS,
             bind: DEFAULT_BIND.into(),
             jwt_secret: None,
             secrets_key: None,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod integrations;
 pub mod live;
 pub mod rebuilds;
+pub mod replica;
 pub mod signing_keys;
 pub mod telemetry;
 pub mod workers;

@@ -20,4 +20,4 @@ pub use projection::{Decisions, Projection, Projections};
 pub use reads::{ReadModel, Reads, MAX_WAIT};
 pub use rebuild::{ensure_live, rebuild, RebuildProgress};
 pub use runner::{LeaseOptions, Runner, StepOutcome};
-pub use status::{list, wait_for, ProjectionStatus};
+pub use status::{events_between, list, positions_in, wait_for, ProjectionStatus};

@@ -69,12 +69,19 @@ pub const MAX_WAIT: Duration = Duration::from_secs(5);
 pub struct Reads<'a> {
     pool: &'a PgPool,
     min: Option<LogCursor>,
+    wait: Duration,
 }
 
 impl<'a> Reads<'a> {
     /// Reads that include `min` when given (a client's `X-Min-Position`).
     pub fn new(pool: &'a PgPool, min: Option<LogCursor>) -> Self {
-        Self { pool, min }
+        Self { pool, min, wait: MAX_WAIT }
+    }
+
+    /// The same, waiting at most `wait` for the position (a replica's allowed lag: past it, the
+    /// primary answers instead).
+    pub fn waiting_at_most(pool: &'a PgPool, min: Option<LogCursor>, wait: Duration) -> Self {
+        Self { pool, min, wait: wait.min(MAX_WAIT) }
     }
 
     /// The pool, once every read model in `models` has applied the position (at once without
@@ -82,7 +89,7 @@ impl<'a> Reads<'a> {
     pub async fn of(&self, models: &[ReadModel]) -> Result<&'a PgPool, ProjectionError> {
         if let Some(min) = self.min {
             let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
-            wait_for(self.pool, &names, min, MAX_WAIT).await?;
+            wait_for(self.pool, &names, min, self.wait).await?;
         }
         Ok(self.pool)
     }
@@ -90,7 +97,7 @@ impl<'a> Reads<'a> {
     /// The same reads without a position to wait for (a query that another one already waited
     /// for, within the same request).
     pub fn settled(&self) -> Reads<'a> {
-        Self { pool: self.pool, min: None }
+        Self { pool: self.pool, min: None, wait: self.wait }
     }
 
     /// Waits once for every read model in `models`; the reads returned wait for nothing more.

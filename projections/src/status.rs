@@ -66,6 +66,36 @@ pub async fn list(store: &EventStore) -> Result<Vec<ProjectionStatus>, Projectio
     Ok(out)
 }
 
+/// Where each projection generation is in a replica's copy of the read models (`replica` is a
+/// pool on the standby): `(name, generation) → cursor`.
+pub async fn positions_in(replica: &PgPool) -> Result<Vec<(String, i32, LogCursor)>, ProjectionError> {
+    Ok(generations::load_all(replica).await?.into_iter().map(|g| (g.name, g.generation, g.cursor)).collect())
+}
+
+/// Events of the log after `from` up to and including `to`: how far a replica's copy of a read
+/// model (at `from`) is behind the primary's (at `to`).
+pub async fn events_between(
+    store: &EventStore,
+    from: LogCursor,
+    to: LogCursor,
+) -> Result<i64, ProjectionError> {
+    if from >= to {
+        return Ok(0);
+    }
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events \
+         WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+           AND (transaction_id, position) <= ($3::text::xid8, $4)",
+    )
+    .bind(from.transaction_id_text())
+    .bind(from.position)
+    .bind(to.transaction_id_text())
+    .bind(to.position)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(n)
+}
+
 /// Waits until the live generation of every projection in `names` has applied `cursor`, or
 /// `timeout` passes ([`StoreError::Timeout`]).
 pub async fn wait_for(

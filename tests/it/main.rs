@@ -30,6 +30,7 @@ mod portable;
 mod process_managers;
 mod projections;
 mod replay;
+mod replica;
 mod signals;
 mod signing_keys;
 mod store;

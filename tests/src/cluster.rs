@@ -13,27 +13,70 @@ pub struct PrivateCluster {
     bin: PathBuf,
     pub port: u16,
     as_postgres: bool,
+    /// Server settings beyond the defaults (`-c name=value ...`).
+    settings: String,
 }
 
 impl PrivateCluster {
     /// Initialises and starts a cluster, trusting local connections.
     pub async fn start() -> Self {
         let bin = newest_server_binaries().expect("PostgreSQL server binaries under /usr/lib/postgresql");
-        let dir = PathBuf::from(format!("/tmp/pg-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]));
-        std::fs::create_dir_all(&dir).expect("cluster folder");
         let as_postgres = is_root();
-        if as_postgres {
-            let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).output().await;
-            assert!(chown.is_ok_and(|o| o.status.success()), "chown the cluster folder to postgres");
-        }
-        let port = free_port();
-        let cluster = Self { dir, bin, port, as_postgres };
+        let dir = fresh_dir(as_postgres).await;
+        let cluster = Self { dir, bin, port: free_port(), as_postgres, settings: String::new() };
         let data = cluster.data();
         cluster
             .run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
             .await;
         cluster.up().await;
         cluster
+    }
+
+    /// A hot standby of `primary`: a `pg_basebackup` of it (which writes `standby.signal` and the
+    /// connection to the primary), streaming from it, started with `settings` on a port of its own.
+    pub async fn standby_of(primary: &PrivateCluster, settings: &str) -> Self {
+        let dir = fresh_dir(primary.as_postgres).await;
+        let cluster = Self {
+            dir,
+            bin: primary.bin.clone(),
+            port: free_port(),
+            as_postgres: primary.as_postgres,
+            settings: settings.to_owned(),
+        };
+        let (data, port) = (cluster.data(), primary.port.to_string());
+        cluster
+            .run(
+                "pg_basebackup",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &data,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ],
+            )
+            .await;
+        cluster.up().await;
+        cluster
+    }
+
+    /// Runs `sql` with `psql` on database `parley` (for what the server refuses over a pool, or
+    /// to keep tests' SQL apart from the server's connections), returning its unaligned output.
+    pub async fn psql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let output = self
+            .run("psql", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "parley", "-XAtc", sql])
+            .await;
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -47,9 +90,10 @@ impl PrivateCluster {
     /// Starts the server (again), waiting until it accepts connections.
     pub async fn up(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let log = self.dir.join("log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
@@ -98,6 +142,17 @@ impl PrivateCluster {
         };
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A new folder for a cluster, the `postgres` user's when `as_postgres`.
+async fn fresh_dir(as_postgres: bool) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/pg-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]));
+    std::fs::create_dir_all(&dir).expect("cluster folder");
+    if as_postgres {
+        let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).output().await;
+        assert!(chown.is_ok_and(|o| o.status.success()), "chown the cluster folder to postgres");
+    }
+    dir
 }
 
 fn is_root() -> bool {

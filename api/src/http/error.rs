@@ -100,11 +100,15 @@ pub struct ApiError {
     pub message: String,
     pub details: Value,
     pub retry_after: Option<u64>,
+    /// The database failed the request (unreachable, a standby's recovery conflict, read models
+    /// behind the position asked for): another copy of the data may answer it (see
+    /// [`crate::replica::route_reads`]).
+    pub try_another_copy: bool,
 }
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: json!({}), retry_after: None }
+        Self { code, message: message.into(), details: json!({}), retry_after: None, try_another_copy: false }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -154,6 +158,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.try_another_copy {
+            response.extensions_mut().insert(crate::replica::TryAnotherCopy);
         }
         response
     }
@@ -292,6 +299,13 @@ impl From<sqlx::Error> for ApiError {
         if parley_eventstore::is_unavailable(&e) {
             return unavailable(&e);
         }
+        if crate::replica::is_recovery_conflict(&e) {
+            tracing::warn!(error = %e, "a standby cancelled a query");
+            let mut refused =
+                ApiError::new(Code::ServiceUnavailable, "the query was cancelled; try again").retry_after(1);
+            refused.try_another_copy = true;
+            return refused;
+        }
         ApiError::internal(&e)
     }
 }
@@ -300,12 +314,19 @@ impl From<sqlx::Error> for ApiError {
 /// request id) as a warning, not an error: nothing is wrong with the request or the code.
 pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
     tracing::warn!(error = %cause, "database unavailable");
-    ApiError::new(Code::ServiceUnavailable, "the database is unavailable; try again shortly").retry_after(1)
+    let mut refused =
+        ApiError::new(Code::ServiceUnavailable, "the database is unavailable; try again shortly")
+            .retry_after(1);
+    refused.try_another_copy = true;
+    refused
 }
 
 pub fn lagging() -> ApiError {
-    ApiError::new(Code::ProjectionLagging, "read models have not caught up with that position yet")
-        .retry_after(1)
+    let mut refused =
+        ApiError::new(Code::ProjectionLagging, "read models have not caught up with that position yet")
+            .retry_after(1);
+    refused.try_another_copy = true;
+    refused
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
 use super::state::AppState;
+use crate::replica::ReadFrom;
 
 /// A JSON body parsed into `T`, keeping the raw value (idempotency compares bodies as JSON).
 pub struct ApiJson<T> {
@@ -124,15 +125,17 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 }
 
 /// A query's access to the read models, with the request's `X-Min-Position`: each query waits
-/// on the read models it names before it reads (see [`parley_projections::Reads`]).
+/// on the read models it names before it reads (see [`parley_projections::Reads`]), on the
+/// replica when [`crate::replica::route_reads`] sent the request there.
 pub struct Reading {
     pool: sqlx::PgPool,
     min: Option<LogCursor>,
+    wait: std::time::Duration,
 }
 
 impl Reading {
     pub fn get(&self) -> Reads<'_> {
-        Reads::new(&self.pool, self.min)
+        Reads::waiting_at_most(&self.pool, self.min, self.wait)
     }
 }
 
@@ -141,7 +144,11 @@ impl FromRequestParts<AppState> for Reading {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let MinPosition(min) = MinPosition::from_request_parts(parts, state).await?;
-        Ok(Self { pool: state.app.store.pool().clone(), min })
+        let (pool, wait) = match (parts.extensions.get(), &state.app.replica) {
+            (Some(ReadFrom::Replica), Some(replica)) => (replica.pool().clone(), replica.max_lag()),
+            _ => (state.app.store.pool().clone(), parley_projections::MAX_WAIT),
+        };
+        Ok(Self { pool, min, wait })
     }
 }
 

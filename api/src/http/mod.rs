@@ -50,6 +50,8 @@ pub fn router(state: AppState, cors: Option<cors::Cors>) -> Router {
     let api = routes::api()
         .into_router()
         .merge(auth)
+        // Inside the request limit: a query the replica failed and the primary answers counts once.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::replica::route_reads))
         .layer(middleware::from_fn_with_state(state.clone(), api_limit::per_credential));
     let router = Router::new()
         .nest("/api/v1", api)
@@ -128,6 +130,7 @@ pub struct Server {
     live: Live,
     api_limiter: api_limit::ApiLimiter,
     api_limits_sync: JoinHandle<()>,
+    replica_follower: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -166,6 +169,7 @@ impl Server {
         let (stop, mut stopped) = watch::channel(false);
         let api_limits_sync = api_limiter.spawn_sync(stop.subscribe());
         follow_signing_keys(pool.clone(), jwt, stop.subscribe());
+        let replica_follower = app.replica.as_ref().map(|r| r.follow(pool.clone(), stop.subscribe()));
         let task = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
@@ -174,7 +178,7 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, workers = config.workers, "parley is listening");
-        Ok(Self { addr, stop, task, workers, live, api_limiter, api_limits_sync })
+        Ok(Self { addr, stop, task, workers, live, api_limiter, api_limits_sync, replica_follower })
     }
 
     /// The node's per-credential request counter (tests drive its sync rather than wait for it).
@@ -191,6 +195,9 @@ impl Server {
         let _ = self.task.await;
         // Its last sync shares what the drained requests counted.
         let _ = self.api_limits_sync.await;
+        if let Some(follower) = self.replica_follower {
+            let _ = follower.await;
+        }
         self.live.stop().await;
         if let Some(workers) = self.workers {
             workers.shutdown().await;

@@ -204,6 +204,21 @@ pub struct Projection {
     pub events_applied: i64,
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Where the streaming replica's copy is (`null` without `DATABASE_REPLICA_URL`).
+    pub replica: Option<ReplicaCopy>,
+}
+
+/// A projection's copy on the streaming replica.
+#[derive(ToSchema)]
+pub struct ReplicaCopy {
+    /// `up` (queries read there), `lagging` (further behind than allowed), `down` or `unknown`.
+    pub status: String,
+    /// How far the replica's replay is behind the primary (`null` while down).
+    pub lag_seconds: Option<f64>,
+    /// The generation's position in the replica's copy (`null` while down).
+    pub position: Option<String>,
+    /// Events the replica's copy has not applied yet that the primary's has.
+    pub lag: Option<i64>,
 }
 
 /// A rebuild queued as a job.

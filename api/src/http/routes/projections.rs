@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use parley_aggregates::permissions::Permission;
-use parley_projections::list;
-use serde_json::json;
+use parley_projections::{events_between, list, positions_in};
+use serde_json::{json, Value};
 
 use super::Routes;
 use crate::http::auth::Principal;
@@ -37,21 +37,39 @@ pub fn router() -> Routes {
         )
 }
 
-/// Every projection generation that is not retired, a rebuilding one next to its live one.
+/// Every projection generation that is not retired, a rebuilding one next to its live one; with
+/// a replica, where the replica's copy of it is.
 #[tracing::instrument(skip_all)]
 async fn projections(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     principal.ctx.require(Permission::ProjectionsManage)?;
-    let shown: Vec<_> = list(&state.app.store)
-        .await?
-        .into_iter()
-        .map(|s| {
-            json!({
-                "name": s.name, "generation": s.generation, "version": s.version, "status": s.status,
-                "position": s.position.to_string(), "lag": s.lag, "lag_seconds": s.lag_seconds,
-                "events_applied": s.events_applied, "last_error": s.last_error, "updated_at": s.updated_at,
-            })
-        })
-        .collect();
+    let on_replica = match &state.app.replica {
+        // A replica that does not answer shows as down, with no positions.
+        Some(replica) => Some((replica.status(), positions_in(replica.pool()).await.unwrap_or_default())),
+        None => None,
+    };
+    let mut shown = Vec::new();
+    for s in list(&state.app.store).await? {
+        let replica = match &on_replica {
+            None => Value::Null,
+            Some((status, positions)) => {
+                let copy = positions.iter().find(|(n, g, _)| *n == s.name && *g == s.generation).map(|p| p.2);
+                let lag = match copy {
+                    Some(at) => Some(events_between(&state.app.store, at, s.position).await?),
+                    None => None,
+                };
+                json!({
+                    "status": status.status, "lag_seconds": status.lag_seconds,
+                    "position": copy.map(|c| c.to_string()), "lag": lag,
+                })
+            }
+        };
+        shown.push(json!({
+            "name": s.name, "generation": s.generation, "version": s.version, "status": s.status,
+            "position": s.position.to_string(), "lag": s.lag, "lag_seconds": s.lag_seconds,
+            "events_applied": s.events_applied, "last_error": s.last_error, "updated_at": s.updated_at,
+            "replica": replica,
+        }));
+    }
     Ok(respond(StatusCode::OK, envelope(json!(shown), json!({}), None), None))
 }
 
