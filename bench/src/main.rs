@@ -3,15 +3,20 @@
 //!
 //! - `store`: raw single-row INSERT transactions/s of an events-shaped row with N clients, next
 //!   to Parley's single-event appends/s to distinct streams with N writers.
-//! - `http`: `POST /conversations/{id}/messages` through the real server with 32 clients over
-//!   100 conversations: throughput and latency percentiles, next to the raw insert limit, the two
-//!   alternated in rounds (the median round is reported).
+//! - `commands`: Parley's command path (load, decide, append) starting groups on fresh streams
+//!   with N writers, alone and with group commit, next to the cqrs-es + postgres-es peer run on
+//!   the same aggregate and command and to the raw insert limit.
+//! - `http`: `POST /conversations/{id}/messages` through the real server (a child process) with
+//!   32 clients over 100 conversations: throughput and latency percentiles, next to the raw
+//!   insert limit, the two alternated in rounds (the median round is reported), and the CPU each
+//!   post cost the server and PostgreSQL.
 //! - `auth`: authenticated `GET /users/me` and `GET /api/v1/permissions` next to `GET /health`,
 //!   64 clients: what token checking (signature and revocation) costs.
 //! - `chat`: posting message number 100,000 of one conversation next to message number 100
 //!   (p50 of sequential posts at each size), and fan-out: 1,000 WebSocket clients over 100
 //!   conversations while messages are posted at 500/s, latency from each POST's answer to each
-//!   subscriber's receipt, and the process's memory over the run.
+//!   subscriber's receipt (`--ws-clients`, `--conversations`, `--rate` change the load), and the
+//!   server's memory (a child process) over the run and per connection.
 //! - `jobs`: no-op jobs enqueued and completed per second next to raw INSERT transactions/s,
 //!   pickup latency from the enqueuing commit at 500 jobs/s, and after `--jobs` jobs have passed
 //!   through with pruning, the claim latency and the table's size.
@@ -46,12 +51,14 @@
 mod analytics;
 mod auth;
 mod chat;
+mod cpu;
 mod creator;
 mod dashboard;
 mod export;
 mod first_run;
 mod http;
 mod jobs;
+mod peer;
 mod presence;
 mod rebuild;
 mod signals;
@@ -71,6 +78,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Suite {
     Store,
+    /// Parley's command path next to the cqrs-es + postgres-es peer.
+    Commands,
     Rebuild,
     Http,
     Auth,
@@ -166,6 +175,19 @@ impl Scratch {
         Ok(Self { options, server: server.clone(), name })
     }
 
+    /// A scratch database without Parley's schema (for a peer's tables).
+    pub async fn bare(server: &PgConnectOptions, purpose: &str) -> anyhow::Result<Self> {
+        let name = format!("parley_bench_{purpose}_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect_with(server).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        admin.close().await?;
+        let options = parley_eventstore::db::connect_options(
+            server.clone().database(&name).to_url_lossy().as_ref(),
+            "parley-bench",
+        )?;
+        Ok(Self { options, server: server.clone(), name })
+    }
+
     pub async fn drop_db(self) -> anyhow::Result<()> {
         let mut admin = PgConnection::connect_with(&self.server).await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
@@ -202,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if matches!(args.suite, Suite::Store | Suite::All) {
         store::run(&server, args.clients, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Commands | Suite::All) {
+        peer::run(&server, args.clients, args.seconds).await?;
     }
     if matches!(args.suite, Suite::Rebuild | Suite::All) {
         rebuild::run(&server, args.events).await?;

@@ -48,6 +48,8 @@ pub async fn child(kind: ChildServer, database_url: &str, ping_every: Duration) 
             let mut config = parley_api::Config::new(database_url.to_owned());
             // The benchmark registers its thousand users from one address.
             config.auth_per_minute = 1_000_000;
+            // As many connections as the HTTP suite's 32 clients keep busy, and the node's own.
+            config.pool_size = 40;
             let app = parley_api::App::connect_with(
                 &config,
                 false,
@@ -136,7 +138,7 @@ impl Served {
     }
 
     /// Resident memory, MiB.
-    fn rss_mib(&self) -> anyhow::Result<f64> {
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
         let kib: f64 = status
             .lines()
@@ -148,14 +150,8 @@ impl Served {
     }
 
     /// CPU time used so far (user and system), seconds.
-    fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
-        // The fields after the command's name (which may hold spaces) in parentheses.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
-        Ok((ticks(11) + ticks(12)) / clock_ticks())
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        crate::cpu::seconds_of(self.pid()?)
     }
 
     pub async fn stop(mut self) {
@@ -163,11 +159,6 @@ impl Served {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         let _ = self.child.kill().await;
     }
-}
-
-fn clock_ticks() -> f64 {
-    // Linux reports process times in USER_HZ, 100 on every architecture it runs on.
-    100.0
 }
 
 /// What holding the connections cost one server.

@@ -129,19 +129,20 @@ struct Decided<A: WriteSide> {
 
 async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) {
     metrics::histogram!("parley_command_group_size", "aggregate" => A::TYPE).record(jobs.len() as f64);
-    let mut heads: HashMap<StreamKey, Head<A>> = HashMap::new();
+    let mut heads = latest_of_all(dispatcher, &jobs).await;
     let mut decided: Vec<Decided<A>> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let stream = StreamKey::new(A::TYPE, &job.stream_id);
-        let head = match heads.get_mut(&stream) {
-            Some(head) => head,
-            None => match latest::<A>(dispatcher, &stream).await {
-                Ok(head) => heads.entry(stream.clone()).or_insert(head),
-                Err(e) => {
-                    let _ = job.reply.send(Err(e));
-                    continue;
-                }
-            },
+        if heads.get(&stream).is_some_and(Result::is_err) {
+            // The read failed: this command is told; any other of the stream runs alone.
+            if let Some(Err(e)) = heads.remove(&stream) {
+                let _ = job.reply.send(Err(e));
+            }
+            continue;
+        }
+        let Some(Ok(head)) = heads.get_mut(&stream) else {
+            alone(dispatcher, job);
+            continue;
         };
         if head.account_id.is_some_and(|a| a != job.ctx.account_id) {
             // A stream's account never changes: this answer does not depend on the version.
@@ -216,6 +217,20 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) 
             }
         }
     }
+}
+
+/// The latest known state of every stream of `jobs`, read at once: the cache's, else read
+/// outside any transaction, the reads of different streams concurrently (on fresh or cold
+/// streams, one read after another would make the worker, not the commit, the bottleneck).
+async fn latest_of_all<A: WriteSide>(
+    dispatcher: &Dispatcher,
+    jobs: &[Job<A>],
+) -> HashMap<StreamKey, Result<Head<A>, DispatchError>> {
+    let mut streams: Vec<StreamKey> = jobs.iter().map(|j| StreamKey::new(A::TYPE, &j.stream_id)).collect();
+    streams.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    streams.dedup();
+    let heads = futures::future::join_all(streams.iter().map(|s| latest::<A>(dispatcher, s))).await;
+    streams.into_iter().zip(heads).collect()
 }
 
 /// The latest known state of a stream: the cache's, else read outside any transaction (the
