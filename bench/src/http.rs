@@ -108,6 +108,104 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     scratch.drop_db().await
 }
 
+/// Three nodes (`parley serve` in child processes, each with its workers) on one database
+/// against one, in alternating rounds: `POST /messages` with [`CLIENTS`] clients spread over the
+/// nodes, posts/s and p99 of each, medians of the rounds.
+pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
+    const NODE_ROUNDS: usize = 3;
+    const NODE_POOL: u32 = 20;
+    let scratch = Scratch::new(server, "nodes").await?;
+    let url = scratch.options.to_url_lossy().to_string();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    // Three nodes' pools, listeners and leases within PostgreSQL's default 100 connections.
+    let first = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
+    let base = format!("http://{}", first.addr);
+    let (token, _) = register(&http, &base).await?;
+    let mut conversations = Vec::new();
+    for i in 0..CONVERSATIONS {
+        let c: Value = http
+            .post(format!("{base}/api/v1/conversations"))
+            .bearer_auth(&token)
+            .json(&json!({"kind": "group", "title": format!("room {i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let conversations = Arc::new(conversations);
+    let mut one = Vec::new();
+    let mut three = Vec::new();
+    for _ in 0..NODE_ROUNDS {
+        let before = (first.cpu_seconds()?, cpu::postgres_seconds());
+        let (rate, latencies, failed) =
+            spread_post_load(&http, std::slice::from_ref(&base), &token, &conversations, seconds).await?;
+        let per_post = |cpu: f64| cpu * 1000.0 / latencies.len().max(1) as f64;
+        println!(
+            "  round: one node {rate:.0}/s, p99 {:.1} ms, failures {failed}; CPU per post: node {:.2} ms, PostgreSQL {:.2} ms",
+            percentile(&latencies, 0.99),
+            per_post(first.cpu_seconds()? - before.0),
+            per_post(cpu::postgres_seconds() - before.1)
+        );
+        one.push((rate, percentile(&latencies, 0.99)));
+        let second = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
+        let third = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
+        let bases = [base.clone(), format!("http://{}", second.addr), format!("http://{}", third.addr)];
+        // A node's first requests warm its caches: not measured.
+        spread_post_load(&http, &bases, &token, &conversations, 1).await?;
+        let nodes_cpu = || -> anyhow::Result<f64> {
+            Ok(first.cpu_seconds()? + second.cpu_seconds()? + third.cpu_seconds()?)
+        };
+        let before = (nodes_cpu()?, cpu::postgres_seconds());
+        let (rate, latencies, failed) =
+            spread_post_load(&http, &bases, &token, &conversations, seconds).await?;
+        let per_post = |cpu: f64| cpu * 1000.0 / latencies.len().max(1) as f64;
+        let (nodes_per_post, postgres_per_post) =
+            (per_post(nodes_cpu()? - before.0), per_post(cpu::postgres_seconds() - before.1));
+        let mut fallbacks = 0.0;
+        for base in &bases {
+            fallbacks += metric_sum(&http, base, "parley_command_group_fallbacks_total").await?;
+        }
+        println!(
+            "  round: three nodes {rate:.0}/s, p99 {:.1} ms, failures {failed}; CPU per post: nodes {nodes_per_post:.2} ms, \
+             PostgreSQL {postgres_per_post:.2} ms; groups run alone after failing twice, since the nodes started: {fallbacks:.0}",
+            percentile(&latencies, 0.99)
+        );
+        three.push((rate, percentile(&latencies, 0.99)));
+        second.stop().await;
+        third.stop().await;
+    }
+    let median = |v: &mut Vec<(f64, f64)>| {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v[v.len() / 2]
+    };
+    let (one_rate, one_p99) = median(&mut one);
+    let (three_rate, three_p99) = median(&mut three);
+    println!();
+    println!(
+        "nodes: POST /conversations/{{id}}/messages, {CLIENTS} clients over {CONVERSATIONS} conversations, \
+         {NODE_ROUNDS} alternating rounds of {seconds} s, median round"
+    );
+    println!("  one node:    {one_rate:>8.0} posts/s  p99 {one_p99:>6.1} ms");
+    println!(
+        "  three nodes: {three_rate:>8.0} posts/s  p99 {three_p99:>6.1} ms  ({:.2}x one node's rate, on {} cores)",
+        three_rate / one_rate,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    first.stop().await;
+    scratch.drop_db().await
+}
+
+/// The sum of a metric's series on a node's `/metrics`.
+async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// `CLIENTS` posting for `seconds`: posts/s answered 201, their latencies, and the failures.
 async fn post_load(
     http: &reqwest::Client,
@@ -116,11 +214,22 @@ async fn post_load(
     conversations: &Arc<Vec<String>>,
     seconds: u64,
 ) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
-    let (http, base, token, conversations) =
-        (http.clone(), base.to_owned(), token.to_owned(), conversations.clone());
+    spread_post_load(http, &[base.to_owned()], token, conversations, seconds).await
+}
+
+/// The same, each client sending to one of `bases` (client `i` to `bases[i % n]`).
+async fn spread_post_load(
+    http: &reqwest::Client,
+    bases: &[String],
+    token: &str,
+    conversations: &Arc<Vec<String>>,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>, u64)> {
+    let (http, bases, token, conversations) =
+        (http.clone(), Arc::new(bases.to_vec()), token.to_owned(), conversations.clone());
     timed_load(CLIENTS, seconds, move |client, n| {
         let (http, base, token, conversations) =
-            (http.clone(), base.clone(), token.clone(), conversations.clone());
+            (http.clone(), bases[client % bases.len()].clone(), token.clone(), conversations.clone());
         async move {
             let i = client + n * CLIENTS;
             let c = &conversations[i % CONVERSATIONS];

@@ -10,6 +10,8 @@
 //!   32 clients over 100 conversations: throughput and latency percentiles, next to the raw
 //!   insert limit, the two alternated in rounds (the median round is reported), and the CPU each
 //!   post cost the server and PostgreSQL.
+//! - `nodes`: three `parley serve` nodes (child processes) on one database against one, the same
+//!   32 posting clients spread over them, in alternating rounds: posts/s and p99 of each.
 //! - `auth`: authenticated `GET /users/me` and `GET /api/v1/permissions` next to `GET /health`,
 //!   64 clients: what token checking (signature and revocation) costs.
 //! - `chat`: posting message number 100,000 of one conversation next to message number 100
@@ -80,6 +82,8 @@ enum Suite {
     Store,
     /// Parley's command path next to the cqrs-es + postgres-es peer.
     Commands,
+    /// Three nodes on one database against one.
+    Nodes,
     Rebuild,
     Http,
     Auth,
@@ -233,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Http | Suite::All) {
         http::run(&server, args.seconds).await?;
+    }
+    if matches!(args.suite, Suite::Nodes | Suite::All) {
+        http::nodes(&server, args.seconds).await?;
     }
     if matches!(args.suite, Suite::Auth | Suite::All) {
         auth::run(&server, args.seconds).await?;

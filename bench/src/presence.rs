@@ -48,8 +48,9 @@ pub async fn child(kind: ChildServer, database_url: &str, ping_every: Duration) 
             let mut config = parley_api::Config::new(database_url.to_owned());
             // The benchmark registers its thousand users from one address.
             config.auth_per_minute = 1_000_000;
-            // As many connections as the HTTP suite's 32 clients keep busy, and the node's own.
-            config.pool_size = 40;
+            // As many connections as the HTTP suite's 32 clients keep busy, and the node's own;
+            // fewer when several children share the server's connections.
+            config.pool_size = std::env::var(CHILD_POOL).ok().and_then(|v| v.parse().ok()).unwrap_or(40);
             let app = parley_api::App::connect_with(
                 &config,
                 false,
@@ -104,6 +105,9 @@ fn hold(ws: WebSocketUpgrade, ping_every: Duration) -> Response {
     })
 }
 
+/// The child server's pool size, when not the default 40.
+const CHILD_POOL: &str = "PARLEY_BENCH_CHILD_POOL_SIZE";
+
 /// A server in a child process.
 pub struct Served {
     child: Child,
@@ -112,12 +116,22 @@ pub struct Served {
 
 impl Served {
     pub async fn spawn(kind: ChildServer, database_url: &str) -> anyhow::Result<Self> {
+        Self::spawn_with_pool(kind, database_url, 40).await
+    }
+
+    /// The same with a pool of `pool_size` connections.
+    pub async fn spawn_with_pool(
+        kind: ChildServer,
+        database_url: &str,
+        pool_size: u32,
+    ) -> anyhow::Result<Self> {
         let kind = match kind {
             ChildServer::Parley => "parley",
             ChildServer::Bare => "bare",
         };
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--child", kind, "--database-url", database_url])
+            .env(CHILD_POOL, pool_size.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -12,9 +12,11 @@
 //! A command is committed in a group only when it decided events there. One that was refused,
 //! or decided nothing, runs alone through the dispatcher, which decides it again on the state
 //! under the stream's lock (a refusal on a stale cached state must not stand). If the group's
-//! transaction fails (a state gone stale because another node wrote, a lost connection), nothing
-//! of it is kept and each of its commands runs alone, with the dispatcher's retries: a group
-//! never makes a command fail that would have succeeded alone.
+//! transaction fails, nothing of it is kept. When a state had gone stale (another node wrote to
+//! one of its streams: on several nodes posting to the same conversations, the common case), the
+//! group is decided once more on states read afresh and committed again; otherwise (or when that
+//! fails too) each of its commands runs alone, with the dispatcher's retries: a group never makes
+//! a command fail that would have succeeded alone.
 //!
 //! Commands are spread over a few workers by stream, so one stream's commands are always in one
 //! worker's queue, in arrival order, and two groups of this node never contend for a stream.
@@ -39,6 +41,9 @@ use crate::write_side::WriteSide;
 const WORKERS: usize = 4;
 /// Commands in one group at most.
 const MAX_GROUP: usize = 64;
+/// Times a group is decided and committed before its commands run alone: a second time on
+/// fresh states when another node made a stream's cached state stale.
+const GROUP_ATTEMPTS: usize = 2;
 /// Commands waiting per worker before senders wait too.
 const QUEUE: usize = 1024;
 
@@ -129,6 +134,57 @@ struct Decided<A: WriteSide> {
 
 async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) {
     metrics::histogram!("parley_command_group_size", "aggregate" => A::TYPE).record(jobs.len() as f64);
+    let mut jobs = jobs;
+    for attempt in 1..=GROUP_ATTEMPTS {
+        let decided = decide_all(dispatcher, jobs).await;
+        if decided.is_empty() {
+            return;
+        }
+        match append_group(dispatcher, &decided).await {
+            Ok(appended) => {
+                answer(dispatcher, decided, appended);
+                return;
+            }
+            // The database is away: running each alone would only wait for it again.
+            Err(DispatchError::Store(e)) if e.is_unavailable() => {
+                tracing::warn!(error = %e, commands = decided.len(), "group commit failed: the database is unavailable");
+                for d in decided {
+                    dispatcher.cache.forget(&d.append.stream);
+                    let _ = d.job.reply.send(Err(DispatchError::Unavailable("the database is unavailable")));
+                }
+                return;
+            }
+            // A state gone stale (another node wrote to one of the streams): decide the group
+            // again on fresh states, read past the cache.
+            Err(e) if e.is_retryable() && attempt < GROUP_ATTEMPTS => {
+                tracing::debug!(error = %e, commands = decided.len(), "group commit on a stale state; deciding again");
+                metrics::counter!("parley_command_group_retries_total", "aggregate" => A::TYPE).increment(1);
+                jobs = decided
+                    .into_iter()
+                    .map(|d| {
+                        dispatcher.cache.forget(&d.append.stream);
+                        d.job
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, commands = decided.len(), "group commit failed; running its commands alone");
+                metrics::counter!("parley_command_group_fallbacks_total", "aggregate" => A::TYPE)
+                    .increment(1);
+                for d in decided {
+                    dispatcher.cache.forget(&d.append.stream);
+                    alone(dispatcher, d.job);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Decides every job on the latest known state of its stream, in arrival order (each on the
+/// state its predecessors in the group left). Jobs that decided nothing, or were refused, run
+/// alone; a job whose stream could not be read is told so.
+async fn decide_all<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) -> Vec<Decided<A>> {
     let mut heads = latest_of_all(dispatcher, &jobs).await;
     let mut decided: Vec<Decided<A>> = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -173,49 +229,26 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, jobs: Vec<Job<A>>) 
             _ => alone(dispatcher, job),
         }
     }
-    if decided.is_empty() {
-        return;
-    }
-    match append_group(dispatcher, &decided).await {
-        Ok(appended) => {
-            for (d, appended) in decided.into_iter().zip(appended) {
-                let version = appended.version().unwrap_or(d.append.expected_version);
-                let cursor = appended.cursor();
-                dispatcher.cache.put(
-                    d.append.stream.clone(),
-                    version,
-                    d.append.account_id,
-                    cursor,
-                    d.aggregate.clone(),
-                );
-                metrics::histogram!("parley_command_duration_seconds", "aggregate" => A::TYPE)
-                    .record(d.job.queued.elapsed().as_secs_f64());
-                let executed = Executed {
-                    aggregate: d.aggregate,
-                    events: d.events,
-                    appended: appended.events,
-                    version,
-                    cursor,
-                };
-                let _ = d.job.reply.send(Ok(executed));
-            }
-        }
-        // The database is away: running each alone would only wait for it again.
-        Err(DispatchError::Store(e)) if e.is_unavailable() => {
-            tracing::warn!(error = %e, commands = decided.len(), "group commit failed: the database is unavailable");
-            for d in decided {
-                dispatcher.cache.forget(&d.append.stream);
-                let _ = d.job.reply.send(Err(DispatchError::Unavailable("the database is unavailable")));
-            }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, commands = decided.len(), "group commit failed; running its commands alone");
-            metrics::counter!("parley_command_group_fallbacks_total", "aggregate" => A::TYPE).increment(1);
-            for d in decided {
-                dispatcher.cache.forget(&d.append.stream);
-                alone(dispatcher, d.job);
-            }
-        }
+    decided
+}
+
+/// Tells each command of a committed group its outcome, and caches the states it left.
+fn answer<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decided<A>>, appended: Vec<Appended>) {
+    for (d, appended) in decided.into_iter().zip(appended) {
+        let version = appended.version().unwrap_or(d.append.expected_version);
+        let cursor = appended.cursor();
+        dispatcher.cache.put(
+            d.append.stream.clone(),
+            version,
+            d.append.account_id,
+            cursor,
+            d.aggregate.clone(),
+        );
+        metrics::histogram!("parley_command_duration_seconds", "aggregate" => A::TYPE)
+            .record(d.job.queued.elapsed().as_secs_f64());
+        let executed =
+            Executed { aggregate: d.aggregate, events: d.events, appended: appended.events, version, cursor };
+        let _ = d.job.reply.send(Ok(executed));
     }
 }
 
