@@ -47,20 +47,7 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let served = Served::spawn(ChildServer::Parley, scratch.options.to_url_lossy().as_ref()).await?;
     let base = format!("http://{}", served.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
-    let (token, _) = register(&http, &base).await?;
-    let mut conversations = Vec::new();
-    for i in 0..CONVERSATIONS {
-        let c: Value = http
-            .post(format!("{base}/api/v1/conversations"))
-            .bearer_auth(&token)
-            .json(&json!({"kind": "group", "title": format!("room {i}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
-    }
-    let conversations = Arc::new(conversations);
+    let (token, conversations) = rooms(&http, &base).await?;
     // Alternate the two, so that both see the same moments of a noisy machine; the ratio is
     // the median round's.
     let mut rounds = Vec::new();
@@ -108,19 +95,9 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     scratch.drop_db().await
 }
 
-/// Three nodes (`parley serve` in child processes, each with its workers) on one database
-/// against one, in alternating rounds: `POST /messages` with [`CLIENTS`] clients spread over the
-/// nodes, posts/s and p99 of each, medians of the rounds.
-pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
-    const NODE_ROUNDS: usize = 3;
-    const NODE_POOL: u32 = 20;
-    let scratch = Scratch::new(server, "nodes").await?;
-    let url = scratch.options.to_url_lossy().to_string();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
-    // Three nodes' pools, listeners and leases within PostgreSQL's default 100 connections.
-    let first = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
-    let base = format!("http://{}", first.addr);
-    let (token, _) = register(&http, &base).await?;
+/// Registers the benchmark's user and starts its [`CONVERSATIONS`] groups: its token and their ids.
+async fn rooms(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, Arc<Vec<String>>)> {
+    let (token, _) = register(http, base).await?;
     let mut conversations = Vec::new();
     for i in 0..CONVERSATIONS {
         let c: Value = http
@@ -133,7 +110,22 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
             .await?;
         conversations.push(c["data"]["id"].as_str().unwrap_or_default().to_owned());
     }
-    let conversations = Arc::new(conversations);
+    Ok((token, Arc::new(conversations)))
+}
+
+/// Three nodes (`parley serve` in child processes, each with its workers) on one database
+/// against one, in alternating rounds: `POST /messages` with [`CLIENTS`] clients spread over the
+/// nodes, posts/s and p99 of each, medians of the rounds.
+pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> {
+    const NODE_ROUNDS: usize = 3;
+    const NODE_POOL: u32 = 20;
+    let scratch = Scratch::new(server, "nodes").await?;
+    let url = scratch.options.to_url_lossy().to_string();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    // Three nodes' pools, listeners and leases within PostgreSQL's default 100 connections.
+    let first = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
+    let base = format!("http://{}", first.addr);
+    let (token, conversations) = rooms(&http, &base).await?;
     let mut one = Vec::new();
     let mut three = Vec::new();
     for _ in 0..NODE_ROUNDS {

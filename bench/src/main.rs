@@ -165,18 +165,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub async fn new(server: &PgConnectOptions, purpose: &str) -> anyhow::Result<Self> {
-        let name = format!("parley_bench_{purpose}_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = PgConnection::connect_with(server).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
-        admin.close().await?;
-        let options = parley_eventstore::db::connect_options(
-            server.clone().database(&name).to_url_lossy().as_ref(),
-            "parley-bench",
-        )?;
-        let mut conn = PgConnection::connect_with(&options).await?;
+        let scratch = Self::bare(server, purpose).await?;
+        let mut conn = PgConnection::connect_with(&scratch.options).await?;
         parley_migrations::MIGRATOR.run(&mut conn).await?;
         conn.close().await?;
-        Ok(Self { options, server: server.clone(), name })
+        Ok(scratch)
     }
 
     /// A scratch database without Parley's schema (for a peer's tables).
