@@ -11,8 +11,9 @@
 //! still when its connection to the primary breaks): the replica is as fresh as the primary was
 //! at the newest sample whose WAL position it has replayed. Queries go to the replica while it
 //! answers and is at most `max_lag` behind, to the primary otherwise. A query the replica fails
-//! (a recovery conflict cancelled it, its connection broke) is asked again of the primary by
-//! [`route_reads`]; a client never sees a replica's failure as a 500.
+//! (a recovery conflict cancelled it, its connection broke, it reads an unlogged table such as
+//! presence, which a standby refuses) is asked again of the primary by [`route_reads`]; a client
+//! never sees a replica's failure as a 500.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -229,14 +230,19 @@ pub async fn route_reads(State(state): State<AppState>, mut req: Request, next: 
     next.run(again).await
 }
 
-/// Whether `e` is a standby cancelling a query because replay needed what the query held (rows
-/// it might still see, a lock): the same query succeeds on the primary, or later.
-pub fn is_recovery_conflict(e: &sqlx::Error) -> bool {
+/// Whether `e` is a standby refusing a query the primary can answer: a recovery conflict (replay
+/// needed rows or a lock the query held; the same query succeeds on the primary, or later), a
+/// write reaching a read-only standby, or an unlogged table (presence, stream viewers), which a
+/// standby has no contents for and refuses to read.
+pub fn is_refused_by_standby(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| {
-        let code = d.code();
-        (code.as_deref() == Some("40001") && d.message().contains("conflict with recovery"))
-            // A write reached a read-only standby: only the primary can answer it.
-            || code.as_deref() == Some("25006")
+        let (code, message) = (d.code(), d.message());
+        match code.as_deref() {
+            Some("40001") => message.contains("conflict with recovery"),
+            Some("25006") => true,
+            Some("0A000") => message.contains("during recovery"),
+            _ => false,
+        }
     })
 }
 

@@ -149,6 +149,12 @@ async fn queries_read_a_streaming_replica_and_fall_back_to_the_primary() {
         assert!(texts.contains(&format!("r{n}")), "r{n} read back from the replica: {texts:?}");
     }
     assert!(node.metric(replica_reads).await - before >= 20.0, "the reads went to the replica");
+    // Users carry presence, an unlogged table a standby refuses to read: the primary answers.
+    let fallbacks = node.metric("parley_replica_fallbacks_total").await;
+    let (status, users) = node.get("/users", None).await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+    assert_eq!(users["data"][0]["email"], "ann@example.com");
+    assert!(node.metric("parley_replica_fallbacks_total").await > fallbacks, "refused by the standby first");
 
     // The replica's replay paused: a read without a position shows the replica's older copy
     // (which is how we know it read there), one with the position waits there up to the allowed

@@ -299,10 +299,10 @@ impl From<sqlx::Error> for ApiError {
         if parley_eventstore::is_unavailable(&e) {
             return unavailable(&e);
         }
-        if crate::replica::is_recovery_conflict(&e) {
-            tracing::warn!(error = %e, "a standby cancelled a query");
+        if crate::replica::is_refused_by_standby(&e) {
+            tracing::warn!(error = %e, "a standby refused a query");
             let mut refused =
-                ApiError::new(Code::ServiceUnavailable, "the query was cancelled; try again").retry_after(1);
+                ApiError::new(Code::ServiceUnavailable, "the query was refused; try again").retry_after(1);
             refused.try_another_copy = true;
             return refused;
         }
