@@ -72,6 +72,8 @@ pub struct Runner {
     /// When this runner last lost its lease: it then waits before competing again, so that a
     /// healthy peer takes over rather than a runner whose connection just failed.
     lost_at: Option<Instant>,
+    /// The newer version this runner last left the lease to (said once in the log).
+    yielded_to: Option<i32>,
 }
 
 impl Runner {
@@ -86,6 +88,7 @@ impl Runner {
             single_step_until: None,
             events_applied: 0,
             lost_at: None,
+            yielded_to: None,
         }
     }
 
@@ -123,8 +126,27 @@ impl Runner {
         let taken =
             Lease::try_take(&self.options.connect, &key, &application_name, self.options.check_every).await?;
         let Some(lease) = taken else { return Ok(false) };
-        self.lease = Some(lease);
         let pool = self.store.pool();
+        // During a rolling upgrade, a node of the previous version must not apply its older code
+        // to a newer version's tables, nor build its older version again: once any generation of
+        // a newer version exists, leadership stays with the nodes that run it.
+        let newest = generations::load(pool, name).await?.iter().map(|g| g.version).max();
+        if let Some(newer) = newest.filter(|v| *v > self.projection.version()) {
+            if self.yielded_to != Some(newer) {
+                tracing::warn!(
+                    projection = name,
+                    ours = self.projection.version(),
+                    newer,
+                    "a newer version of this projection exists: leaving the lease to the nodes that run it"
+                );
+                self.yielded_to = Some(newer);
+            }
+            metrics::counter!("parley_projection_lease_yields_total", "projection" => name).increment(1);
+            lease.release().await;
+            self.lost_at = Some(Instant::now());
+            return Ok(false);
+        }
+        self.lease = Some(lease);
         sqlx::query(
             "UPDATE projection_generations SET holder = $2 WHERE name = $1 AND state IN ('live', 'ready')",
         )

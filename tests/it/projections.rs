@@ -414,3 +414,78 @@ async fn a_read_model_of_an_older_shape_is_rebuilt_before_the_server_serves() {
         .expect("the new shape's tables exist");
     t.finish().await;
 }
+
+/// A projection whose version is chosen by the test: two builds of the same read model.
+struct Versioned(i32);
+
+#[async_trait]
+impl Projection for Versioned {
+    fn name(&self) -> &'static str {
+        "versioned"
+    }
+    fn version(&self) -> i32 {
+        self.0
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["versioned_seen"]
+    }
+    fn schema(&self) -> &'static str {
+        "CREATE TABLE versioned_seen (body text PRIMARY KEY);"
+    }
+    fn decides(&self) -> Decisions {
+        Decisions { handles: &["MessagePosted"], ignores: &[], ignores_streams: &[] }
+    }
+    async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        for e in events {
+            sqlx::query("INSERT INTO versioned_seen (body) VALUES ($1)")
+                .bind(e.payload["body"].as_str().unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_node_of_the_previous_version_leaves_the_lease_to_the_newer_one() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 10, 10).await;
+    t.settle().await;
+    // Given the previous version live, then the new version's node taking over (a rolling upgrade).
+    let mut old = Runner::new(t.app.store.clone(), Arc::new(Versioned(1)), t.app.lease_options());
+    assert!(old.acquire().await.unwrap());
+    drive_until_idle(&mut old).await;
+    old.release().await;
+    let mut new = Runner::new(t.app.store.clone(), Arc::new(Versioned(2)), t.app.lease_options());
+    assert!(new.acquire().await.unwrap());
+    drive_until_idle(&mut new).await;
+    let live: Vec<(i32, i32)> = list(&t.app.store)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name == "versioned")
+        .map(|s| (s.generation, s.version))
+        .collect();
+    assert_eq!(live, vec![(2, 2)], "the new version serves");
+
+    // When the new node lets go (it stops, or its lease connection breaks), a node still on the
+    // previous version does not take the lease: it would apply older code to the newer tables,
+    // or build the older version again.
+    new.release().await;
+    let mut old = Runner::new(t.app.store.clone(), Arc::new(Versioned(1)), t.app.lease_options());
+    assert!(!old.acquire().await.unwrap(), "the previous version leaves the lease");
+    let after: Vec<(i32, i32)> = list(&t.app.store)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name == "versioned")
+        .map(|s| (s.generation, s.version))
+        .collect();
+    assert_eq!(after, live, "no generation of the previous version was made");
+    // A node of the new version takes it at once.
+    let mut again = Runner::new(t.app.store.clone(), Arc::new(Versioned(2)), t.app.lease_options());
+    assert!(again.acquire().await.unwrap());
+    again.release().await;
+    t.finish().await;
+}
