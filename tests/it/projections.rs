@@ -446,6 +446,12 @@ impl Projection for Versioned {
     }
 }
 
+/// The `versioned` projection's generations that are not retired: `(generation, version)`.
+async fn versions(t: &TestApp) -> Vec<(i32, i32)> {
+    let all = list(&t.app.store).await.unwrap();
+    all.into_iter().filter(|s| s.name == "versioned").map(|s| (s.generation, s.version)).collect()
+}
+
 #[tokio::test]
 async fn a_node_of_the_previous_version_leaves_the_lease_to_the_newer_one() {
     let t = TestApp::new().await;
@@ -460,13 +466,7 @@ async fn a_node_of_the_previous_version_leaves_the_lease_to_the_newer_one() {
     let mut new = Runner::new(t.app.store.clone(), Arc::new(Versioned(2)), t.app.lease_options());
     assert!(new.acquire().await.unwrap());
     drive_until_idle(&mut new).await;
-    let live: Vec<(i32, i32)> = list(&t.app.store)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.name == "versioned")
-        .map(|s| (s.generation, s.version))
-        .collect();
+    let live = versions(&t).await;
     assert_eq!(live, vec![(2, 2)], "the new version serves");
 
     // When the new node lets go (it stops, or its lease connection breaks), a node still on the
@@ -475,13 +475,7 @@ async fn a_node_of_the_previous_version_leaves_the_lease_to_the_newer_one() {
     new.release().await;
     let mut old = Runner::new(t.app.store.clone(), Arc::new(Versioned(1)), t.app.lease_options());
     assert!(!old.acquire().await.unwrap(), "the previous version leaves the lease");
-    let after: Vec<(i32, i32)> = list(&t.app.store)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.name == "versioned")
-        .map(|s| (s.generation, s.version))
-        .collect();
+    let after = versions(&t).await;
     assert_eq!(after, live, "no generation of the previous version was made");
     // A node of the new version takes it at once.
     let mut again = Runner::new(t.app.store.clone(), Arc::new(Versioned(2)), t.app.lease_options());

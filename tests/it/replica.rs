@@ -98,6 +98,15 @@ async fn until(conn: &mut PgConnection, sql: &str, what: &str) {
     }
 }
 
+/// Polls until a connection of `application` waits on a lock.
+async fn waits_on_a_lock(conn: &mut PgConnection, application: &str, what: &str) {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+         WHERE application_name = '{application}' AND wait_event_type = 'Lock')"
+    );
+    until(conn, &sql, what).await;
+}
+
 /// Runs `sql` on the standby, again when replay cancelled it (a recovery conflict with the test's
 /// own statement, not the server's).
 async fn on_standby(conn: &mut PgConnection, sql: &str) {
@@ -241,23 +250,12 @@ async fn queries_read_a_streaming_replica_and_fall_back_to_the_primary() {
             (res.status(), res.json::<Value>().await.unwrap())
         })
     };
-    until(
-        &mut standby_conn,
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-         WHERE application_name = 'parley-replica' AND wait_event_type = 'Lock')",
-        "the read waits on the replica",
-    )
-    .await;
+    waits_on_a_lock(&mut standby_conn, "parley-replica", "the read waits on the replica").await;
     sqlx::query("LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
     primary.psql("SELECT pg_current_xact_id()").await;
     let mut on_primary = PgConnection::connect(&primary.url("parley")).await.unwrap();
-    until(
-        &mut on_primary,
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-         WHERE application_name = 'parley' AND wait_event_type = 'Lock')",
-        "the read, cancelled on the replica, waits on the primary",
-    )
-    .await;
+    waits_on_a_lock(&mut on_primary, "parley", "the read, cancelled on the replica, waits on the primary")
+        .await;
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     let (status, body) = read.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
