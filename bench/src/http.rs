@@ -54,12 +54,16 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let mut all = Vec::new();
     let mut failed = 0;
     let (mut server_cpu, mut postgres_cpu, mut posts) = (0.0, 0.0, 0usize);
+    let (mut transactions, mut log_reads) = (0u64, Reads::default());
     for _ in 0..ROUNDS {
         let raw = raw_inserts(raw_pool.clone(), CLIENTS, seconds).await?;
         let (server_before, postgres_before) = (served.cpu_seconds()?, cpu::postgres_seconds());
+        let (xid_before, reads_before) = (next_xid(&raw_pool).await?, Reads::of(&http, &base).await?);
         let (rate, latencies, failures) = post_load(&http, &base, &token, &conversations, seconds).await?;
         server_cpu += served.cpu_seconds()? - server_before;
         postgres_cpu += cpu::postgres_seconds() - postgres_before;
+        transactions += next_xid(&raw_pool).await? - xid_before;
+        log_reads = log_reads.plus(Reads::of(&http, &base).await?.minus(reads_before));
         posts += latencies.len();
         println!("  round: raw {raw:.0}/s, posts {rate:.0}/s, ratio {:.2}", rate / raw);
         rounds.push((rate / raw, raw, rate));
@@ -90,6 +94,15 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
         per_post(server_cpu),
         per_post(postgres_cpu),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    let per_post = |n: f64| n / posts.max(1) as f64;
+    println!(
+        "  per post: {:.2} write transactions (all of the cluster's); queries of the log by the node's \
+         followers {:.3} by its one reader, {:.3} on their own; reads answered from its window {:.2}",
+        per_post(transactions as f64),
+        per_post(log_reads.node_reader),
+        per_post(log_reads.own),
+        per_post(log_reads.window)
     );
     served.stop().await;
     scratch.drop_db().await
@@ -188,12 +201,69 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
     scratch.drop_db().await
 }
 
+/// The id the next write transaction of the cluster will get: the difference over a phase is
+/// the number of write transactions in it (read-only ones get no id).
+async fn next_xid(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    let (xid,): (String,) =
+        sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetch_one(pool).await?;
+    Ok(xid.parse()?)
+}
+
+/// A node's followers' reads of the log so far (`parley_follower_reads_total`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Reads {
+    /// Queries of the log by the node's one reader.
+    node_reader: f64,
+    /// Queries of the log by followers on their own (outside the window).
+    own: f64,
+    /// Reads answered from the node's window.
+    window: f64,
+}
+
+impl Reads {
+    async fn of(http: &reqwest::Client, base: &str) -> anyhow::Result<Self> {
+        let name = "parley_follower_reads_total";
+        let source = |s: &'static str| move |l: &str| l.contains(&format!("source=\"{s}\""));
+        Ok(Self {
+            node_reader: metric_where(http, base, name, source("node_reader")).await?,
+            own: metric_where(http, base, name, source("log")).await?,
+            window: metric_where(http, base, name, source("window")).await?,
+        })
+    }
+
+    fn minus(self, o: Self) -> Self {
+        Self {
+            node_reader: self.node_reader - o.node_reader,
+            own: self.own - o.own,
+            window: self.window - o.window,
+        }
+    }
+
+    fn plus(self, o: Self) -> Self {
+        Self {
+            node_reader: self.node_reader + o.node_reader,
+            own: self.own + o.own,
+            window: self.window + o.window,
+        }
+    }
+}
+
 /// The sum of a metric's series on a node's `/metrics`.
 async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    metric_where(http, base, name, |_| true).await
+}
+
+/// The sum of a metric's series whose line `labels` accepts, on a node's `/metrics`.
+async fn metric_where(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    labels: impl Fn(&str) -> bool,
+) -> anyhow::Result<f64> {
     let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
     Ok(text
         .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && labels(l))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{Connection, PgConnection};
 
 use crate::store::EventStore;
@@ -27,12 +27,28 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease named `key` if nobody holds it; the connection is named
     /// `application_name` so that operators can find (and kill) it.
+    ///
+    /// Whether it is free is asked first on a connection of `pool` (taking the lock and giving
+    /// it back at once): a runner without the lease asks every second on every node, and a new
+    /// connection for each question costs PostgreSQL a backend's start.
     pub async fn try_take(
+        pool: &PgPool,
         connect: &PgConnectOptions,
         key: &str,
         application_name: &str,
         check_every: Duration,
     ) -> Result<Option<Lease>, sqlx::Error> {
+        let (free,): (bool,) = sqlx::query_as(
+            "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0)) \
+                         THEN pg_advisory_unlock(hashtextextended($1, 0)) ELSE false END",
+        )
+        .bind(key)
+        .fetch_one(pool)
+        .await?;
+        if !free {
+            metrics::counter!("parley_lease_attempts_total", "outcome" => "held").increment(1);
+            return Ok(None);
+        }
         let options = connect.clone().application_name(application_name);
         let mut conn = PgConnection::connect_with(&options).await?;
         let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
@@ -40,9 +56,11 @@ impl Lease {
             .fetch_one(&mut conn)
             .await?;
         if !got {
+            metrics::counter!("parley_lease_attempts_total", "outcome" => "lost_race").increment(1);
             let _ = conn.close().await;
             return Ok(None);
         }
+        metrics::counter!("parley_lease_attempts_total", "outcome" => "taken").increment(1);
         Ok(Some(Lease { conn, check_every, last_check: Instant::now() }))
     }
 
@@ -149,7 +167,7 @@ pub async fn drive<C: Checkpointed>(
                 }
             }
             Ok(Progress::Worked | Progress::NotLeader) => Duration::ZERO,
-            Ok(Progress::Idle) => match store.events_behind_horizon().await {
+            Ok(Progress::Idle) => match store.follower_behind_horizon().await {
                 // Committed events wait behind an older open transaction: look again soon.
                 Ok(true) => {
                     let pause = horizon_delay;

@@ -87,7 +87,9 @@ impl ConsumerRunner {
         let name = self.consumer.name();
         let application_name = format!("parley-consumer/{name}/{}", self.holder);
         let key = format!("parley-consumer/{name}");
-        let Some(lease) = Lease::try_take(&self.connect, &key, &application_name, CHECK_EVERY).await? else {
+        let Some(lease) =
+            Lease::try_take(self.store.pool(), &self.connect, &key, &application_name, CHECK_EVERY).await?
+        else {
             return Ok(false);
         };
         let head = self.store.head().await?;
@@ -136,7 +138,7 @@ impl ConsumerRunner {
                 return Ok(ConsumerStep::NotLeader);
             }
         }
-        let events = self.store.read_all_after(cursor, self.batch_size).await?;
+        let events = self.store.follow_after(cursor, self.batch_size).await?;
         let Some(last) = events.last() else { return Ok(ConsumerStep::Idle) };
         let wanted: Vec<&RecordedEvent> =
             events.iter().filter(|e| self.consumer.wants(&e.event_type)).collect();

@@ -18,6 +18,7 @@ pub mod snapshots;
 mod store;
 mod tail;
 mod upcast;
+mod window;
 
 pub use append::{Appended, AppendedEvent, StreamAppend, StreamHead};
 pub use checkpointed::{drive, Checkpointed, Lease, Pace, Progress};
@@ -29,3 +30,4 @@ pub use read::EventFilter;
 pub use store::{Clock, CommitObserver, EventStore, StoreTransaction};
 pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 pub use upcast::{Upcaster, Upcasters};
+pub use window::SharedReads;

@@ -1,6 +1,7 @@
 //! The store handle: a pool, the upcasters, and the node's wake-up channel.
 
 use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::event::{RecordedEvent, StreamKey};
 use crate::read::{self, EventFilter};
 use crate::tail::{Tail, WakeSubscription};
 use crate::upcast::Upcasters;
+use crate::window::{self, SharedReads, SharedWindow, Window};
 
 /// The channel other nodes `LISTEN` on; its payload is empty (a wake-up, not data).
 pub const NOTIFY_CHANNEL: &str = "parley_events";
@@ -28,8 +30,15 @@ pub struct EventStore {
 struct Inner {
     pool: PgPool,
     upcasters: Upcasters,
-    /// Bumped after every local commit and every `NOTIFY` heard: tailers wait on it.
+    /// Bumped after every local commit and every `NOTIFY` heard: the node's reader waits on it.
+    commits: watch::Sender<u64>,
+    /// What followers wait on: every commit heard, or, while the node keeps a window of the log,
+    /// every time the window grows.
     wake: watch::Sender<u64>,
+    /// The newest events, kept by the node's one reader of the log ([`EventStore::share_reads`]).
+    window: RwLock<Option<SharedWindow>>,
+    /// Followers' reads answered from the window, and from the log.
+    follower_reads: [AtomicU64; 2],
     /// Asks the notifier task to send one `NOTIFY` (coalesced: many commits, one notification).
     notify_others: Arc<Notify>,
     /// Told of this process's own events at their commit (held weakly: an observer that is
@@ -57,11 +66,15 @@ impl EventStore {
     /// Must be called inside a tokio runtime: it starts the coalescing notifier task.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
         let (wake, _) = watch::channel(0);
+        let (commits, _) = watch::channel(0);
         let notify_others = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             pool,
             upcasters,
+            commits,
             wake,
+            window: RwLock::default(),
+            follower_reads: Default::default(),
             notify_others: notify_others.clone(),
             observers: RwLock::default(),
             clock: RwLock::default(),
@@ -179,13 +192,48 @@ impl EventStore {
     /// Wakes this node's tailers now and other nodes through one coalesced `NOTIFY`.
     /// Call after a commit that appended events.
     pub fn committed(&self) {
-        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.heard_commit();
         self.inner.notify_others.notify_one();
     }
 
-    /// A receiver of wake-ups: changes after every commit this node sees.
+    /// A follower's wake-ups: after every commit this node sees, or, while the node keeps a
+    /// window of the log, after every time the window grows.
     pub fn subscribe(&self) -> WakeSubscription {
         WakeSubscription::new(self.inner.wake.subscribe())
+    }
+
+    /// The node's reader's wake-ups: after every commit this node sees.
+    pub(crate) fn subscribe_commits(&self) -> WakeSubscription {
+        WakeSubscription::new(self.inner.commits.subscribe())
+    }
+
+    /// Starts the node's one reader of the log: it keeps the newest `capacity` events in memory,
+    /// and this store's followers ([`EventStore::follow_after`], [`EventStore::tail`], every
+    /// checkpointed consumer) read from there while their cursors lie in that window.
+    pub async fn share_reads(&self, capacity: usize) -> Result<SharedReads, StoreError> {
+        let head = self.head().await?;
+        let shared: SharedWindow = Arc::new(std::sync::Mutex::new(Window::new(head, capacity)));
+        if let Ok(mut window) = self.inner.window.write() {
+            *window = Some(shared.clone());
+        }
+        Ok(SharedReads::start(self.clone(), shared, head))
+    }
+
+    /// Followers read the log themselves again (and look at once).
+    pub(crate) fn unshare_reads(&self) {
+        if let Ok(mut window) = self.inner.window.write() {
+            *window = None;
+        }
+        self.window_advanced();
+    }
+
+    /// Wakes the followers: the window grew (or went away).
+    pub(crate) fn window_advanced(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn window(&self) -> Option<SharedWindow> {
+        self.inner.window.read().ok().and_then(|w| w.clone())
     }
 
     /// A tailer over all events after `cursor`.
@@ -205,7 +253,7 @@ impl EventStore {
                 let got = listener.try_recv().await;
                 let Some(inner) = weak.upgrade() else { return };
                 match got {
-                    Ok(_) => inner.wake.send_modify(|n| *n = n.wrapping_add(1)),
+                    Ok(_) => inner.heard_commit(),
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener lost its connection");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -226,10 +274,48 @@ impl EventStore {
         read::read_all_after(&mut conn, &self.inner.upcasters, cursor, limit).await
     }
 
+    /// A follower's read: up to `limit` events after `cursor` in commit-safe order, from the
+    /// node's window of the log when `cursor` lies in it (then perhaps older than the log: the
+    /// follower is woken when the window grows), from the log otherwise.
+    pub async fn follow_after(
+        &self,
+        cursor: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let window = self.window();
+        if let Some(events) = window::read_window(window.as_ref(), cursor, limit)? {
+            self.count_follower_read(true);
+            return Ok(events);
+        }
+        self.count_follower_read(false);
+        self.read_all_after(cursor, limit).await
+    }
+
+    fn count_follower_read(&self, from_window: bool) {
+        self.inner.follower_reads[usize::from(!from_window)].fetch_add(1, Ordering::Relaxed);
+        let source = if from_window { "window" } else { "log" };
+        metrics::counter!("parley_follower_reads_total", "source" => source).increment(1);
+    }
+
+    /// Followers' reads so far: (answered from the node's window, read from the log).
+    pub fn follower_reads(&self) -> (u64, u64) {
+        let [window, log] = &self.inner.follower_reads;
+        (window.load(Ordering::Relaxed), log.load(Ordering::Relaxed))
+    }
+
     /// Whether committed events wait behind an older open transaction.
     pub async fn events_behind_horizon(&self) -> Result<bool, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
         read::events_behind_horizon(&mut conn).await
+    }
+
+    /// [`EventStore::events_behind_horizon`] for a follower with nothing new: while the node
+    /// keeps a window, its reader watches the horizon and wakes the followers when it passes.
+    pub async fn follower_behind_horizon(&self) -> Result<bool, StoreError> {
+        if self.window().is_some() {
+            return Ok(false);
+        }
+        self.events_behind_horizon().await
     }
 
     /// The cursor of a stream's newest committed event, if it has one.
@@ -267,6 +353,18 @@ impl EventStore {
     pub async fn query(&self, filter: &EventFilter, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
         read::query(&mut conn, &self.inner.upcasters, filter, limit).await
+    }
+}
+
+impl Inner {
+    /// A commit of this node or another: the node's reader looks, and so do the followers unless
+    /// they follow the reader's window.
+    fn heard_commit(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        let shared = self.window.read().map(|w| w.is_some()).unwrap_or(false);
+        if !shared {
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
 

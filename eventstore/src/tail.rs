@@ -46,14 +46,24 @@ pub struct Tail {
     cursor: LogCursor,
     batch_size: i64,
     wake: WakeSubscription,
+    /// Whether it reads the log itself (the node's shared reader) or follows the node's window
+    /// of the log when one is kept ([`EventStore::share_reads`]).
+    of_log: bool,
     /// When the last read returned less than a full batch.
     last_short_read: Option<Instant>,
 }
 
 impl Tail {
+    /// A follower: answered from the node's window of the log while its cursor lies in it.
     pub(crate) fn new(store: EventStore, cursor: LogCursor, batch_size: i64) -> Self {
         let wake = store.subscribe();
-        Self { store, cursor, batch_size, wake, last_short_read: None }
+        Self { store, cursor, batch_size, wake, of_log: false, last_short_read: None }
+    }
+
+    /// The node's reader: reads the log itself, woken by every commit the node hears of.
+    pub(crate) fn of_log(store: EventStore, cursor: LogCursor, batch_size: i64) -> Self {
+        let wake = store.subscribe_commits();
+        Self { store, cursor, batch_size, wake, of_log: true, last_short_read: None }
     }
 
     /// The cursor of the last event returned.
@@ -63,7 +73,12 @@ impl Tail {
 
     /// Reads the next batch if there is one, without waiting.
     pub async fn poll(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.store.read_all_after(self.cursor, self.batch_size).await?;
+        let events = if self.of_log {
+            metrics::counter!("parley_follower_reads_total", "source" => "node_reader").increment(1);
+            self.store.read_all_after(self.cursor, self.batch_size).await?
+        } else {
+            self.store.follow_after(self.cursor, self.batch_size).await?
+        };
         if let Some(last) = events.last() {
             self.cursor = last.cursor();
         }
@@ -86,7 +101,12 @@ impl Tail {
             if !events.is_empty() {
                 return Ok(events);
             }
-            if self.store.events_behind_horizon().await? {
+            let behind = if self.of_log {
+                self.store.events_behind_horizon().await?
+            } else {
+                self.store.follower_behind_horizon().await?
+            };
+            if behind {
                 // The transaction holding them back is most likely one of ours: its commit wakes
                 // us at once; one elsewhere in the cluster is re-polled with backoff.
                 self.wake.wait(horizon_delay).await;

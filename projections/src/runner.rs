@@ -123,8 +123,14 @@ impl Runner {
         let name = self.projection.name();
         let key = format!("parley-projection/{name}");
         let application_name = self.lease_application_name();
-        let taken =
-            Lease::try_take(&self.options.connect, &key, &application_name, self.options.check_every).await?;
+        let taken = Lease::try_take(
+            self.store.pool(),
+            &self.options.connect,
+            &key,
+            &application_name,
+            self.options.check_every,
+        )
+        .await?;
         let Some(lease) = taken else { return Ok(false) };
         let pool = self.store.pool();
         // During a rolling upgrade, a node of the previous version must not apply its older code
@@ -243,7 +249,7 @@ impl Runner {
             self.single_step_until = None;
         }
         let limit = if single { 1 } else { self.options.batch_size };
-        let events = self.store.read_all_after(live.cursor, limit).await?;
+        let events = self.store.follow_after(live.cursor, limit).await?;
         if events.is_empty() {
             return Ok(match self.hand_over().await? {
                 Some(generation) => StepOutcome::HandedOver(generation),

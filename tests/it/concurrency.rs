@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley_eventstore::claims;
-use parley_eventstore::{LogCursor, Metadata, NewEvent, StoreError, StreamAppend, StreamKey};
+use parley_eventstore::{EventStore, LogCursor, Metadata, NewEvent, StoreError, StreamAppend, StreamKey};
 use parley_tests::TestApp;
 use rand::Rng;
 use serde_json::json;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const WRITERS: usize = 8;
@@ -75,54 +76,61 @@ async fn writer(
     committed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tailer_receives_every_committed_event_exactly_once_in_stream_order() {
-    let t = Arc::new(TestApp::with_pool(WRITERS as u32 + 4).await);
-    let retries = Arc::new(AtomicUsize::new(0));
-    let received = Arc::new(Mutex::new(Vec::<(Uuid, String, i64, LogCursor)>::with_capacity(TOTAL)));
+type Received = Arc<Mutex<Vec<(Uuid, String, i64, LogCursor)>>>;
 
-    let tailer = tokio::spawn({
-        let (store, received) = (t.app.store.clone(), received.clone());
+/// Follows the log from `from` into `received`, pausing `pause` after every batch.
+fn follow(store: EventStore, from: LogCursor, batch: i64, pause: Duration) -> (Received, JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let task = tokio::spawn({
+        let received = received.clone();
         async move {
-            let mut tail = store.tail(LogCursor::START, 500);
+            let mut tail = store.tail(from, batch);
             loop {
                 let batch = tail.next_batch().await.unwrap();
-                let mut r = received.lock().unwrap();
-                r.extend(batch.into_iter().map(|e| (e.event_id, e.stream_id.clone(), e.version, e.cursor())));
+                received.lock().unwrap().extend(
+                    batch.into_iter().map(|e| (e.event_id, e.stream_id.clone(), e.version, e.cursor())),
+                );
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
     });
+    (received, task)
+}
 
-    let per_writer = TOTAL / WRITERS;
+/// Runs the writers until `total` events committed; returns what committed.
+async fn write(t: &Arc<TestApp>, total: usize) -> Vec<(Uuid, String, i64)> {
+    let retries = Arc::new(AtomicUsize::new(0));
+    let per_writer = total / WRITERS;
     let writers: Vec<_> =
         (0..WRITERS).map(|w| tokio::spawn(writer(t.clone(), w, per_writer, retries.clone()))).collect();
-    let mut committed = Vec::with_capacity(TOTAL);
+    let mut committed = Vec::with_capacity(total);
     for w in writers {
         committed.extend(w.await.unwrap());
     }
-    // Wait for the tailer to deliver everything (it never stops by itself), then check that
-    // nothing more is readable after its last cursor.
+    eprintln!("{} transactions retried after claiming first", retries.load(Ordering::Relaxed));
+    committed
+}
+
+/// Waits for `received` to hold as many events as `committed` (a follower never stops by
+/// itself), then checks that it holds exactly those, once each, in commit-safe and stream order,
+/// and that nothing is readable after its last cursor.
+async fn assert_delivered(
+    t: &TestApp,
+    committed: &[(Uuid, String, i64)],
+    received: &Received,
+    task: JoinHandle<()>,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.lock().unwrap().len() < TOTAL && Instant::now() < deadline {
+    while received.lock().unwrap().len() < committed.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tailer.abort();
+    task.abort();
     let received = received.lock().unwrap().clone();
     let last = received.last().map(|r| r.3).unwrap_or_default();
     assert!(t.app.store.read_all_after(last, 10).await.unwrap().is_empty(), "nothing after the last cursor");
 
-    assert_eq!(committed.len(), TOTAL);
-    let mut first_seen: HashMap<Uuid, usize> = HashMap::new();
-    for (i, r) in received.iter().enumerate() {
-        if let Some(prev) = first_seen.insert(r.0, i) {
-            eprintln!(
-                "DUP {:?} at {prev} and {i}; neighbours {:?} {:?}",
-                r,
-                received.get(prev.wrapping_sub(1)).map(|x| x.3),
-                received.get(i.wrapping_sub(1)).map(|x| x.3)
-            );
-        }
-    }
     let ids: HashSet<Uuid> = received.iter().map(|r| r.0).collect();
     assert_eq!(ids.len(), received.len(), "no event is delivered twice");
     let expected: HashSet<Uuid> = committed.iter().map(|c| c.0).collect();
@@ -134,7 +142,39 @@ async fn a_tailer_receives_every_committed_event_exactly_once_in_stream_order() 
         *v += 1;
     }
     assert!(received.windows(2).all(|w| w[0].3 < w[1].3), "cursors strictly increase");
-    eprintln!("{} transactions retried after claiming first", retries.load(Ordering::Relaxed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tailer_receives_every_committed_event_exactly_once_in_stream_order() {
+    let t = Arc::new(TestApp::with_pool(WRITERS as u32 + 4).await);
+    let (received, tailer) = follow(t.app.store.clone(), LogCursor::START, 500, Duration::ZERO);
+    let committed = write(&t, TOTAL).await;
+    assert_eq!(committed.len(), TOTAL);
+    assert_delivered(&t, &committed, &received, tailer).await;
+    Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_of_the_nodes_one_reader_receive_every_event_exactly_once() {
+    let t = Arc::new(TestApp::with_pool(WRITERS as u32 + 4).await);
+    // A window of 64 events: the slow follower falls out of it and reads the log on its own,
+    // then finds its way back.
+    let shared = t.app.store.share_reads(64).await.unwrap();
+    let store = t.app.store.clone();
+    let followers = [
+        follow(store.clone(), LogCursor::START, 500, Duration::ZERO),
+        follow(store.clone(), LogCursor::START, 4, Duration::from_millis(5)),
+        follow(store.clone(), LogCursor::START, 1, Duration::ZERO),
+    ];
+    let committed = write(&t, TOTAL / 4).await;
+    for (received, task) in followers {
+        assert_delivered(&t, &committed, &received, task).await;
+    }
+    let (from_window, from_log) = shared.reads();
+    assert!(from_window > 0, "followers read from the window");
+    assert!(from_log > 0, "the slow follower read the log itself");
+    eprintln!("follower reads: {from_window} from the window, {from_log} from the log");
+    shared.stop().await;
     Arc::into_inner(t).expect("no other owner").finish().await;
 }
 

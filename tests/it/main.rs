@@ -24,6 +24,7 @@ mod http_users;
 mod idempotency;
 mod jobs;
 mod limits;
+mod node_reader;
 mod openapi;
 mod outage;
 mod portable;

@@ -42,7 +42,11 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn new() -> Self {
-        let s = TestServer::start().await;
+        Self::on(TestServer::start().await).await
+    }
+
+    /// One of every resource on the server `s`.
+    pub(crate) async fn on(s: TestServer) -> Self {
         let owner = s.register("owner@example.com").await;
         let member = s.invite_member(&owner, "member@example.com").await;
         let newcomer = s.invite_member(&owner, "newcomer@example.com").await;

@@ -25,6 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use parley_eventstore::SharedReads;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -131,6 +132,8 @@ pub struct Server {
     api_limiter: api_limit::ApiLimiter,
     api_limits_sync: JoinHandle<()>,
     replica_follower: Option<JoinHandle<()>>,
+    /// The node's one reader of the log, which its followers read from.
+    shared_reads: SharedReads,
 }
 
 impl Server {
@@ -146,6 +149,7 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("no live signing key in signing_keys"))?;
         let jwt = Arc::new(JwtKeys::of_ring(&ring));
         let presence_ttl = std::time::Duration::from_secs(config.presence_ttl_seconds.max(1));
+        let shared_reads = app.store.share_reads(config.live_capacity).await?;
         let live = Live::start(&app, config.live_capacity, presence_ttl).await?;
         let state = AppState {
             app: app.clone(),
@@ -178,7 +182,17 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, workers = config.workers, "parley is listening");
-        Ok(Self { addr, stop, task, workers, live, api_limiter, api_limits_sync, replica_follower })
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            workers,
+            live,
+            api_limiter,
+            api_limits_sync,
+            replica_follower,
+            shared_reads,
+        })
     }
 
     /// The node's per-credential request counter (tests drive its sync rather than wait for it).
@@ -202,6 +216,7 @@ impl Server {
         if let Some(workers) = self.workers {
             workers.shutdown().await;
         }
+        self.shared_reads.stop().await;
     }
 }
 
