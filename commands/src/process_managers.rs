@@ -31,15 +31,16 @@ impl Consumer for EndedSessions {
         event_type == "SessionEnded"
     }
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError> {
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
+        let mut enqueued = 0;
         for e in events {
             let job = NewJob::new(FORGET_SESSION_TOKENS, json!({"session_id": e.stream_id}))
                 .queue(QueueName::Low)
                 .account(e.account_id)
                 .caused_by(e.event_id);
-            self.queue.enqueue(tx, &job).await?;
+            enqueued += u64::from(self.queue.enqueue(tx, &job).await?.is_some());
         }
-        Ok(())
+        Ok(enqueued)
     }
 
     async fn committed(&self) {

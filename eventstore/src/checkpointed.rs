@@ -16,6 +16,15 @@ use sqlx::{Connection, PgConnection};
 use crate::store::EventStore;
 use crate::tail::{HORIZON_POLL_MAX, HORIZON_POLL_MIN};
 
+/// A condition to add to a single-statement transaction (an `UPDATE` run on its own) so that its
+/// commit does not wait for the WAL flush: the statement sets `synchronous_commit` off for its
+/// own transaction, in a sub-query PostgreSQL evaluates once, before any row (a one-time
+/// filter). For writes the log can redo: a checkpoint moved past events its consumer ignores, a
+/// read model's batch. A crash of PostgreSQL may lose the last few hundred milliseconds of them
+/// (never a commit made after them, nor the log's own appends, which commit synchronously): the
+/// consumer then reads those events again. Committed, they are visible at once, like any commit.
+pub const ASYNC_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) = 'off'";
+
 /// A cluster-wide lease: a session advisory lock held on a dedicated connection (never a pooled
 /// one). When its node dies the connection closes, and the lock goes with it.
 pub struct Lease {

@@ -15,7 +15,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::checkpointed::{drive, Checkpointed, Lease, Pace, Progress};
+use crate::checkpointed::{drive, Checkpointed, Lease, Pace, Progress, ASYNC_COMMIT};
 use crate::cursor::LogCursor;
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
@@ -29,9 +29,11 @@ pub trait Consumer: Send + Sync + 'static {
     /// Whether it acts on events of this type; others only move its checkpoint.
     fn wants(&self, event_type: &str) -> bool;
     /// Acts on `events` (in log order) inside the batch's transaction, which must not be
-    /// committed here.
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError>;
-    /// Called after a batch that handled events committed (to wake whoever it enqueued for).
+    /// committed here; answers how many rows it wrote (jobs enqueued). A batch that wrote none
+    /// commits its checkpoint without waiting for the WAL flush, and [`Consumer::committed`] is
+    /// not called for it.
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError>;
+    /// Called after a batch that wrote rows committed (to wake whoever it enqueued for).
     async fn committed(&self) {}
 }
 
@@ -142,33 +144,30 @@ impl ConsumerRunner {
         let Some(last) = events.last() else { return Ok(ConsumerStep::Idle) };
         let wanted: Vec<&RecordedEvent> =
             events.iter().filter(|e| self.consumer.wants(&e.event_type)).collect();
-        let mut tx = self.store.pool().begin().await?;
-        if !wanted.is_empty() {
-            self.consumer.handle(&mut tx, &wanted).await?;
-        }
         let next = last.cursor();
-        let moved = sqlx::query(
-            "UPDATE consumer_checkpoints SET cursor_tx = $2::text::xid8, cursor_position = $3, updated_at = now() \
-             WHERE name = $1 AND cursor_tx = $4::text::xid8 AND cursor_position = $5 AND holder = $6",
-        )
-        .bind(self.consumer.name())
-        .bind(next.transaction_id_text())
-        .bind(next.position)
-        .bind(cursor.transaction_id_text())
-        .bind(cursor.position)
-        .bind(&self.holder)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
+        let checkpoint =
+            Checkpoint { name: self.consumer.name(), from: cursor, to: next, holder: &self.holder };
+        let (moved, wrote) = if wanted.is_empty() {
+            // Nothing to do but move past: one statement.
+            (checkpoint.moved(self.store.pool(), 0).await?, 0)
+        } else {
+            let mut tx = self.store.pool().begin().await?;
+            let wrote = self.consumer.handle(&mut tx, &wanted).await?;
+            let moved = checkpoint.moved(&mut *tx, wrote).await?;
+            if moved {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            (moved, wrote)
+        };
+        if !moved {
             // Another runner took over: this one must not write.
-            tx.rollback().await?;
             self.release().await;
             return Ok(ConsumerStep::NotLeader);
         }
-        tx.commit().await?;
         self.cursor = Some(next);
-        if !wanted.is_empty() {
+        if wrote > 0 {
             self.consumer.committed().await;
         }
         metrics::counter!("parley_consumer_events_total", "consumer" => self.consumer.name())
@@ -185,6 +184,38 @@ impl ConsumerRunner {
             min_batch_interval: Duration::from_millis(10),
         };
         drive(self, store, pace, shutdown).await
+    }
+}
+
+/// A consumer's checkpoint moving from one cursor to the next, fenced by its holder.
+struct Checkpoint<'a> {
+    name: &'a str,
+    from: LogCursor,
+    to: LogCursor,
+    holder: &'a str,
+}
+
+impl Checkpoint<'_> {
+    /// Moves it in `conn`'s transaction; `false` when another runner took over. A batch that
+    /// wrote nothing else commits without waiting for the WAL flush: lost in a crash, its events
+    /// are read again and skipped again.
+    async fn moved<'c>(&self, conn: impl sqlx::PgExecutor<'c>, wrote: u64) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE consumer_checkpoints SET cursor_tx = $2::text::xid8, cursor_position = $3, updated_at = now() \
+             WHERE name = $1 AND cursor_tx = $4::text::xid8 AND cursor_position = $5 AND holder = $6{}",
+            if wrote == 0 { format!(" AND {ASYNC_COMMIT}") } else { String::new() }
+        );
+        let moved = sqlx::query(&sql)
+            .bind(self.name)
+            .bind(self.to.transaction_id_text())
+            .bind(self.to.position)
+            .bind(self.from.transaction_id_text())
+            .bind(self.from.position)
+            .bind(self.holder)
+            .execute(conn)
+            .await?
+            .rows_affected();
+        Ok(moved == 1)
     }
 }
 

@@ -21,7 +21,7 @@ mod upcast;
 mod window;
 
 pub use append::{Appended, AppendedEvent, StreamAppend, StreamHead};
-pub use checkpointed::{drive, Checkpointed, Lease, Pace, Progress};
+pub use checkpointed::{drive, Checkpointed, Lease, Pace, Progress, ASYNC_COMMIT};
 pub use consumer::{Consumer, ConsumerRunner, ConsumerStep};
 pub use cursor::{CursorError, LogCursor};
 pub use error::{is_unavailable, StoreError};

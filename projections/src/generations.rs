@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use parley_eventstore::{EventStore, LogCursor, RecordedEvent};
+use parley_eventstore::{EventStore, LogCursor, RecordedEvent, ASYNC_COMMIT};
 use sqlx::{PgPool, Row};
 
 use crate::error::ProjectionError;
@@ -237,28 +237,34 @@ pub(crate) async fn apply_batch(
     // A batch the projection ignores entirely only moves the checkpoint: one statement.
     let mut tx = if handled.is_empty() { None } else { Some(pool.begin().await?) };
     if let Some(tx) = tx.as_mut() {
-        sqlx::query("SELECT set_config('search_path', $1, true)")
-            .bind(format!("{}, public", generation.schema()))
-            .execute(&mut **tx)
-            .await?;
+        // A read model is the log's to redo: its batch commits without waiting for the WAL
+        // flush (see `ASYNC_COMMIT`); rows and checkpoint stay one transaction, lost together.
+        sqlx::query(
+            "SELECT set_config('search_path', $1, true), set_config('synchronous_commit', 'off', true)",
+        )
+        .bind(format!("{}, public", generation.schema()))
+        .execute(&mut **tx)
+        .await?;
         projection.apply(tx, &handled).await?;
     }
     let next = last.cursor();
-    let checkpoint = sqlx::query(
+    let checkpoint = format!(
         "UPDATE projection_generations SET cursor_tx = $3::text::xid8, cursor_position = $4, \
            events_applied = events_applied + $5, last_error = NULL, last_error_position = NULL, \
            error_count = 0, updated_at = now() \
          WHERE name = $1 AND generation = $2 AND cursor_tx = $6::text::xid8 AND cursor_position = $7 \
-           AND ($8::text IS NULL OR holder = $8)",
-    )
-    .bind(&generation.name)
-    .bind(generation.generation)
-    .bind(next.transaction_id_text())
-    .bind(next.position)
-    .bind(events.len() as i64)
-    .bind(generation.cursor.transaction_id_text())
-    .bind(generation.cursor.position)
-    .bind(holder);
+           AND ($8::text IS NULL OR holder = $8){}",
+        if tx.is_none() { format!(" AND {ASYNC_COMMIT}") } else { String::new() }
+    );
+    let checkpoint = sqlx::query(&checkpoint)
+        .bind(&generation.name)
+        .bind(generation.generation)
+        .bind(next.transaction_id_text())
+        .bind(next.position)
+        .bind(events.len() as i64)
+        .bind(generation.cursor.transaction_id_text())
+        .bind(generation.cursor.position)
+        .bind(holder);
     let moved = match tx.as_mut() {
         Some(tx) => checkpoint.execute(&mut **tx).await?,
         None => checkpoint.execute(pool).await?,

@@ -32,7 +32,7 @@ impl Consumer for KilledMidBatch {
         self.inner.wants(event_type)
     }
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError> {
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
         self.inner.handle(tx, &events[..events.len() / 2]).await?;
         self.stalled.notify_one();
         std::future::pending().await

@@ -2,7 +2,7 @@
 //! snapshots, claims.
 
 use parley_eventstore::{
-    EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamKey, Upcaster, Upcasters,
+    EventStore, Metadata, NewEvent, StoreError, StreamAppend, StreamKey, Upcaster, Upcasters, ASYNC_COMMIT,
 };
 use parley_tests::TestApp;
 use serde_json::{json, Value};
@@ -227,5 +227,36 @@ async fn several_streams_appended_in_one_call_keep_every_rule_of_a_single_append
     let (events,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM events").fetch_one(store.pool()).await.unwrap();
     assert_eq!(events, 8);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_statement_under_the_async_commit_condition_commits_without_waiting_for_the_flush_and_only_itself()
+{
+    let t = TestApp::new().await;
+    let mut conn = t.app.store.pool().acquire().await.unwrap();
+    // Given a statement run on its own with the condition, its transaction commits with
+    // synchronous_commit off (the condition is evaluated before any row is produced),
+    let (during,): (String,) = sqlx::query_as(&format!(
+        "SELECT current_setting('synchronous_commit') FROM (VALUES (1)) AS v(x) WHERE {ASYNC_COMMIT}"
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(during, "off");
+    // and an UPDATE under it that matches no row still runs it and changes nothing,
+    let updated = sqlx::query(&format!(
+        "UPDATE consumer_checkpoints SET updated_at = now() WHERE name = 'nobody' AND {ASYNC_COMMIT}"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(updated, 0);
+    // then the session's next transaction commits synchronously again.
+    let (after,): (String,) =
+        sqlx::query_as("SELECT current_setting('synchronous_commit')").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(after, "on");
+    drop(conn);
     t.finish().await;
 }

@@ -200,7 +200,7 @@ impl Consumer for CallRinging {
         event_type == "CallStarted"
     }
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError> {
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
         let mut jobs = Vec::with_capacity(events.len() * 2);
         for e in events {
             let args = json!({"call_id": e.stream_id});
@@ -219,8 +219,7 @@ impl Consumer for CallRinging {
                     .run_at(ring_out_at),
             );
         }
-        self.queue.enqueue_many(tx, &jobs).await?;
-        Ok(())
+        Ok(self.queue.enqueue_many(tx, &jobs).await?)
     }
 
     async fn committed(&self) {

@@ -148,7 +148,7 @@ impl Consumer for CreatorTimers {
         matches!(event_type, "StreamStarted" | "StreamEnded" | "AccessGranted")
     }
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError> {
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
         let mut jobs = Vec::new();
         let away = chrono::Duration::from_std(self.creator.abandon_after).unwrap_or_default();
         for e in events {
@@ -172,8 +172,7 @@ impl Consumer for CreatorTimers {
                 jobs.push(job.account(e.account_id).caused_by(e.event_id));
             }
         }
-        self.creator.queue.enqueue_many(tx, &jobs).await?;
-        Ok(())
+        Ok(self.creator.queue.enqueue_many(tx, &jobs).await?)
     }
 
     async fn committed(&self) {

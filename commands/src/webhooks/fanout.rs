@@ -117,7 +117,7 @@ impl Consumer for WebhookFanout {
         true
     }
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), StoreError> {
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
         let mut accounts: Vec<Uuid> = events.iter().map(|e| e.account_id).collect();
         accounts.sort();
         accounts.dedup();
@@ -133,9 +133,11 @@ impl Consumer for WebhookFanout {
             routes.entry(account).or_default().push(Route { subscription_id, event_types });
         }
         let mut jobs: Vec<NewJob> = Vec::new();
+        let mut routes_changed = 0;
         for event in events {
             if event.stream_type == "WebhookSubscription" {
                 follow(tx, &mut routes, event).await?;
+                routes_changed += 1;
             }
             for route in routes.get(&event.account_id).into_iter().flatten() {
                 if route.event_types.contains(&event.event_type) {
@@ -143,12 +145,13 @@ impl Consumer for WebhookFanout {
                 }
             }
         }
+        let mut enqueued = 0;
         if !jobs.is_empty() {
-            self.queue.enqueue_many(tx, &jobs).await?;
+            enqueued = self.queue.enqueue_many(tx, &jobs).await?;
             metrics::counter!("parley_webhook_deliveries_enqueued_total").increment(jobs.len() as u64);
             tracing::debug!(jobs = jobs.len(), kind = DELIVER, "webhook deliveries enqueued");
         }
-        Ok(())
+        Ok(enqueued + routes_changed)
     }
 
     async fn committed(&self) {
