@@ -6,19 +6,37 @@ pub fn seconds_of(pid: u32) -> anyhow::Result<f64> {
     Ok(parse_stat(&stat).map(|(_, cpu)| cpu).unwrap_or(0.0))
 }
 
-/// CPU time every running PostgreSQL process (the postmaster and its backends) has used so far,
-/// seconds: the difference over a phase is what the phase cost the database, on this machine
-/// (backends that ended within the phase are not counted).
-pub fn postgres_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
-    dir.filter_map(|entry| {
-        let entry = entry.ok()?;
-        entry.file_name().to_str()?.parse::<u32>().ok()?;
-        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-        let (name, cpu) = parse_stat(&stat)?;
-        (name == "postgres").then_some(cpu)
-    })
-    .sum()
+/// The CPU time each running PostgreSQL process (the postmaster and its backends) has used so
+/// far: [`PostgresCpu::since`] an earlier reading is what a phase cost the database on this
+/// machine.
+pub struct PostgresCpu(std::collections::HashMap<u32, f64>);
+
+impl PostgresCpu {
+    pub fn now() -> Self {
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Self(Default::default()) };
+        Self(
+            dir.filter_map(|entry| {
+                let entry = entry.ok()?;
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let (name, cpu) = parse_stat(&stat)?;
+                (name == "postgres").then_some((pid, cpu))
+            })
+            .collect(),
+        )
+    }
+
+    /// Seconds used since `before` by the processes running now (those started since count
+    /// whole). A backend that ended within the phase is not counted; one that ended is never
+    /// subtracted (when another test's nodes stop during a phase, their backends leave).
+    pub fn since(&self, before: &PostgresCpu) -> f64 {
+        self.0.iter().map(|(pid, cpu)| cpu - before.0.get(pid).copied().unwrap_or(0.0)).sum()
+    }
+}
+
+/// Seconds PostgreSQL's processes used since `before` (see [`PostgresCpu`]).
+pub fn postgres_since(before: &PostgresCpu) -> f64 {
+    PostgresCpu::now().since(before)
 }
 
 /// The command name and the CPU seconds (utime + stime) of a `/proc/<pid>/stat` line.

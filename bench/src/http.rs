@@ -57,11 +57,11 @@ pub async fn run(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()> 
     let (mut transactions, mut log_reads) = (0u64, Reads::default());
     for _ in 0..ROUNDS {
         let raw = raw_inserts(raw_pool.clone(), CLIENTS, seconds).await?;
-        let (server_before, postgres_before) = (served.cpu_seconds()?, cpu::postgres_seconds());
+        let (server_before, postgres_before) = (served.cpu_seconds()?, cpu::PostgresCpu::now());
         let (xid_before, reads_before) = (next_xid(&raw_pool).await?, Reads::of(&http, &base).await?);
         let (rate, latencies, failures) = post_load(&http, &base, &token, &conversations, seconds).await?;
         server_cpu += served.cpu_seconds()? - server_before;
-        postgres_cpu += cpu::postgres_seconds() - postgres_before;
+        postgres_cpu += cpu::postgres_since(&postgres_before);
         transactions += next_xid(&raw_pool).await? - xid_before;
         log_reads = log_reads.plus(Reads::of(&http, &base).await?.minus(reads_before));
         posts += latencies.len();
@@ -142,7 +142,7 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
     let mut one = Vec::new();
     let mut three = Vec::new();
     for _ in 0..NODE_ROUNDS {
-        let before = (first.cpu_seconds()?, cpu::postgres_seconds());
+        let before = (first.cpu_seconds()?, cpu::PostgresCpu::now());
         let (rate, latencies, failed) =
             spread_post_load(&http, std::slice::from_ref(&base), &token, &conversations, seconds).await?;
         let per_post = |cpu: f64| cpu * 1000.0 / latencies.len().max(1) as f64;
@@ -150,7 +150,7 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
             "  round: one node {rate:.0}/s, p99 {:.1} ms, failures {failed}; CPU per post: node {:.2} ms, PostgreSQL {:.2} ms",
             percentile(&latencies, 0.99),
             per_post(first.cpu_seconds()? - before.0),
-            per_post(cpu::postgres_seconds() - before.1)
+            per_post(cpu::postgres_since(&before.1))
         );
         one.push((rate, percentile(&latencies, 0.99)));
         let second = Served::spawn_with_pool(ChildServer::Parley, &url, NODE_POOL).await?;
@@ -161,12 +161,12 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
         let nodes_cpu = || -> anyhow::Result<f64> {
             Ok(first.cpu_seconds()? + second.cpu_seconds()? + third.cpu_seconds()?)
         };
-        let before = (nodes_cpu()?, cpu::postgres_seconds());
+        let before = (nodes_cpu()?, cpu::PostgresCpu::now());
         let (rate, latencies, failed) =
             spread_post_load(&http, &bases, &token, &conversations, seconds).await?;
         let per_post = |cpu: f64| cpu * 1000.0 / latencies.len().max(1) as f64;
         let (nodes_per_post, postgres_per_post) =
-            (per_post(nodes_cpu()? - before.0), per_post(cpu::postgres_seconds() - before.1));
+            (per_post(nodes_cpu()? - before.0), per_post(cpu::postgres_since(&before.1)));
         let mut fallbacks = 0.0;
         for base in &bases {
             fallbacks += metric_sum(&http, base, "parley_command_group_fallbacks_total").await?;
