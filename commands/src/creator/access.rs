@@ -3,7 +3,11 @@
 //! write side's facts (`stream_chats`, `access_grant_facts`), never on a read model, so a grant
 //! just given counts at once.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use parley_aggregates::conversation::{Conversation, ConversationCommand};
 use parley_aggregates::creator::{AccessGrant, AccessGrantCommand, Experience, GrantSource};
 use parley_aggregates::permissions::Permission;
@@ -17,8 +21,62 @@ use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
 use crate::unit_of_work::Executed;
 
+/// The stream chats of a node's creator platform as far as it has asked, and the conversations
+/// known not to be one: every `POST /messages` asks. A conversation is a stream's chat from the
+/// transaction that creates it (`stream_chats` is written with the stream's `StreamStarted`,
+/// beside the conversation's first event) or never, and the fact is never changed or removed, so
+/// an answer holds for good: a chat is remembered at once, a conversation that is not one once
+/// its stream exists (before that, nobody but its creator's transaction knows its id). Cleared
+/// whole past [`KNOWN_CHATS`] entries.
+#[derive(Clone, Default)]
+pub(crate) struct KnownChats(Arc<RwLock<HashMap<Uuid, Option<Chat>>>>);
+
+/// A stream chat's experience and account.
+type Chat = (Uuid, Uuid);
+
+/// Conversations a node remembers the chat fact of, at most.
+const KNOWN_CHATS: usize = 100_000;
+
+impl KnownChats {
+    fn get(&self, conversation_id: Uuid) -> Option<Option<Chat>> {
+        self.0.read().ok()?.get(&conversation_id).copied()
+    }
+
+    fn remember(&self, conversation_id: Uuid, chat: Option<Chat>) {
+        if let Ok(mut known) = self.0.write() {
+            if known.len() >= KNOWN_CHATS {
+                known.clear();
+            }
+            known.insert(conversation_id, chat);
+        }
+    }
+}
+
 impl Creator {
     // --- a stream's chat ---
+
+    /// The experience and account of the stream whose chat `conversation_id` is, if it is one.
+    async fn chat_of(&self, conversation_id: Uuid) -> Result<Option<Chat>, DispatchError> {
+        if let Some(known) = self.chats.get(conversation_id) {
+            return Ok(known);
+        }
+        let pool = self.commands.dispatcher().store().pool();
+        let (experience_id, account_id, exists): (Option<Uuid>, Option<Uuid>, bool) = sqlx::query_as(
+            "SELECT c.experience_id, c.account_id, \
+                    EXISTS (SELECT 1 FROM events WHERE stream_type = $2 AND stream_id = $1::text) \
+             FROM (VALUES (1)) AS one LEFT JOIN stream_chats c ON c.conversation_id = $1",
+        )
+        .bind(conversation_id)
+        .bind(Conversation::TYPE)
+        .fetch_one(pool)
+        .await
+        .map_err(parley_eventstore::StoreError::from)?;
+        let chat = experience_id.zip(account_id);
+        if chat.is_some() || exists {
+            self.chats.remember(conversation_id, chat);
+        }
+        Ok(chat)
+    }
 
     /// Whether the actor reads `conversation_id` as a stream's chat: it is the chat of a stream
     /// of their account, and they hold `spaces.manage` or a grant to its experience live now.
@@ -28,14 +86,9 @@ impl Creator {
         ctx: &CommandContext,
         conversation_id: Uuid,
     ) -> Result<bool, DispatchError> {
-        let pool = self.commands.dispatcher().store().pool();
-        let chat: Option<(Uuid, Uuid)> =
-            sqlx::query_as("SELECT experience_id, account_id FROM stream_chats WHERE conversation_id = $1")
-                .bind(conversation_id)
-                .fetch_optional(pool)
-                .await
-                .map_err(parley_eventstore::StoreError::from)?;
-        let Some((experience_id, account_id)) = chat else { return Ok(false) };
+        let Some((experience_id, account_id)) = self.chat_of(conversation_id).await? else {
+            return Ok(false);
+        };
         if account_id != ctx.account_id {
             return Ok(false);
         }

@@ -113,11 +113,13 @@ pub struct Creator {
     commands: Commands,
     queue: JobQueue,
     abandon_after: Duration,
+    /// Which conversations are which stream's chat, as far as this node has asked.
+    chats: access::KnownChats,
 }
 
 impl Creator {
     pub fn new(commands: Commands, queue: JobQueue, abandon_after: Duration) -> Self {
-        Self { commands, queue, abandon_after }
+        Self { commands, queue, abandon_after, chats: Default::default() }
     }
 
     /// Now, as the store tells it (tests move it), for the rules of grants and streams.
