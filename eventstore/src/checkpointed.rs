@@ -37,8 +37,8 @@ impl Lease {
     /// Takes the lease named `key` if nobody holds it; the connection is named
     /// `application_name` so that operators can find (and kill) it.
     ///
-    /// Whether it is free is asked first on a connection of `pool` (taking the lock and giving
-    /// it back at once): a runner without the lease asks every second on every node, and a new
+    /// Whether it is free is asked first on a connection of `pool` (taking the lock for one
+    /// statement): a runner without the lease asks every second on every node, and a new
     /// connection for each question costs PostgreSQL a backend's start.
     pub async fn try_take(
         pool: &PgPool,
@@ -47,13 +47,12 @@ impl Lease {
         application_name: &str,
         check_every: Duration,
     ) -> Result<Option<Lease>, sqlx::Error> {
-        let (free,): (bool,) = sqlx::query_as(
-            "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0)) \
-                         THEN pg_advisory_unlock(hashtextextended($1, 0)) ELSE false END",
-        )
-        .bind(key)
-        .fetch_one(pool)
-        .await?;
+        // A transaction-level try, in the statement's own transaction: given back when it ends,
+        // whatever happens, so a pooled connection never keeps it.
+        let (free,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .fetch_one(pool)
+            .await?;
         if !free {
             metrics::counter!("parley_lease_attempts_total", "outcome" => "held").increment(1);
             return Ok(None);
