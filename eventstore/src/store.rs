@@ -1,7 +1,7 @@
 //! The store handle: a pool, the upcasters, and the node's wake-up channel.
 
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::event::{RecordedEvent, StreamKey};
 use crate::read::{self, EventFilter};
 use crate::tail::{Tail, WakeSubscription};
 use crate::upcast::Upcasters;
-use crate::window::{self, SharedReads, SharedWindow, Window};
+use crate::window::SharedWindow;
 
 /// The channel other nodes `LISTEN` on; its payload is empty (a wake-up, not data).
 pub const NOTIFY_CHANNEL: &str = "parley_events";
@@ -24,21 +24,21 @@ pub const NOTIFY_CHANNEL: &str = "parley_events";
 /// A handle on the log. Cheap to clone; all clones share one wake-up channel.
 #[derive(Clone)]
 pub struct EventStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     pool: PgPool,
     upcasters: Upcasters,
     /// Bumped after every local commit and every `NOTIFY` heard: the node's reader waits on it.
     commits: watch::Sender<u64>,
     /// What followers wait on: every commit heard, or, while the node keeps a window of the log,
     /// every time the window grows.
-    wake: watch::Sender<u64>,
+    pub(crate) wake: watch::Sender<u64>,
     /// The newest events, kept by the node's one reader of the log ([`EventStore::share_reads`]).
-    window: RwLock<Option<SharedWindow>>,
+    pub(crate) window: RwLock<Option<SharedWindow>>,
     /// Followers' reads answered from the window, and from the log.
-    follower_reads: [AtomicU64; 2],
+    pub(crate) follower_reads: [AtomicU64; 2],
     /// Asks the notifier task to send one `NOTIFY` (coalesced: many commits, one notification).
     notify_others: Arc<Notify>,
     /// Told of this process's own events at their commit (held weakly: an observer that is
@@ -207,35 +207,6 @@ impl EventStore {
         WakeSubscription::new(self.inner.commits.subscribe())
     }
 
-    /// Starts the node's one reader of the log: it keeps the newest `capacity` events in memory,
-    /// and this store's followers ([`EventStore::follow_after`], [`EventStore::tail`], every
-    /// checkpointed consumer) read from there while their cursors lie in that window.
-    pub async fn share_reads(&self, capacity: usize) -> Result<SharedReads, StoreError> {
-        let head = self.head().await?;
-        let shared: SharedWindow = Arc::new(std::sync::Mutex::new(Window::new(head, capacity)));
-        if let Ok(mut window) = self.inner.window.write() {
-            *window = Some(shared.clone());
-        }
-        Ok(SharedReads::start(self.clone(), shared, head))
-    }
-
-    /// Followers read the log themselves again (and look at once).
-    pub(crate) fn unshare_reads(&self) {
-        if let Ok(mut window) = self.inner.window.write() {
-            *window = None;
-        }
-        self.window_advanced();
-    }
-
-    /// Wakes the followers: the window grew (or went away).
-    pub(crate) fn window_advanced(&self) {
-        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    fn window(&self) -> Option<SharedWindow> {
-        self.inner.window.read().ok().and_then(|w| w.clone())
-    }
-
     /// A tailer over all events after `cursor`.
     pub fn tail(&self, cursor: LogCursor, batch_size: i64) -> Tail {
         Tail::new(self.clone(), cursor, batch_size)
@@ -274,48 +245,10 @@ impl EventStore {
         read::read_all_after(&mut conn, &self.inner.upcasters, cursor, limit).await
     }
 
-    /// A follower's read: up to `limit` events after `cursor` in commit-safe order, from the
-    /// node's window of the log when `cursor` lies in it (then perhaps older than the log: the
-    /// follower is woken when the window grows), from the log otherwise.
-    pub async fn follow_after(
-        &self,
-        cursor: LogCursor,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let window = self.window();
-        if let Some(events) = window::read_window(window.as_ref(), cursor, limit)? {
-            self.count_follower_read(true);
-            return Ok(events);
-        }
-        self.count_follower_read(false);
-        self.read_all_after(cursor, limit).await
-    }
-
-    fn count_follower_read(&self, from_window: bool) {
-        self.inner.follower_reads[usize::from(!from_window)].fetch_add(1, Ordering::Relaxed);
-        let source = if from_window { "window" } else { "log" };
-        metrics::counter!("parley_follower_reads_total", "source" => source).increment(1);
-    }
-
-    /// Followers' reads so far: (answered from the node's window, read from the log).
-    pub fn follower_reads(&self) -> (u64, u64) {
-        let [window, log] = &self.inner.follower_reads;
-        (window.load(Ordering::Relaxed), log.load(Ordering::Relaxed))
-    }
-
     /// Whether committed events wait behind an older open transaction.
     pub async fn events_behind_horizon(&self) -> Result<bool, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
         read::events_behind_horizon(&mut conn).await
-    }
-
-    /// [`EventStore::events_behind_horizon`] for a follower with nothing new: while the node
-    /// keeps a window, its reader watches the horizon and wakes the followers when it passes.
-    pub async fn follower_behind_horizon(&self) -> Result<bool, StoreError> {
-        if self.window().is_some() {
-            return Ok(false);
-        }
-        self.events_behind_horizon().await
     }
 
     /// The cursor of a stream's newest committed event, if it has one.

@@ -7,6 +7,7 @@
 //! before, until it reaches the window.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,15 +123,74 @@ impl Drop for SharedReads {
     }
 }
 
-/// A follower's read answered from the window, or why not.
-pub(crate) fn read_window(
-    window: Option<&SharedWindow>,
-    cursor: LogCursor,
-    limit: i64,
-) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
-    let Some(window) = window else { return Ok(None) };
-    let window = window.lock().map_err(|_| StoreError::Decode("the log window's lock is poisoned".into()))?;
-    Ok(window.after(cursor, usize::try_from(limit.max(1)).unwrap_or(usize::MAX)))
+impl EventStore {
+    /// Starts the node's one reader of the log: it keeps the newest `capacity` events in memory,
+    /// and this store's followers ([`EventStore::follow_after`], [`EventStore::tail`], every
+    /// checkpointed consumer) read from there while their cursors lie in that window.
+    pub async fn share_reads(&self, capacity: usize) -> Result<SharedReads, StoreError> {
+        let head = self.head().await?;
+        let shared: SharedWindow = Arc::new(Mutex::new(Window::new(head, capacity)));
+        if let Ok(mut window) = self.inner.window.write() {
+            *window = Some(shared.clone());
+        }
+        Ok(SharedReads::start(self.clone(), shared, head))
+    }
+
+    /// Followers read the log themselves again (and look at once).
+    pub(crate) fn unshare_reads(&self) {
+        if let Ok(mut window) = self.inner.window.write() {
+            *window = None;
+        }
+        self.window_advanced();
+    }
+
+    /// Wakes the followers: the window grew (or went away).
+    pub(crate) fn window_advanced(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn window(&self) -> Option<SharedWindow> {
+        self.inner.window.read().ok().and_then(|w| w.clone())
+    }
+
+    /// A follower's read: up to `limit` events after `cursor` in commit-safe order, from the
+    /// node's window of the log when `cursor` lies in it (then perhaps older than the log: the
+    /// follower is woken when the window grows), from the log otherwise.
+    pub async fn follow_after(
+        &self,
+        cursor: LogCursor,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit_in_memory = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        let from_window = self.window().and_then(|w| w.lock().ok()?.after(cursor, limit_in_memory));
+        if let Some(events) = from_window {
+            self.count_follower_read(true);
+            return Ok(events);
+        }
+        self.count_follower_read(false);
+        self.read_all_after(cursor, limit).await
+    }
+
+    fn count_follower_read(&self, from_window: bool) {
+        self.inner.follower_reads[usize::from(!from_window)].fetch_add(1, Ordering::Relaxed);
+        let source = if from_window { "window" } else { "log" };
+        metrics::counter!("parley_follower_reads_total", "source" => source).increment(1);
+    }
+
+    /// Followers' reads so far: (answered from the node's window, read from the log).
+    pub fn follower_reads(&self) -> (u64, u64) {
+        let [window, log] = &self.inner.follower_reads;
+        (window.load(Ordering::Relaxed), log.load(Ordering::Relaxed))
+    }
+
+    /// [`EventStore::events_behind_horizon`] for a follower with nothing new: while the node
+    /// keeps a window, its reader watches the horizon and wakes the followers when it passes.
+    pub async fn follower_behind_horizon(&self) -> Result<bool, StoreError> {
+        if self.window().is_some() {
+            return Ok(false);
+        }
+        self.events_behind_horizon().await
+    }
 }
 
 #[cfg(test)]
