@@ -227,18 +227,26 @@ impl UnitOfWork {
             self.label = A::TYPE;
         }
         let stream = StreamKey::new(A::TYPE, stream_id);
-        // Decide on the cached latest state when there is one (the append checks its version
-        // under the lock); else, and on every retry, lock the stream and load it.
-        let cached = if self.optimistic { self.cache.latest::<A>(&stream) } else { None };
-        let decided = match cached {
+        // Decide on the cached latest state when there is one, or on the empty state for a
+        // command that starts its stream (the append checks the version under the lock either
+        // way); else, and on every retry, lock the stream and load it.
+        let assumed = match self.optimistic.then(|| self.cache.latest::<A>(&stream)).flatten() {
             Some(latest) if latest.account_id != self.ctx.account_id => {
                 return Err(DispatchError::NotFound(A::TYPE))
             }
-            Some(latest) => match decide(latest.state, command.clone()).await {
-                // A refusal may come from a stale cached state (another node wrote since): it
-                // stands only when the state under the lock says the same, below.
-                Err(_) => None,
-                Ok((aggregate, events)) => Some((aggregate, events, latest.version, latest.cursor)),
+            Some(latest) => Some((latest.state, latest.version, latest.cursor, false)),
+            None if self.optimistic && A::creates_stream(&command) => Some((A::default(), 0, None, true)),
+            None => None,
+        };
+        let decided = match assumed {
+            Some((state, version, cursor, assumed_new)) => match decide(state, command.clone()).await {
+                // A refusal may come from a stale state (another node wrote since, or the
+                // stream was not new): it stands only when the state under the lock says the
+                // same, below. So does deciding nothing on a stream assumed to be new.
+                Ok((aggregate, events)) if !(assumed_new && events.is_empty()) => {
+                    Some((aggregate, events, version, cursor))
+                }
+                _ => None,
             },
             None => None,
         };

@@ -112,9 +112,9 @@ pub(crate) async fn lock_streams(conn: &mut PgConnection, streams: &[StreamKey])
 
 /// Appends in the connection's current transaction (or as its own, in autocommit).
 ///
-/// `parley_append_one` (one event; `parley_append_all` calls it for each of several) takes the
-/// stream lock, then the transaction id, checks the expected version and that the head was not
-/// written by a younger transaction, and chains the hashes.
+/// `parley_append_one` (one event; `parley_append_all` for several) takes the stream lock, then
+/// the transaction id, checks the expected version and that the head was not written by a
+/// younger transaction, and chains the hashes.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     append: &StreamAppend,
@@ -158,7 +158,8 @@ pub(crate) async fn append(
 }
 
 /// Appends to several streams in one round trip, each at its expected version, in the order
-/// given. Lock the streams first when there are several ([`lock_streams`]).
+/// given. `parley_append_all` locks every stream of the call first, sorted as [`lock_streams`]
+/// sorts them, and only then takes the transaction id.
 pub(crate) async fn append_all(
     conn: &mut PgConnection,
     appends: &[&StreamAppend],

@@ -23,11 +23,28 @@ pub fn connect_options(url: &str, application_name: &str) -> Result<PgConnectOpt
 /// before it answers 503, so clients are told to come back instead of hanging.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+///
+/// The pool pings every connection when it is given back, so one handed out again soon after
+/// was seen alive moments ago: pinging it again (the pool's default, on every acquire) would
+/// add a round trip to every command and query. One that sat idle longer may have lost its
+/// server (a restart, a timeout) and is pinged first, and replaced if it does not answer.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// A pool of at most `max_connections`.
 pub async fn pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
 }

@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parley_aggregates::conversation::MemberRole;
+use parley_aggregates::conversation::{Conversation, ConversationCommand, MemberRole};
+use parley_aggregates::values::Name;
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Registration;
-use parley_commands::DispatchError;
+use parley_commands::{DispatchError, Dispatcher, GroupCommit};
 use parley_eventstore::StreamKey;
 use parley_tests::{user_context, TestApp};
 use uuid::Uuid;
@@ -156,5 +157,62 @@ async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
         .collect();
     assert_eq!(bodies, ["first, on A", "on B", "now a member, on A", "on B again", "again on A"]);
     b.store.pool().close().await;
+    t.finish().await;
+}
+
+fn start_group(ctx: &parley_commands::CommandContext, id: Uuid, title: &str) -> ConversationCommand {
+    ConversationCommand::StartGroup {
+        conversation_id: id,
+        account_id: ctx.account_id,
+        title: Name::parse(title).unwrap(),
+        creator_id: ctx.actor.id.unwrap(),
+        member_ids: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_starts_a_stream_which_exists_is_decided_on_what_the_stream_holds() {
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let (other, _) = t.owner("other@example.com").await;
+    let taken = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    let id = taken.aggregate.id.unwrap();
+    let events = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
+        n
+    };
+    let before = events().await;
+
+    // Given nodes that have never seen the conversation (an empty cache each), which take a
+    // command starting a stream to find it empty without reading it,
+    let alone = Dispatcher::new(t.app.store.clone());
+    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
+    // when its id is started again, alone or in a group, by its account or another,
+    let again =
+        alone.execute::<Conversation>(&owner, &id.to_string(), start_group(&owner, id, "Again")).await;
+    let in_group = grouped.execute(&owner, &id.to_string(), start_group(&owner, id, "Again")).await;
+    let elsewhere = Dispatcher::new(t.app.store.clone())
+        .execute::<Conversation>(&other, &id.to_string(), start_group(&other, id, "Theirs"))
+        .await;
+    // then the answer is the one the stream's state gives, not a conflict, and nothing is written.
+    assert!(matches!(again, Err(DispatchError::Domain(_))), "{again:?}");
+    assert!(matches!(in_group, Err(DispatchError::Domain(_))), "{in_group:?}");
+    assert!(matches!(elsewhere, Err(DispatchError::NotFound(_))), "{elsewhere:?}");
+    assert_eq!(events().await, before);
+
+    // And in one group with new conversations, the new ones start and the taken one is refused.
+    let fresh: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
+    let outcomes = futures::future::join_all(fresh.iter().chain([&id]).map(|c| {
+        let (grouped, owner) = (grouped.clone(), owner.clone());
+        async move { grouped.execute(&owner, &c.to_string(), start_group(&owner, *c, "Room")).await }
+    }))
+    .await;
+    for outcome in &outcomes[..fresh.len()] {
+        assert_eq!(outcome.as_ref().unwrap().version, taken.version, "{outcome:?}");
+    }
+    assert!(matches!(outcomes.last().unwrap(), Err(DispatchError::Domain(_))), "{outcomes:?}");
+    assert_eq!(events().await, before + fresh.len() as i64 * taken.version);
     t.finish().await;
 }

@@ -260,3 +260,101 @@ async fn a_statement_under_the_async_commit_condition_commits_without_waiting_fo
     drop(conn);
     t.finish().await;
 }
+
+/// Whether the transaction of backend `pid` holds the advisory lock of `stream`.
+async fn holds_stream_lock(pool: &sqlx::PgPool, pid: i32, stream: &StreamKey) -> bool {
+    let (held,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 \
+           AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($2, 0))",
+    )
+    .bind(pid)
+    .bind(stream.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_appending_to_several_streams_locks_them_all_in_one_order_before_it_waits() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let (a, b) = (StreamKey::new("Thing", "a"), StreamKey::new("Thing", "b"));
+    // Given a writer holding b,
+    let mut holder = store.begin().await.unwrap();
+    holder.lock_stream(&b).await.unwrap();
+    // when a call appends to b then a (in that order), on its own connection,
+    let mut conn = store.pool().acquire().await.unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.unwrap();
+    let call = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+            let out: (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM parley_append_all( \
+                   ARRAY[$1::uuid, $1], ARRAY['Thing', 'Thing'], ARRAY[$2, $3], ARRAY[0::bigint, 0], \
+                   ARRAY[gen_random_uuid(), gen_random_uuid()], ARRAY['ThingHappened', 'ThingHappened'], \
+                   ARRAY[1, 1], ARRAY['{}'::jsonb, '{}'], ARRAY['{}'::jsonb, '{}'], now(), \
+                   ARRAY['\\x01'::bytea, '\\x02'])",
+            )
+            .bind(Uuid::nil())
+            .bind(&b.stream_id)
+            .bind(&a.stream_id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+            out.0
+        })
+    };
+    // then it waits for b already holding a: every lock of the call is taken in the order of
+    // the streams' keys (a before b), whatever the order of its events.
+    loop {
+        let (waits,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)",
+        )
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waits {
+            break;
+        }
+        assert!(!call.is_finished(), "the call did not wait for the held stream");
+        tokio::task::yield_now().await;
+    }
+    assert!(holds_stream_lock(store.pool(), pid, &a).await, "a is locked before waiting for b");
+    assert!(!holds_stream_lock(store.pool(), pid, &b).await);
+    // Once b is free, the call appends both.
+    holder.rollback().await.unwrap();
+    assert_eq!(call.await.unwrap(), 2);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_appending_to_the_same_streams_in_opposite_orders_never_deadlock() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    for round in 0..20 {
+        let (a, b) =
+            (StreamKey::new("Thing", format!("{round}a")), StreamKey::new("Thing", format!("{round}b")));
+        let call = |first: StreamKey, second: StreamKey| {
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await?;
+                tx.append_all(&[&append(&first, 0, 1), &append(&second, 0, 1)]).await?;
+                tx.commit().await
+            }
+        };
+        let (ab, ba) = tokio::join!(call(a.clone(), b.clone()), call(b.clone(), a.clone()));
+        // Exactly one lands; the other finds the streams written, never a deadlock.
+        assert!(ab.is_ok() != ba.is_ok(), "round {round}: {ab:?} / {ba:?}");
+        let refused = ab.err().or(ba.err()).unwrap();
+        let code = match &refused {
+            StoreError::Database(e) => e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string()),
+            _ => None,
+        };
+        assert_eq!(code.as_deref(), Some("PL409"), "round {round}: {refused:?}");
+    }
+    t.finish().await;
+}

@@ -5,13 +5,12 @@ use std::future::Future;
 
 use cqrs_es::Aggregate;
 use parley_aggregates::account::Account;
-use parley_aggregates::api_key::{ApiKey, ApiKeyEvent};
-use parley_aggregates::conversation::{Conversation, ConversationEvent, DIRECT};
+use parley_aggregates::api_key::{ApiKey, ApiKeyCommand, ApiKeyEvent};
 use parley_aggregates::creator::{AccessGrantEvent, GrantSource, SpaceEvent, StreamEvent};
-use parley_aggregates::invitation::{Invitation, InvitationEvent};
+use parley_aggregates::invitation::{Invitation, InvitationCommand, InvitationEvent};
 use parley_aggregates::role::{Role, RoleEvent};
-use parley_aggregates::session::{Session, SessionEvent};
-use parley_aggregates::user::{User, UserEvent};
+use parley_aggregates::session::{Session, SessionCommand, SessionEvent};
+use parley_aggregates::user::{User, UserCommand, UserEvent};
 use parley_aggregates::DomainError;
 use parley_eventstore::claims::{self, ClaimOutcome};
 use parley_eventstore::StreamKey;
@@ -19,6 +18,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::DispatchError;
+
+mod conversation;
+
+pub use conversation::{direct_pair_key, DIRECT_PAIR_CLAIM};
 
 /// The claim kind that keeps one user per email across the whole system.
 pub const EMAIL_CLAIM: &str = "user_email";
@@ -35,6 +38,14 @@ pub trait WriteSide:
     const SNAPSHOT_EVERY: i64 = 0;
     /// The shape of the serialized state; snapshots of another shape are ignored.
     const STATE_VERSION: i32 = 1;
+
+    /// Whether `command` starts its stream (the aggregate's id is new: a conversation, a session,
+    /// a call). Such a command is first decided on the empty state at version 0 without reading
+    /// the stream; the append checks under the stream's lock that it is still empty, and when it
+    /// is not, the command is decided again on what the stream holds, like any stale decision.
+    fn creates_stream(_command: &Self::Command) -> bool {
+        false
+    }
 
     /// Writes the claims and index rows `events` require, in the append's transaction.
     fn write_side(
@@ -68,6 +79,10 @@ impl WriteSide for parley_aggregates::inbox::Inbox {}
 impl WriteSide for parley_aggregates::analytics::AnalyticsDay {}
 
 impl WriteSide for Session {
+    fn creates_stream(command: &SessionCommand) -> bool {
+        matches!(command, SessionCommand::Start { .. })
+    }
+
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,
@@ -95,6 +110,10 @@ impl WriteSide for Session {
 }
 
 impl WriteSide for User {
+    fn creates_stream(command: &UserCommand) -> bool {
+        matches!(command, UserCommand::Register { .. })
+    }
+
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,
@@ -131,6 +150,10 @@ impl WriteSide for User {
 }
 
 impl WriteSide for Invitation {
+    fn creates_stream(command: &InvitationCommand) -> bool {
+        matches!(command, InvitationCommand::Create { .. })
+    }
+
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,
@@ -149,143 +172,6 @@ impl WriteSide for Invitation {
         }
         Ok(())
     }
-}
-
-/// The claim that keeps one direct conversation per pair of users.
-pub const DIRECT_PAIR_CLAIM: &str = "direct_pair";
-
-/// The claim value of the direct conversation of two users of an account (in either order).
-pub fn direct_pair_key(account_id: Uuid, a: Uuid, b: Uuid) -> String {
-    let (low, high) = if a < b { (a, b) } else { (b, a) };
-    format!("{account_id}/{low}/{high}")
-}
-
-impl WriteSide for Conversation {
-    /// A conversation may hold 100,000 messages: load from a snapshot plus at most this many events.
-    const SNAPSHOT_EVERY: i64 = 100;
-    /// 2: members' read markers and the topic joined the state.
-    const STATE_VERSION: i32 = 2;
-
-    async fn write_side(
-        conn: &mut PgConnection,
-        account_id: Uuid,
-        stream: &StreamKey,
-        events: &[ConversationEvent],
-    ) -> Result<(), DispatchError> {
-        Self::write_side_all(conn, &[(account_id, stream, events)]).await
-    }
-
-    /// Every posted message's index row in one statement; the rarer facts one by one.
-    async fn write_side_all(
-        conn: &mut PgConnection,
-        written: &[(Uuid, &StreamKey, &[ConversationEvent])],
-    ) -> Result<(), DispatchError> {
-        let (mut conversations, mut messages, mut accounts, mut authors) = (vec![], vec![], vec![], vec![]);
-        for (account_id, stream, events) in written {
-            for event in *events {
-                match event {
-                    ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } => {
-                        conversations.push(*conversation_id);
-                        messages.push(*message_id);
-                        accounts.push(*account_id);
-                        authors.push(*author_id);
-                    }
-                    other => conversation_fact(conn, *account_id, stream, other, events).await?,
-                }
-            }
-        }
-        if messages.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[])",
-        )
-        .bind(&conversations)
-        .bind(&messages)
-        .bind(&accounts)
-        .bind(&authors)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-}
-
-/// The index rows and claims of one conversation event other than a post (`events`: the
-/// command's events, for the members of a direct conversation it starts).
-async fn conversation_fact(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    stream: &StreamKey,
-    event: &ConversationEvent,
-    events: &[ConversationEvent],
-) -> Result<(), DispatchError> {
-    match event {
-        ConversationEvent::ConversationStarted { kind, .. } if kind == DIRECT => {
-            let members: Vec<Uuid> = events
-                .iter()
-                .filter_map(|e| match e {
-                    ConversationEvent::MemberAdded { user_id, .. } => Some(*user_id),
-                    _ => None,
-                })
-                .collect();
-            if let [a, b] = members[..] {
-                let value = direct_pair_key(account_id, a, b);
-                if let ClaimOutcome::Taken(holder) =
-                    claims::claim(conn, account_id, DIRECT_PAIR_CLAIM, &value, stream).await?
-                {
-                    return Err(DispatchError::Claimed { kind: DIRECT_PAIR_CLAIM, holder });
-                }
-            }
-        }
-        // An archived direct conversation frees its pair for a new one.
-        ConversationEvent::ConversationArchived { .. } => {
-            sqlx::query(
-                "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3",
-            )
-            .bind(DIRECT_PAIR_CLAIM)
-            .bind(&stream.stream_type)
-            .bind(&stream.stream_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ConversationEvent::MessageEdited { message_id, version, .. } => {
-            sqlx::query("UPDATE message_facts SET version = $2 WHERE message_id = $1")
-                .bind(message_id)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
-        }
-        ConversationEvent::MessageDeleted { message_id, version, .. } => {
-            sqlx::query("UPDATE message_facts SET deleted = true, version = $2 WHERE message_id = $1")
-                .bind(message_id)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
-        }
-        ConversationEvent::ReactionAdded { reaction_id, message_id, conversation_id, user_id, emoji } => {
-            sqlx::query(
-                "INSERT INTO reaction_facts (reaction_id, message_id, conversation_id, account_id, user_id, emoji) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(reaction_id)
-            .bind(message_id)
-            .bind(conversation_id)
-            .bind(account_id)
-            .bind(user_id)
-            .bind(emoji)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ConversationEvent::ReactionRemoved { reaction_id, .. } => {
-            sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
-                .bind(reaction_id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 impl WriteSide for Role {
@@ -433,6 +319,10 @@ impl WriteSide for ApiKey {
     /// A key is used often and its uses are events: load from a snapshot plus at most this many.
     const SNAPSHOT_EVERY: i64 = 100;
 
+    fn creates_stream(command: &ApiKeyCommand) -> bool {
+        matches!(command, ApiKeyCommand::Create { .. })
+    }
+
     /// The secret's hash, so that a node which has not yet seen the key in the log finds it.
     async fn write_side(
         conn: &mut PgConnection,
@@ -462,6 +352,10 @@ impl WriteSide for parley_aggregates::webhook::IncomingWebhook {}
 
 /// One live call per conversation: claimed when a call starts, released when it ends or is missed.
 impl WriteSide for parley_aggregates::call::Call {
+    fn creates_stream(command: &parley_aggregates::call::CallCommand) -> bool {
+        matches!(command, parley_aggregates::call::CallCommand::Start { .. })
+    }
+
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,

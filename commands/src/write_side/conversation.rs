@@ -1,0 +1,157 @@
+//! The conversation's write side: every posted message's index row, the direct pair's claim,
+//! reactions' rows.
+
+use parley_aggregates::conversation::{Conversation, ConversationCommand, ConversationEvent, DIRECT};
+use parley_eventstore::claims::{self, ClaimOutcome};
+use parley_eventstore::StreamKey;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::WriteSide;
+use crate::error::DispatchError;
+
+/// The claim that keeps one direct conversation per pair of users.
+pub const DIRECT_PAIR_CLAIM: &str = "direct_pair";
+
+/// The claim value of the direct conversation of two users of an account (in either order).
+pub fn direct_pair_key(account_id: Uuid, a: Uuid, b: Uuid) -> String {
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    format!("{account_id}/{low}/{high}")
+}
+
+impl WriteSide for Conversation {
+    /// A conversation may hold 100,000 messages: load from a snapshot plus at most this many events.
+    const SNAPSHOT_EVERY: i64 = 100;
+    /// 2: members' read markers and the topic joined the state.
+    const STATE_VERSION: i32 = 2;
+
+    fn creates_stream(command: &ConversationCommand) -> bool {
+        matches!(
+            command,
+            ConversationCommand::StartGroup { .. }
+                | ConversationCommand::StartDirect { .. }
+                | ConversationCommand::StartStreamChat { .. }
+        )
+    }
+
+    async fn write_side(
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        stream: &StreamKey,
+        events: &[ConversationEvent],
+    ) -> Result<(), DispatchError> {
+        Self::write_side_all(conn, &[(account_id, stream, events)]).await
+    }
+
+    /// Every posted message's index row in one statement; the rarer facts one by one.
+    async fn write_side_all(
+        conn: &mut PgConnection,
+        written: &[(Uuid, &StreamKey, &[ConversationEvent])],
+    ) -> Result<(), DispatchError> {
+        let (mut conversations, mut messages, mut accounts, mut authors) = (vec![], vec![], vec![], vec![]);
+        for (account_id, stream, events) in written {
+            for event in *events {
+                match event {
+                    ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } => {
+                        conversations.push(*conversation_id);
+                        messages.push(*message_id);
+                        accounts.push(*account_id);
+                        authors.push(*author_id);
+                    }
+                    other => conversation_fact(conn, *account_id, stream, other, events).await?,
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[])",
+        )
+        .bind(&conversations)
+        .bind(&messages)
+        .bind(&accounts)
+        .bind(&authors)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The index rows and claims of one conversation event other than a post (`events`: the
+/// command's events, for the members of a direct conversation it starts).
+async fn conversation_fact(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    stream: &StreamKey,
+    event: &ConversationEvent,
+    events: &[ConversationEvent],
+) -> Result<(), DispatchError> {
+    match event {
+        ConversationEvent::ConversationStarted { kind, .. } if kind == DIRECT => {
+            let members: Vec<Uuid> = events
+                .iter()
+                .filter_map(|e| match e {
+                    ConversationEvent::MemberAdded { user_id, .. } => Some(*user_id),
+                    _ => None,
+                })
+                .collect();
+            if let [a, b] = members[..] {
+                let value = direct_pair_key(account_id, a, b);
+                if let ClaimOutcome::Taken(holder) =
+                    claims::claim(conn, account_id, DIRECT_PAIR_CLAIM, &value, stream).await?
+                {
+                    return Err(DispatchError::Claimed { kind: DIRECT_PAIR_CLAIM, holder });
+                }
+            }
+        }
+        // An archived direct conversation frees its pair for a new one.
+        ConversationEvent::ConversationArchived { .. } => {
+            sqlx::query(
+                "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3",
+            )
+            .bind(DIRECT_PAIR_CLAIM)
+            .bind(&stream.stream_type)
+            .bind(&stream.stream_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ConversationEvent::MessageEdited { message_id, version, .. } => {
+            sqlx::query("UPDATE message_facts SET version = $2 WHERE message_id = $1")
+                .bind(message_id)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::MessageDeleted { message_id, version, .. } => {
+            sqlx::query("UPDATE message_facts SET deleted = true, version = $2 WHERE message_id = $1")
+                .bind(message_id)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+        }
+        ConversationEvent::ReactionAdded { reaction_id, message_id, conversation_id, user_id, emoji } => {
+            sqlx::query(
+                "INSERT INTO reaction_facts (reaction_id, message_id, conversation_id, account_id, user_id, emoji) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(reaction_id)
+            .bind(message_id)
+            .bind(conversation_id)
+            .bind(account_id)
+            .bind(user_id)
+            .bind(emoji)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ConversationEvent::ReactionRemoved { reaction_id, .. } => {
+            sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
+                .bind(reaction_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
