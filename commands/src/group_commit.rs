@@ -229,12 +229,19 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decide
                 return;
             }
             // A state gone stale (another node wrote to one of the streams): decide the group
-            // again on fresh states, read past the cache.
+            // again, on that stream read afresh (the others' cached states are committed ones,
+            // still good), or on every stream read afresh when the refusal names none.
             Err(e) if e.is_retryable() && attempt < GROUP_ATTEMPTS => {
                 tracing::debug!(error = %e, commands = decided.len(), "group commit on a stale state; deciding again");
                 metrics::counter!("parley_command_group_retries_total", "aggregate" => A::TYPE).increment(1);
+                let stale = match &e {
+                    DispatchError::Store(store) => store.refused_stream(),
+                    _ => None,
+                };
                 for d in &decided {
-                    dispatcher.cache.forget(&d.append.stream);
+                    if stale.as_ref().is_none_or(|s| *s == d.append.stream) {
+                        dispatcher.cache.forget(&d.append.stream);
+                    }
                 }
             }
             Err(e) => {

@@ -214,7 +214,10 @@ pub(crate) async fn append_all(
     .await;
     let rows = rows.map_err(|error| match appends {
         [one] => classify(error, one),
-        _ => StoreError::from(error),
+        _ => match refused_append(&error, appends) {
+            Some(append) => classify(error, append),
+            None => StoreError::from(error),
+        },
     })?;
     if rows.len() != n {
         return Err(StoreError::Decode(format!("{} of {n} events appended", rows.len())));
@@ -264,6 +267,24 @@ fn canonical_bytes(
 }
 
 /// Turns the append function's SQLSTATEs into typed errors.
+/// The append of a call to several streams that a version or age check refused: the function
+/// names its stream first in the message (`stream <type>/<id> is at version ...`, `stream
+/// <type>/<id> was last written ...`; types have no `/`).
+fn refused_append<'a>(e: &sqlx::Error, appends: &[&'a StreamAppend]) -> Option<&'a StreamAppend> {
+    let db = e.as_database_error()?;
+    if !matches!(db.code().as_deref(), Some("PL409" | "PL40R")) {
+        return None;
+    }
+    let named = db.message().strip_prefix("stream ")?;
+    appends.iter().copied().find(|a| {
+        named
+            .strip_prefix(a.stream.stream_type.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.strip_prefix(a.stream.stream_id.as_str()))
+            .is_some_and(|rest| rest.starts_with(" is at version ") || rest.starts_with(" was last written "))
+    })
+}
+
 fn classify(e: sqlx::Error, append: &StreamAppend) -> StoreError {
     let Some(db) = e.as_database_error() else {
         return StoreError::Database(e);

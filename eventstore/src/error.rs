@@ -21,6 +21,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The stream a version or age check refused, when this is such a refusal.
+    pub fn refused_stream(&self) -> Option<crate::StreamKey> {
+        match self {
+            StoreError::WrongExpectedVersion { stream_type, stream_id, .. }
+            | StoreError::RetryTransaction { stream_type, stream_id } => {
+                Some(crate::StreamKey::new(stream_type.clone(), stream_id.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a command that hit this error can be re-decided and tried again.
     pub fn is_retryable(&self) -> bool {
         match self {
