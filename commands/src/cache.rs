@@ -38,18 +38,6 @@ pub struct AggregateCache {
 }
 
 impl AggregateCache {
-    /// The state of `stream` at exactly `version`, if cached.
-    pub fn get<A: Clone + 'static>(&self, stream: &StreamKey, version: i64) -> Option<A> {
-        let entries = self.entries.lock().ok()?;
-        let entry = entries.get(stream)?;
-        if entry.version != version {
-            return None;
-        }
-        let hit = entry.state.downcast_ref::<A>().cloned();
-        metrics::counter!("parley_aggregate_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
-        hit
-    }
-
     /// The latest cached state of `stream`, to decide on optimistically (the append then checks
     /// the version under the lock).
     pub fn latest<A: Clone + 'static>(&self, stream: &StreamKey) -> Option<Latest<A>> {
@@ -100,16 +88,16 @@ mod tests {
         let cache = AggregateCache::default();
         let s = StreamKey::new("T", "1");
         cache.put(s.clone(), 3, Uuid::nil(), None, String::from("state at 3"));
-        assert_eq!(cache.get::<String>(&s, 3).as_deref(), Some("state at 3"));
-        assert_eq!(cache.get::<String>(&s, 4), None);
-        assert_eq!(cache.get::<u32>(&s, 3), None);
+        let latest = cache.latest::<String>(&s).unwrap();
+        assert_eq!((latest.version, latest.state.as_str()), (3, "state at 3"));
+        assert!(cache.latest::<u32>(&s).is_none(), "another type's state is not served");
         cache.put(s.clone(), 2, Uuid::nil(), None, String::from("older"));
+        let latest = cache.latest::<String>(&s).unwrap();
         assert_eq!(
-            cache.get::<String>(&s, 3).as_deref(),
-            Some("state at 3"),
+            (latest.version, latest.state.as_str()),
+            (3, "state at 3"),
             "an older state never replaces a newer one"
         );
-        assert_eq!(cache.latest::<String>(&s).map(|l| l.version), Some(3));
         cache.forget(&s);
         assert!(cache.latest::<String>(&s).is_none());
     }

@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use parley_aggregates::from_payload;
 use parley_eventstore::{Appended, StreamAppend, StreamKey};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
@@ -229,27 +230,18 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decide
                 return;
             }
             // A state gone stale (another node wrote to one of the streams): decide the group
-            // again, on that stream read afresh (the others' cached states are committed ones,
-            // still good), or on every stream read afresh when the refusal names none.
+            // again, on every stream's state brought up to date.
             Err(e) if e.is_retryable() && attempt < GROUP_ATTEMPTS => {
                 tracing::debug!(error = %e, commands = decided.len(), "group commit on a stale state; deciding again");
                 metrics::counter!("parley_command_group_retries_total", "aggregate" => A::TYPE).increment(1);
-                let stale = match &e {
-                    DispatchError::Store(store) => store.refused_stream(),
-                    _ => None,
-                };
-                for d in &decided {
-                    if stale.as_ref().is_none_or(|s| *s == d.append.stream) {
-                        dispatcher.cache.forget(&d.append.stream);
-                    }
-                }
+                // The cached states stay: each is a committed state, which the next decision
+                // brings up to date by reading only the events after it.
             }
             Err(e) => {
                 tracing::debug!(error = %e, commands = decided.len(), "group commit failed; running its commands alone");
                 metrics::counter!("parley_command_group_fallbacks_total", "aggregate" => A::TYPE)
                     .increment(1);
                 for d in decided {
-                    dispatcher.cache.forget(&d.append.stream);
                     alone(dispatcher, d.job);
                 }
                 return;
@@ -265,7 +257,8 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decide
 /// The worker's first decision (`in_flight`: the groups in flight and this group's id) starts
 /// from the states the groups in flight left, and tells them to the next groups; it takes a
 /// stream that is not known and whose first command starts it to be empty, unread. A decision
-/// again, after a stale state failed a group, reads every stream it does not have cached.
+/// again, after a stale state failed a group, brings every cached state up to date (reading the
+/// events after it) and reads the others.
 async fn decide_all<A: WriteSide>(
     dispatcher: &Dispatcher,
     jobs: Vec<Job<A>>,
@@ -365,27 +358,34 @@ async fn latest_of_all<A: WriteSide>(
             None => unknown.push((stream, in_flight.is_some() && A::creates_stream(&job.command))),
         }
     }
-    let read =
-        futures::future::join_all(unknown.iter().map(|(s, starts)| latest::<A>(dispatcher, s, *starts)))
-            .await;
+    let refresh = in_flight.is_none();
+    let read = futures::future::join_all(
+        unknown.iter().map(|(s, starts)| latest::<A>(dispatcher, s, *starts, refresh)),
+    )
+    .await;
     heads.extend(unknown.into_iter().map(|(s, _)| s).zip(read));
     heads
 }
 
-/// The latest known state of a stream: the cache's, else (unless `starts`: the command starts
-/// the stream, so it is taken to be empty) read outside any transaction. The append checks the
-/// version under the lock either way.
+/// The latest known state of a stream: the cache's (with `refresh`, brought up to date with the
+/// events after it), else (unless `starts`: the command starts the stream, so it is taken to be
+/// empty) read outside any transaction. The append checks the version under the lock either way.
 async fn latest<A: WriteSide>(
     dispatcher: &Dispatcher,
     stream: &StreamKey,
     starts: bool,
+    refresh: bool,
 ) -> Result<Head<A>, DispatchError> {
     if let Some(latest) = dispatcher.cache.latest::<A>(stream) {
-        return Ok(Head {
-            state: latest.state,
-            version: latest.version,
-            account_id: Some(latest.account_id),
-        });
+        let mut head =
+            Head { state: latest.state, version: latest.version, account_id: Some(latest.account_id) };
+        if refresh {
+            for event in dispatcher.store.read_stream(stream, head.version, None).await? {
+                head.state.apply(from_payload(&event.event_type, &event.payload)?);
+                head.version = event.version;
+            }
+        }
+        return Ok(head);
     }
     if starts {
         return Ok(Head { state: A::default(), version: 0, account_id: None });

@@ -11,8 +11,7 @@ use parley_aggregates::{from_payload, to_payload};
 use parley_eventstore::idempotency::{self, IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::snapshots::{self, Snapshot};
 use parley_eventstore::{
-    AppendedEvent, LogCursor, Metadata, NewEvent, StoreError, StoreTransaction, StreamAppend, StreamHead,
-    StreamKey,
+    AppendedEvent, LogCursor, Metadata, NewEvent, StoreTransaction, StreamAppend, StreamHead, StreamKey,
 };
 use sqlx::PgConnection;
 
@@ -196,13 +195,25 @@ impl UnitOfWork {
         if head.account_id.is_some_and(|a| a != self.ctx.account_id) {
             return Err(DispatchError::NotFound(A::TYPE));
         }
-        if let Some(cached) = self.cache.get::<A>(&stream, head.version) {
-            return Ok((cached, head));
-        }
-        let (mut aggregate, from) = if head.version > 0 {
-            from_snapshot::<A>(self.tx.conn(), &stream, Some(head.version)).await?
-        } else {
-            (A::default(), 0)
+        // From the cached state when it is the head's, or close behind it (another node
+        // appended a few events since: read only those); else from the latest snapshot.
+        let cached = self.cache.latest::<A>(&stream).filter(|c| {
+            c.version <= head.version
+                && (A::SNAPSHOT_EVERY == 0 || head.version - c.version <= A::SNAPSHOT_EVERY)
+        });
+        let result = match &cached {
+            Some(c) if c.version == head.version => "hit",
+            Some(_) => "behind",
+            None => "miss",
+        };
+        metrics::counter!("parley_aggregate_cache_total", "result" => result).increment(1);
+        let (mut aggregate, from) = match cached {
+            Some(cached) if cached.version == head.version => return Ok((cached.state, head)),
+            Some(cached) => (cached.state, cached.version),
+            None if head.version > 0 => {
+                from_snapshot::<A>(self.tx.conn(), &stream, Some(head.version)).await?
+            }
+            None => (A::default(), 0),
         };
         if head.version > from {
             for event in self.tx.read_stream(&stream, from).await? {
@@ -271,12 +282,7 @@ impl UnitOfWork {
                 events: new_events,
                 metadata: self.metadata.clone(),
             })
-            .await
-            .inspect_err(|e| {
-                if matches!(e, StoreError::WrongExpectedVersion { .. }) {
-                    self.cache.forget(&stream);
-                }
-            })?;
+            .await?;
         let head_version = version;
         A::write_side(self.tx.conn(), self.ctx.account_id, &stream, &events).await?;
         let version = appended.version().unwrap_or(head_version);
