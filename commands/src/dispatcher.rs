@@ -4,14 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use parley_aggregates::from_payload;
 use parley_eventstore::idempotency::{IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::{EventStore, StoreError, StreamKey};
 
 use crate::cache::AggregateCache;
 use crate::context::CommandContext;
 use crate::error::DispatchError;
-use crate::unit_of_work::{from_snapshot, Executed, UnitOfWork};
+use crate::unit_of_work::{apply_events, from_snapshot, Executed, UnitOfWork};
 use crate::write_side::WriteSide;
 
 /// How often a re-decidable command is tried before its conflict is reported.
@@ -57,9 +56,7 @@ impl Dispatcher {
             None => None,
         };
         let Some((account_id, version)) = account else { return Ok(None) };
-        for event in &events {
-            aggregate.apply(from_payload(&event.event_type, &event.payload)?);
-        }
+        apply_events(&mut aggregate, &events)?;
         Ok(Some(Loaded { aggregate, account_id, version }))
     }
 

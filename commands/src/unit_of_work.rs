@@ -11,7 +11,8 @@ use parley_aggregates::{from_payload, to_payload};
 use parley_eventstore::idempotency::{self, IdempotencyCheck, IdempotencyKey, StoredResponse};
 use parley_eventstore::snapshots::{self, Snapshot};
 use parley_eventstore::{
-    AppendedEvent, LogCursor, Metadata, NewEvent, StoreTransaction, StreamAppend, StreamHead, StreamKey,
+    AppendedEvent, LogCursor, Metadata, NewEvent, RecordedEvent, StoreTransaction, StreamAppend, StreamHead,
+    StreamKey,
 };
 use sqlx::PgConnection;
 
@@ -38,6 +39,17 @@ pub(crate) async fn from_snapshot<A: WriteSide>(
     }
     // A snapshot that no longer decodes is only a cache miss.
     Ok(serde_json::from_value(snapshot.state).map(|state| (state, snapshot.version)).unwrap_or_default())
+}
+
+/// Applies stored events of the aggregate's stream, in order.
+pub(crate) fn apply_events<A: WriteSide>(
+    aggregate: &mut A,
+    events: &[RecordedEvent],
+) -> Result<(), DispatchError> {
+    for event in events {
+        aggregate.apply(from_payload(&event.event_type, &event.payload)?);
+    }
+    Ok(())
 }
 
 /// Runs `command` on `aggregate`: the state after it and the events it decided.
@@ -201,24 +213,29 @@ impl UnitOfWork {
             c.version <= head.version
                 && (A::SNAPSHOT_EVERY == 0 || head.version - c.version <= A::SNAPSHOT_EVERY)
         });
-        let result = match &cached {
-            Some(c) if c.version == head.version => "hit",
-            Some(_) => "behind",
-            None => "miss",
+        let count = |result: &'static str| {
+            metrics::counter!("parley_aggregate_cache_total", "result" => result).increment(1)
         };
-        metrics::counter!("parley_aggregate_cache_total", "result" => result).increment(1);
         let (mut aggregate, from) = match cached {
-            Some(cached) if cached.version == head.version => return Ok((cached.state, head)),
-            Some(cached) => (cached.state, cached.version),
-            None if head.version > 0 => {
-                from_snapshot::<A>(self.tx.conn(), &stream, Some(head.version)).await?
+            Some(cached) if cached.version == head.version => {
+                count("hit");
+                return Ok((cached.state, head));
             }
-            None => (A::default(), 0),
+            Some(cached) => {
+                count("behind");
+                (cached.state, cached.version)
+            }
+            None => {
+                count("miss");
+                if head.version > 0 {
+                    from_snapshot::<A>(self.tx.conn(), &stream, Some(head.version)).await?
+                } else {
+                    (A::default(), 0)
+                }
+            }
         };
         if head.version > from {
-            for event in self.tx.read_stream(&stream, from).await? {
-                aggregate.apply(from_payload(&event.event_type, &event.payload)?);
-            }
+            apply_events(&mut aggregate, &self.tx.read_stream(&stream, from).await?)?;
         }
         // Committed state, read under the lock: safe to cache now.
         if let Some(account_id) = head.account_id {

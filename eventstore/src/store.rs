@@ -367,9 +367,8 @@ impl StoreTransaction {
         Ok(appended)
     }
 
-    /// Appends to several streams in one round trip, in the order given. The statement locks
-    /// every stream of the call first, in the order [`StoreTransaction::lock_streams`] uses; lock
-    /// them beforehand only when the transaction reads or writes anything else of them first.
+    /// Appends to several streams in one round trip, in the order given, locking them all first
+    /// (sorted as by [`StoreTransaction::lock_streams`], needed only to read them before).
     pub async fn append_all(&mut self, appends: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
         let appended = append::append_all(&mut self.tx, appends, self.store.now()).await?;
         self.appended |= appended.iter().any(|a| !a.events.is_empty());

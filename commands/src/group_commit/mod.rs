@@ -26,21 +26,22 @@
 //! while every slot is busy wait in the queue and form the next group, so groups grow with the
 //! load: one command alone when it is light, dozens per transaction when it is heavy.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use parley_aggregates::from_payload;
-use parley_eventstore::{Appended, StreamAppend, StreamKey};
+use parley_eventstore::{Appended, StreamAppend};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::context::CommandContext;
 use crate::dispatcher::Dispatcher;
 use crate::error::DispatchError;
-use crate::unit_of_work::{decide, snapshot_if_due, to_new_events, Executed};
+use crate::unit_of_work::{snapshot_if_due, Executed};
 use crate::write_side::WriteSide;
+
+mod decide;
+
+use decide::{decide_all, Decided, InFlight};
 
 /// Groups of one aggregate type appended and committing at the same time (measured: two beat
 /// one, which leaves the worker idle during each commit, and four, which split the load into
@@ -158,51 +159,6 @@ async fn gather<A: WriteSide>(queue: &mut mpsc::Receiver<Job<A>>, group: &mut Ve
     }
 }
 
-/// The states the groups in flight leave their streams in, each with the group's id: the
-/// next group decides on them.
-struct InFlight<A>(Mutex<HashMap<StreamKey, (u64, Head<A>)>>);
-
-impl<A> Default for InFlight<A> {
-    fn default() -> Self {
-        Self(Mutex::default())
-    }
-}
-
-impl<A: Clone> InFlight<A> {
-    fn head(&self, stream: &StreamKey) -> Option<Head<A>> {
-        self.0.lock().ok()?.get(stream).map(|(_, head)| head.clone())
-    }
-
-    fn leave(&self, group: u64, stream: StreamKey, head: Head<A>) {
-        if let Ok(mut heads) = self.0.lock() {
-            heads.insert(stream, (group, head));
-        }
-    }
-
-    /// The group committed (its states are cached) or failed: what it left is no longer news.
-    fn landed(&self, group: u64) {
-        if let Ok(mut heads) = self.0.lock() {
-            heads.retain(|_, (id, _)| *id != group);
-        }
-    }
-}
-
-/// What the group knows of a stream: the state to decide the next command on.
-#[derive(Clone)]
-struct Head<A> {
-    state: A,
-    version: i64,
-    account_id: Option<Uuid>,
-}
-
-/// A command that decided events, waiting for the group's commit.
-struct Decided<A: WriteSide> {
-    job: Job<A>,
-    append: StreamAppend,
-    events: Vec<A::Event>,
-    aggregate: A,
-}
-
 /// Commits a group decided by the worker; decides it again on fresh states (once) when one of
 /// them was stale.
 async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decided<A>>) {
@@ -250,70 +206,6 @@ async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decide
     }
 }
 
-/// Decides every job on the latest known state of its stream, in arrival order (each on the
-/// state its predecessors in the group left). Jobs that decided nothing, or were refused, run
-/// alone; a job whose stream could not be read is told so.
-///
-/// The worker's first decision (`in_flight`: the groups in flight and this group's id) starts
-/// from the states the groups in flight left, and tells them to the next groups; it takes a
-/// stream that is not known and whose first command starts it to be empty, unread. A decision
-/// again, after a stale state failed a group, brings every cached state up to date (reading the
-/// events after it) and reads the others.
-async fn decide_all<A: WriteSide>(
-    dispatcher: &Dispatcher,
-    jobs: Vec<Job<A>>,
-    in_flight: Option<(&InFlight<A>, u64)>,
-) -> Vec<Decided<A>> {
-    let mut heads = latest_of_all(dispatcher, &jobs, in_flight.map(|(f, _)| f)).await;
-    let mut decided: Vec<Decided<A>> = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let stream = StreamKey::new(A::TYPE, &job.stream_id);
-        if heads.get(&stream).is_some_and(Result::is_err) {
-            // The read failed: this command is told; any other of the stream runs alone.
-            if let Some(Err(e)) = heads.remove(&stream) {
-                let _ = job.reply.send(Err(e));
-            }
-            continue;
-        }
-        let Some(Ok(head)) = heads.get_mut(&stream) else {
-            alone(dispatcher, job);
-            continue;
-        };
-        if head.account_id.is_some_and(|a| a != job.ctx.account_id) {
-            // A stream's account never changes: this answer does not depend on the version.
-            let _ = job.reply.send(Err(DispatchError::NotFound(A::TYPE)));
-            continue;
-        }
-        let outcome =
-            decide(head.state.clone(), job.command.clone()).await.and_then(|(aggregate, events)| {
-                let new_events = to_new_events(&events)?;
-                Ok((aggregate, events, new_events))
-            });
-        match outcome {
-            Ok((aggregate, events, new_events)) if !events.is_empty() => {
-                let append = StreamAppend {
-                    account_id: job.ctx.account_id,
-                    stream,
-                    expected_version: head.version,
-                    metadata: job.ctx.metadata(),
-                    events: new_events,
-                };
-                *head = Head {
-                    state: aggregate.clone(),
-                    version: head.version + events.len() as i64,
-                    account_id: Some(job.ctx.account_id),
-                };
-                if let Some((in_flight, group)) = in_flight {
-                    in_flight.leave(group, append.stream.clone(), head.clone());
-                }
-                decided.push(Decided { job, append, events, aggregate });
-            }
-            _ => alone(dispatcher, job),
-        }
-    }
-    decided
-}
-
 /// Tells each command of a committed group its outcome, and caches the states it left.
 fn answer<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decided<A>>, appended: Vec<Appended>) {
     for (d, appended) in decided.into_iter().zip(appended) {
@@ -332,70 +224,6 @@ fn answer<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decided<A>>, appen
             Executed { aggregate: d.aggregate, events: d.events, appended: appended.events, version, cursor };
         let _ = d.job.reply.send(Ok(executed));
     }
-}
-
-/// The latest known state of every stream of `jobs`, read at once: the cache's, else read
-/// outside any transaction, the reads of different streams concurrently (on fresh or cold
-/// streams, one read after another would make the worker, not the commit, the bottleneck).
-async fn latest_of_all<A: WriteSide>(
-    dispatcher: &Dispatcher,
-    jobs: &[Job<A>],
-    in_flight: Option<&InFlight<A>>,
-) -> HashMap<StreamKey, Result<Head<A>, DispatchError>> {
-    let mut heads = HashMap::with_capacity(jobs.len());
-    // The other streams, each with whether its first command starts it.
-    let mut unknown: Vec<(StreamKey, bool)> = Vec::new();
-    let mut seen = HashSet::with_capacity(jobs.len());
-    for job in jobs {
-        if !seen.insert(job.stream_id.as_str()) {
-            continue;
-        }
-        let stream = StreamKey::new(A::TYPE, &job.stream_id);
-        match in_flight.and_then(|f| f.head(&stream)) {
-            Some(head) => {
-                heads.insert(stream, Ok(head));
-            }
-            None => unknown.push((stream, in_flight.is_some() && A::creates_stream(&job.command))),
-        }
-    }
-    let refresh = in_flight.is_none();
-    let read = futures::future::join_all(
-        unknown.iter().map(|(s, starts)| latest::<A>(dispatcher, s, *starts, refresh)),
-    )
-    .await;
-    heads.extend(unknown.into_iter().map(|(s, _)| s).zip(read));
-    heads
-}
-
-/// The latest known state of a stream: the cache's (with `refresh`, brought up to date with the
-/// events after it), else (unless `starts`: the command starts the stream, so it is taken to be
-/// empty) read outside any transaction. The append checks the version under the lock either way.
-async fn latest<A: WriteSide>(
-    dispatcher: &Dispatcher,
-    stream: &StreamKey,
-    starts: bool,
-    refresh: bool,
-) -> Result<Head<A>, DispatchError> {
-    if let Some(latest) = dispatcher.cache.latest::<A>(stream) {
-        let mut head =
-            Head { state: latest.state, version: latest.version, account_id: Some(latest.account_id) };
-        if refresh {
-            for event in dispatcher.store.read_stream(stream, head.version, None).await? {
-                head.state.apply(from_payload(&event.event_type, &event.payload)?);
-                head.version = event.version;
-            }
-        }
-        return Ok(head);
-    }
-    if starts {
-        return Ok(Head { state: A::default(), version: 0, account_id: None });
-    }
-    Ok(match dispatcher.load::<A>(&stream.stream_id).await? {
-        Some(loaded) => {
-            Head { state: loaded.aggregate, version: loaded.version, account_id: Some(loaded.account_id) }
-        }
-        None => Head { state: A::default(), version: 0, account_id: None },
-    })
 }
 
 /// Runs a command on its own, beside the worker so that it does not hold up the next group.
