@@ -2,15 +2,19 @@
 //! conflicts, under an optional idempotency key.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parley_eventstore::idempotency::{IdempotencyCheck, IdempotencyKey, StoredResponse};
-use parley_eventstore::{EventStore, StoreError, StreamKey};
+use parley_eventstore::{EventStore, StoreError, StreamAppend, StreamKey};
 
 use crate::cache::AggregateCache;
 use crate::context::CommandContext;
 use crate::error::DispatchError;
-use crate::unit_of_work::{apply_events, from_snapshot, Executed, UnitOfWork};
+use crate::unit_of_work::{
+    apply_events, decide_assumed, from_snapshot, to_new_events, Assumed, Executed, UnitOfWork,
+};
 use crate::write_side::WriteSide;
 
 /// How often a re-decidable command is tried before its conflict is reported.
@@ -21,11 +25,19 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct Dispatcher {
     pub(crate) store: EventStore,
     pub(crate) cache: Arc<AggregateCache>,
+    /// Commands appended by one autocommit statement, since this dispatcher was made.
+    one_statement: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
     pub fn new(store: EventStore) -> Self {
-        Self { store, cache: Arc::default() }
+        Self { store, cache: Arc::default(), one_statement: Arc::default() }
+    }
+
+    /// How many commands this dispatcher (and its clones) appended by one autocommit statement,
+    /// without a transaction (see [`Dispatcher::execute`]).
+    pub fn one_statement_commands(&self) -> u64 {
+        self.one_statement.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &EventStore {
@@ -65,8 +77,10 @@ impl Dispatcher {
         Ok(UnitOfWork::new(self.store.begin().await?, self.cache.clone(), ctx))
     }
 
-    /// Runs one command on one aggregate in its own transaction. The command is decided anew
-    /// when a concurrent writer forces a retry, so re-decidable commands never fail for that.
+    /// Runs one command on one aggregate in its own transaction, or, when it is decided on state
+    /// held without reading and needs no write-side rows, by one autocommit statement. The
+    /// command is decided anew when a concurrent writer forces a retry, so re-decidable
+    /// commands never fail for that.
     #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, stream_id))]
     pub async fn execute<A: WriteSide>(
         &self,
@@ -86,9 +100,17 @@ impl Dispatcher {
         command: A::Command,
         expected_version: Option<i64>,
     ) -> Result<Executed<A>, DispatchError> {
+        let mut optimistic = true;
+        if expected_version.is_none() {
+            match self.execute_assumed::<A>(ctx, stream_id, &command).await? {
+                OneStatement::Done(done) => return Ok(done),
+                OneStatement::NotTaken => {}
+                OneStatement::Stale => optimistic = false,
+            }
+        }
         let stream_id = stream_id.to_owned();
         let done = self
-            .transact(ctx, None, move |uow| {
+            .run(ctx, None, optimistic, move |uow| {
                 let (stream_id, command) = (stream_id.clone(), command.clone());
                 Box::pin(async move {
                     if let Some(expected) = expected_version {
@@ -103,6 +125,69 @@ impl Dispatcher {
             .await?;
         done.fresh()
     }
+
+    /// The one-statement path: a command decided on state held without reading the stream (see
+    /// [`decide_assumed`]) whose events need no write-side rows and no snapshot is appended by
+    /// one autocommit statement, which checks the stream's version under its lock: one round
+    /// trip instead of a transaction's three.
+    async fn execute_assumed<A: WriteSide>(
+        &self,
+        ctx: &CommandContext,
+        stream_id: &str,
+        command: &A::Command,
+    ) -> Result<OneStatement<A>, DispatchError> {
+        let started = Instant::now();
+        let stream = StreamKey::new(A::TYPE, stream_id);
+        let Some(Assumed { aggregate, events, version, cursor }) =
+            decide_assumed::<A>(&self.cache, ctx, &stream, command).await?
+        else {
+            return Ok(OneStatement::NotTaken);
+        };
+        if events.is_empty() {
+            return Ok(OneStatement::Done(Executed {
+                aggregate,
+                events,
+                appended: Vec::new(),
+                version,
+                cursor,
+            }));
+        }
+        let after = version + events.len() as i64;
+        let snapshot_due = A::SNAPSHOT_EVERY > 0 && after / A::SNAPSHOT_EVERY > version / A::SNAPSHOT_EVERY;
+        if snapshot_due || A::writes_rows(&events) {
+            return Ok(OneStatement::NotTaken);
+        }
+        let append = StreamAppend {
+            account_id: ctx.account_id,
+            stream: stream.clone(),
+            expected_version: version,
+            events: to_new_events(&events)?,
+            metadata: ctx.metadata(),
+        };
+        let appended = match self.store.append(&append).await {
+            Ok(appended) => appended,
+            Err(e) if e.is_retryable() => return Ok(OneStatement::Stale),
+            Err(e) => return Err(e.into()),
+        };
+        let version = appended.version().unwrap_or(version);
+        let cursor = appended.cursor();
+        self.cache.put(stream, version, ctx.account_id, cursor, aggregate.clone());
+        self.one_statement.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("parley_one_statement_commands_total", "aggregate" => A::TYPE).increment(1);
+        metrics::histogram!("parley_command_duration_seconds", "aggregate" => A::TYPE)
+            .record(started.elapsed().as_secs_f64());
+        Ok(OneStatement::Done(Executed { aggregate, events, appended: appended.events, version, cursor }))
+    }
+}
+
+/// What [`Dispatcher::execute_assumed`] did.
+enum OneStatement<A: cqrs_es::Aggregate> {
+    Done(Executed<A>),
+    /// The path does not apply; a unit of work may still decide on the state held.
+    NotTaken,
+    /// The append found the state held stale (or met a transient error): the unit of work
+    /// locks the stream before deciding.
+    Stale,
 }
 
 /// The answer to a request sent with an idempotency key.
@@ -140,6 +225,21 @@ impl Dispatcher {
         &self,
         ctx: &CommandContext,
         idempotency: Option<&Idempotency<'_, T>>,
+        work: F,
+    ) -> Result<Idempotent<T>, DispatchError>
+    where
+        F: for<'u> FnMut(&'u mut UnitOfWork) -> futures::future::BoxFuture<'u, Result<T, DispatchError>>,
+    {
+        self.run(ctx, idempotency, true, work).await
+    }
+
+    /// [`Dispatcher::transact`]; the first attempt decides on state held without reading only
+    /// when `optimistic` (retries always lock first).
+    async fn run<T, F>(
+        &self,
+        ctx: &CommandContext,
+        idempotency: Option<&Idempotency<'_, T>>,
+        optimistic: bool,
         mut work: F,
     ) -> Result<Idempotent<T>, DispatchError>
     where
@@ -149,7 +249,7 @@ impl Dispatcher {
         let mut tries = 1;
         loop {
             let mut uow = self.begin(ctx).await?;
-            uow.set_optimistic(tries == 1);
+            uow.set_optimistic(optimistic && tries == 1);
             let outcome: Result<Idempotent<T>, DispatchError> = async {
                 if let Some(stored) = uow.guard(key).await? {
                     return Ok(Idempotent::Replayed(stored));

@@ -63,6 +63,41 @@ pub(crate) async fn decide<A: WriteSide>(
     Ok((aggregate, events))
 }
 
+/// A decision on a state held without reading the stream, to be checked by the append.
+pub(crate) struct Assumed<A: Aggregate> {
+    pub aggregate: A,
+    pub events: Vec<A::Event>,
+    /// The version the state was at, which the append expects.
+    pub version: i64,
+    pub cursor: Option<LogCursor>,
+}
+
+/// Decides `command` on the cached latest state when there is one, or on the empty state for a
+/// command that starts its stream, without reading the stream (the append checks the version
+/// under the stream's lock). `None` when there is no such state, or when the decision cannot
+/// stand without reading: a refusal may come from a stale state (another node wrote since, or
+/// the stream was not new), and so may deciding nothing on a stream assumed to be new; either
+/// stands only when the state read under the lock says the same.
+pub(crate) async fn decide_assumed<A: WriteSide>(
+    cache: &AggregateCache,
+    ctx: &CommandContext,
+    stream: &StreamKey,
+    command: &A::Command,
+) -> Result<Option<Assumed<A>>, DispatchError> {
+    let (state, version, cursor, assumed_new) = match cache.latest::<A>(stream) {
+        Some(latest) if latest.account_id != ctx.account_id => return Err(DispatchError::NotFound(A::TYPE)),
+        Some(latest) => (latest.state, latest.version, latest.cursor, false),
+        None if A::creates_stream(command) => (A::default(), 0, None, true),
+        None => return Ok(None),
+    };
+    Ok(match decide(state, command.clone()).await {
+        Ok((aggregate, events)) if !(assumed_new && events.is_empty()) => {
+            Some(Assumed { aggregate, events, version, cursor })
+        }
+        _ => None,
+    })
+}
+
 /// The stored form of an aggregate's new events.
 pub(crate) fn to_new_events<E: DomainEvent>(events: &[E]) -> Result<Vec<NewEvent>, DispatchError> {
     events
@@ -255,31 +290,15 @@ impl UnitOfWork {
             self.label = A::TYPE;
         }
         let stream = StreamKey::new(A::TYPE, stream_id);
-        // Decide on the cached latest state when there is one, or on the empty state for a
-        // command that starts its stream (the append checks the version under the lock either
-        // way); else, and on every retry, lock the stream and load it.
-        let assumed = match self.optimistic.then(|| self.cache.latest::<A>(&stream)).flatten() {
-            Some(latest) if latest.account_id != self.ctx.account_id => {
-                return Err(DispatchError::NotFound(A::TYPE))
-            }
-            Some(latest) => Some((latest.state, latest.version, latest.cursor, false)),
-            None if self.optimistic && A::creates_stream(&command) => Some((A::default(), 0, None, true)),
-            None => None,
-        };
-        let decided = match assumed {
-            Some((state, version, cursor, assumed_new)) => match decide(state, command.clone()).await {
-                // A refusal may come from a stale state (another node wrote since, or the
-                // stream was not new): it stands only when the state under the lock says the
-                // same, below. So does deciding nothing on a stream assumed to be new.
-                Ok((aggregate, events)) if !(assumed_new && events.is_empty()) => {
-                    Some((aggregate, events, version, cursor))
-                }
-                _ => None,
-            },
-            None => None,
+        // Decide on state held without reading when there is some; else, and on every retry,
+        // lock the stream and load it.
+        let decided = if self.optimistic {
+            decide_assumed::<A>(&self.cache, &self.ctx, &stream, &command).await?
+        } else {
+            None
         };
         let (aggregate, events, version, head_cursor) = match decided {
-            Some(decided) => decided,
+            Some(Assumed { aggregate, events, version, cursor }) => (aggregate, events, version, cursor),
             None => {
                 let (aggregate, head) = self.load::<A>(stream_id).await?;
                 let (aggregate, events) = decide(aggregate, command).await?;

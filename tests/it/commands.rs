@@ -4,13 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_aggregates::conversation::{ConversationError, MemberRole};
+use parley_aggregates::conversation::{Conversation, ConversationCommand, ConversationError, MemberRole};
 use parley_aggregates::invitation::InvitationError;
+use parley_aggregates::values::Name;
 use parley_aggregates::DomainError;
 use parley_commands::services::Registration;
-use parley_commands::DispatchError;
+use parley_commands::{DispatchError, Dispatcher};
+use parley_eventstore::StreamKey;
 use parley_projections::{wait_for, Runner};
 use parley_tests::{user_context, TestApp};
+use uuid::Uuid;
 
 fn registration(email: &str, token: Option<&str>) -> Registration {
     Registration {
@@ -148,6 +151,66 @@ async fn conversations_check_membership_and_hide_other_accounts() {
     assert!(matches!(empty, Err(DispatchError::Invalid { field: "body", .. })));
     let too_long = t.app.commands.post_message(&owner, id, &"x".repeat(10_001)).await;
     assert!(matches!(too_long, Err(DispatchError::Invalid { field: "body", .. })));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_command_needing_no_rows_is_one_statement_and_on_a_stale_state_is_decided_under_the_lock() {
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let invite = |email: &'static str| {
+        let (t, owner) = (&t, &owner);
+        async move {
+            let invitation = t.app.commands.invite(owner, email, "member").await.unwrap();
+            let user = t.app.commands.register(registration(email, Some(&invitation.token))).await.unwrap();
+            user_context(&user).actor.id.unwrap()
+        }
+    };
+    let (bob, carol) = (invite("bob@example.com").await, invite("carol@example.com").await);
+    let owner_id = owner.actor.id.unwrap();
+    let add =
+        |user_id| ConversationCommand::AddMember { actor_id: owner_id, user_id, role: MemberRole::Member };
+    // Given two nodes (a dispatcher and an aggregate cache each) over one log, and a group that
+    // node A started, so that A holds its state,
+    let (a, b) = (Dispatcher::new(t.app.store.clone()), Dispatcher::new(t.app.store.clone()));
+    let id = Uuid::now_v7();
+    let start = ConversationCommand::StartGroup {
+        conversation_id: id,
+        account_id: owner.account_id,
+        title: Name::parse("General").unwrap(),
+        creator_id: owner_id,
+        member_ids: Vec::new(),
+    };
+    let started = a.execute::<Conversation>(&owner, &id.to_string(), start).await.unwrap();
+    assert_eq!(a.one_statement_commands(), 1, "a new stream with no rows to write: one statement");
+    // when node B adds Bob, A's state is one version behind;
+    b.execute::<Conversation>(&owner, &id.to_string(), add(bob)).await.unwrap();
+    assert_eq!(b.one_statement_commands(), 0, "B held no state: it locked and read the stream");
+    // then A adding Bob again, decided on its stale state, is refused once the append finds it
+    // stale and the command is decided again on the stream under its lock, and nothing is written;
+    let again = a.execute::<Conversation>(&owner, &id.to_string(), add(bob)).await;
+    assert!(
+        matches!(
+            again,
+            Err(DispatchError::Domain(DomainError::Conversation(ConversationError::AlreadyAMember)))
+        ),
+        "{again:?}"
+    );
+    // and A, now current, adds Carol in one statement, after Bob.
+    let carol_added = a.execute::<Conversation>(&owner, &id.to_string(), add(carol)).await.unwrap();
+    assert_eq!(carol_added.version, started.version + 2);
+    assert_eq!(a.one_statement_commands(), 2);
+    let members: Vec<String> = t
+        .app
+        .store
+        .read_stream(&StreamKey::new("Conversation", id.to_string()), 0, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "MemberAdded")
+        .map(|e| e.payload["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(members, [owner_id, bob, carol].map(|u| u.to_string()));
     t.finish().await;
 }
 

@@ -1,5 +1,5 @@
-//! Posts committed in groups: each lands exactly once, in each poster's order, with its own
-//! metadata; a stale state (another node wrote) never refuses or loses a post.
+//! Posts and read marks committed in groups: each lands exactly once, in each poster's order,
+//! with its own metadata; a stale state (another node wrote) never refuses or loses a post.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -215,4 +215,88 @@ async fn a_command_that_starts_a_stream_which_exists_is_decided_on_what_the_stre
     assert!(matches!(outcomes.last().unwrap(), Err(DispatchError::Domain(_))), "{outcomes:?}");
     assert_eq!(events().await, before + fresh.len() as i64 * taken.version);
     t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_marks_are_committed_in_groups_once_each() {
+    const READERS: usize = 12;
+    let t = Arc::new(TestApp::with_pool(12).await);
+    let (owner, _) = t.owner("owner@example.com").await;
+    let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    let id = group.aggregate.id.unwrap();
+    let other = t.app.commands.start_group(&owner, "Other", &[]).await.unwrap().aggregate.id.unwrap();
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let email = format!("reader{i}@example.com");
+        let invitation = t.app.commands.invite(&owner, &email, "member").await.unwrap();
+        let user = t
+            .app
+            .commands
+            .register(Registration {
+                name: format!("Reader {i}"),
+                email,
+                password: "correct horse battery".into(),
+                invitation_token: Some(invitation.token.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let reader = user_context(&user);
+        t.app.commands.add_member(&owner, id, reader.actor.id.unwrap(), MemberRole::Member).await.unwrap();
+        readers.push(reader);
+    }
+    let first = t.app.commands.post_message(&owner, id, "first").await.unwrap().events;
+    let last = t.app.commands.post_message(&owner, id, "last").await.unwrap();
+    let message = |events: &[parley_aggregates::conversation::ConversationEvent]| match &events[0] {
+        parley_aggregates::conversation::ConversationEvent::MessagePosted { message_id, .. } => *message_id,
+        other => panic!("not a post: {other:?}"),
+    };
+    let (first, last_id) = (message(&first), message(&last.events));
+    let elsewhere = message(&t.app.commands.post_message(&owner, other, "elsewhere").await.unwrap().events);
+
+    // Given twelve members marking the first message read, then the last, twice, at once,
+    let tasks: Vec<_> = readers
+        .iter()
+        .cloned()
+        .map(|reader| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for message_id in [first, last_id, last_id] {
+                    let done = t.app.commands.mark_read(&reader, id, message_id, None).await.unwrap();
+                    versions.push(done.fresh().unwrap().events.len());
+                }
+                versions
+            })
+        })
+        .collect();
+    // then each mark but the repeated one appends its event, once,
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), [1, 1, 0], "a repeated mark changes nothing");
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT payload->>'user_id', transaction_id::text FROM events \
+         WHERE event_type = 'MessagesRead' AND stream_id = $1 ORDER BY position",
+    )
+    .bind(id.to_string())
+    .fetch_all(t.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), READERS * 2);
+    // in fewer transactions than marks (they were committed in groups);
+    let transactions: HashSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert!(transactions.len() < rows.len(), "{} marks in {} transactions", rows.len(), transactions.len());
+    // a mark of a message that is not the conversation's is refused, and a stranger's too.
+    let reader = &readers[0];
+    let foreign = t.app.commands.mark_read(reader, id, elsewhere, None).await;
+    assert!(matches!(foreign, Err(DispatchError::Domain(_))), "{foreign:?}");
+    let (stranger, _) = t.owner("stranger@example.com").await;
+    let not_theirs = t.app.commands.mark_read(&stranger, id, last_id, None).await;
+    assert!(matches!(not_theirs, Err(DispatchError::NotFound(_))), "{not_theirs:?}");
+    let (marks,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'MessagesRead'")
+        .fetch_one(t.app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(marks as usize, READERS * 2, "nothing written for refused marks");
+    Arc::into_inner(t).expect("no other owner").finish().await;
 }

@@ -129,7 +129,11 @@ impl Commands {
         let post = ConversationCommand::PostMessage { message_id: Uuid::now_v7(), author_id, body, mentions };
         if idempotency.is_none() {
             // Nothing to store beside the events: commit it with concurrent posts.
-            return self.posts.execute(ctx, &conversation_id.to_string(), post).await.map(Idempotent::Fresh);
+            return self
+                .grouped
+                .execute(ctx, &conversation_id.to_string(), post)
+                .await
+                .map(Idempotent::Fresh);
         }
         self.dispatcher
             .transact(ctx, idempotency, |uow| {

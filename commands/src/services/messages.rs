@@ -13,7 +13,7 @@ use super::{field, Commands, ConversationIdempotency};
 use crate::context::CommandContext;
 use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
-use crate::unit_of_work::{Executed, UnitOfWork};
+use crate::unit_of_work::Executed;
 
 /// A reaction, as its command left it: made now, or the one the user already had.
 #[derive(Debug)]
@@ -28,8 +28,8 @@ fn stream(conversation_id: Uuid) -> StreamKey {
 }
 
 /// The facts of a message of this conversation (of another, or none: `None`).
-async fn message_fact(
-    uow: &mut UnitOfWork,
+async fn message_fact<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     conversation_id: Uuid,
     message_id: Uuid,
 ) -> Result<Option<MessageFact>, DispatchError> {
@@ -38,7 +38,7 @@ async fn message_fact(
     )
     .bind(message_id)
     .bind(conversation_id)
-    .fetch_optional(uow.conn())
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|(author_id, deleted, version)| MessageFact { message_id, author_id, deleted, version }))
 }
@@ -84,7 +84,7 @@ impl Commands {
                 let command = command.clone();
                 Box::pin(async move {
                     uow.lock(&[stream(conversation_id)]).await?;
-                    let fact = message_fact(uow, conversation_id, message_id).await?;
+                    let fact = message_fact(uow.conn(), conversation_id, message_id).await?;
                     uow.execute::<Conversation>(&conversation_id.to_string(), command(fact)).await
                 })
             })
@@ -131,7 +131,8 @@ impl Commands {
         .await
     }
 
-    /// The member has read up to `message_id`.
+    /// The member has read up to `message_id`. Without an idempotency key the mark is committed
+    /// with concurrent posts and marks, in a group.
     #[tracing::instrument(skip_all)]
     pub async fn mark_read(
         &self,
@@ -141,6 +142,18 @@ impl Commands {
         idempotency: Option<&ConversationIdempotency<'_>>,
     ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let user_id = ctx.user_id()?;
+        if idempotency.is_none() {
+            // The mark needs only that the message is the conversation's, and a message's fact,
+            // once committed, stays (a deleted message keeps its place): read without the lock,
+            // it still holds when the group decides.
+            let message = message_fact(self.dispatcher.store.pool(), conversation_id, message_id).await?;
+            let read = ConversationCommand::MarkRead { user_id, message };
+            return self
+                .grouped
+                .execute(ctx, &conversation_id.to_string(), read)
+                .await
+                .map(Idempotent::Fresh);
+        }
         let read = move |message| ConversationCommand::MarkRead { user_id, message };
         self.on_message_with(ctx, conversation_id, message_id, idempotency, read).await
     }
@@ -164,7 +177,7 @@ impl Commands {
                 let emoji = emoji.clone();
                 Box::pin(async move {
                     uow.lock(&[stream(conversation_id)]).await?;
-                    let message = message_fact(uow, conversation_id, message_id).await?;
+                    let message = message_fact(uow.conn(), conversation_id, message_id).await?;
                     let existing: Option<(Uuid,)> = sqlx::query_as(
                         "SELECT reaction_id FROM reaction_facts WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
                     )

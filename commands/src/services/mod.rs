@@ -35,8 +35,8 @@ use parley_aggregates::conversation::Conversation;
 #[derive(Clone)]
 pub struct Commands {
     dispatcher: Dispatcher,
-    /// Posts (without an idempotency key) are committed in groups.
-    posts: GroupCommit<Conversation>,
+    /// Posts and read marks (without an idempotency key) are committed in groups.
+    grouped: GroupCommit<Conversation>,
     passwords: PasswordHasher,
     /// A password hash for unknown emails, made once.
     dummy: std::sync::Arc<tokio::sync::OnceCell<String>>,
@@ -44,7 +44,12 @@ pub struct Commands {
 
 impl Commands {
     pub fn new(dispatcher: Dispatcher, passwords: PasswordHasher) -> Self {
-        Self { posts: GroupCommit::new(dispatcher.clone()), dispatcher, passwords, dummy: Default::default() }
+        Self {
+            grouped: GroupCommit::new(dispatcher.clone()),
+            dispatcher,
+            passwords,
+            dummy: Default::default(),
+        }
     }
 
     pub fn dispatcher(&self) -> &Dispatcher {

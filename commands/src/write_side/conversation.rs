@@ -34,6 +34,10 @@ impl WriteSide for Conversation {
         )
     }
 
+    fn writes_rows(events: &[ConversationEvent]) -> bool {
+        events.iter().any(|event| Fact::of(event, events).is_some())
+    }
+
     async fn write_side(
         conn: &mut PgConnection,
         account_id: Uuid,
@@ -50,54 +54,138 @@ impl WriteSide for Conversation {
     ) -> Result<(), DispatchError> {
         let (mut conversations, mut messages, mut accounts, mut authors) = (vec![], vec![], vec![], vec![]);
         for (account_id, stream, events) in written {
-            for event in *events {
-                match event {
-                    ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } => {
-                        conversations.push(*conversation_id);
-                        messages.push(*message_id);
+            for fact in events.iter().filter_map(|event| Fact::of(event, events)) {
+                match fact {
+                    Fact::Posted { conversation_id, message_id, author_id } => {
+                        conversations.push(conversation_id);
+                        messages.push(message_id);
                         accounts.push(*account_id);
-                        authors.push(*author_id);
+                        authors.push(author_id);
                     }
-                    other => conversation_fact(conn, *account_id, stream, other, events).await?,
+                    other => other.write(conn, *account_id, stream).await?,
                 }
             }
         }
-        if messages.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[])",
-        )
-        .bind(&conversations)
-        .bind(&messages)
-        .bind(&accounts)
-        .bind(&authors)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        insert_posts(conn, &conversations, &messages, &accounts, &authors).await
     }
 }
 
-/// The index rows and claims of one conversation event other than a post (`events`: the
-/// command's events, for the members of a direct conversation it starts).
-async fn conversation_fact(
+/// Posted messages' index rows, in one statement.
+async fn insert_posts(
     conn: &mut PgConnection,
-    account_id: Uuid,
-    stream: &StreamKey,
-    event: &ConversationEvent,
-    events: &[ConversationEvent],
+    conversations: &[Uuid],
+    messages: &[Uuid],
+    accounts: &[Uuid],
+    authors: &[Uuid],
 ) -> Result<(), DispatchError> {
-    match event {
-        ConversationEvent::ConversationStarted { kind, .. } if kind == DIRECT => {
-            let members: Vec<Uuid> = events
-                .iter()
-                .filter_map(|e| match e {
-                    ConversationEvent::MemberAdded { user_id, .. } => Some(*user_id),
-                    _ => None,
-                })
-                .collect();
-            if let [a, b] = members[..] {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO message_facts (conversation_id, message_id, account_id, author_id) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[])",
+    )
+    .bind(conversations)
+    .bind(messages)
+    .bind(accounts)
+    .bind(authors)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The write-side row one conversation event needs, if any: the one place that says which
+/// events write rows (so that [`WriteSide::writes_rows`] and the writing cannot disagree).
+enum Fact<'a> {
+    /// A posted message's index row.
+    Posted {
+        conversation_id: Uuid,
+        message_id: Uuid,
+        author_id: Uuid,
+    },
+    /// A new direct conversation claims its pair of users.
+    DirectPair {
+        a: Uuid,
+        b: Uuid,
+    },
+    /// An archived conversation frees its pair (if it held one) for a new one.
+    PairFreed,
+    Edited {
+        message_id: Uuid,
+        version: i32,
+    },
+    Deleted {
+        message_id: Uuid,
+        version: i32,
+    },
+    Reacted {
+        reaction_id: Uuid,
+        message_id: Uuid,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        emoji: &'a str,
+    },
+    Unreacted {
+        reaction_id: Uuid,
+    },
+}
+
+impl<'a> Fact<'a> {
+    /// The row `event` needs (`events`: the command's events, for the members of a direct
+    /// conversation it starts).
+    fn of(event: &'a ConversationEvent, events: &[ConversationEvent]) -> Option<Self> {
+        Some(match event {
+            ConversationEvent::MessagePosted { message_id, conversation_id, author_id, .. } => Fact::Posted {
+                conversation_id: *conversation_id,
+                message_id: *message_id,
+                author_id: *author_id,
+            },
+            ConversationEvent::ConversationStarted { kind, .. } if kind == DIRECT => {
+                let members: Vec<Uuid> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        ConversationEvent::MemberAdded { user_id, .. } => Some(*user_id),
+                        _ => None,
+                    })
+                    .collect();
+                let [a, b] = members[..] else { return None };
+                Fact::DirectPair { a, b }
+            }
+            ConversationEvent::ConversationArchived { .. } => Fact::PairFreed,
+            ConversationEvent::MessageEdited { message_id, version, .. } => {
+                Fact::Edited { message_id: *message_id, version: *version }
+            }
+            ConversationEvent::MessageDeleted { message_id, version, .. } => {
+                Fact::Deleted { message_id: *message_id, version: *version }
+            }
+            ConversationEvent::ReactionAdded { reaction_id, message_id, conversation_id, user_id, emoji } => {
+                Fact::Reacted {
+                    reaction_id: *reaction_id,
+                    message_id: *message_id,
+                    conversation_id: *conversation_id,
+                    user_id: *user_id,
+                    emoji,
+                }
+            }
+            ConversationEvent::ReactionRemoved { reaction_id, .. } => {
+                Fact::Unreacted { reaction_id: *reaction_id }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Writes the fact's row (a command's posts are written together, by `write_side_all`).
+    async fn write(
+        self,
+        conn: &mut PgConnection,
+        account_id: Uuid,
+        stream: &StreamKey,
+    ) -> Result<(), DispatchError> {
+        match self {
+            Fact::Posted { conversation_id, message_id, author_id } => {
+                insert_posts(conn, &[conversation_id], &[message_id], &[account_id], &[author_id]).await?;
+            }
+            Fact::DirectPair { a, b } => {
                 let value = direct_pair_key(account_id, a, b);
                 if let ClaimOutcome::Taken(holder) =
                     claims::claim(conn, account_id, DIRECT_PAIR_CLAIM, &value, stream).await?
@@ -105,53 +193,51 @@ async fn conversation_fact(
                     return Err(DispatchError::Claimed { kind: DIRECT_PAIR_CLAIM, holder });
                 }
             }
-        }
-        // An archived direct conversation frees its pair for a new one.
-        ConversationEvent::ConversationArchived { .. } => {
-            sqlx::query(
-                "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3",
-            )
-            .bind(DIRECT_PAIR_CLAIM)
-            .bind(&stream.stream_type)
-            .bind(&stream.stream_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ConversationEvent::MessageEdited { message_id, version, .. } => {
-            sqlx::query("UPDATE message_facts SET version = $2 WHERE message_id = $1")
-                .bind(message_id)
-                .bind(version)
+            Fact::PairFreed => {
+                sqlx::query(
+                    "DELETE FROM claims WHERE kind = $1 AND owner_stream_type = $2 AND owner_stream_id = $3",
+                )
+                .bind(DIRECT_PAIR_CLAIM)
+                .bind(&stream.stream_type)
+                .bind(&stream.stream_id)
                 .execute(&mut *conn)
                 .await?;
-        }
-        ConversationEvent::MessageDeleted { message_id, version, .. } => {
-            sqlx::query("UPDATE message_facts SET deleted = true, version = $2 WHERE message_id = $1")
-                .bind(message_id)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
-        }
-        ConversationEvent::ReactionAdded { reaction_id, message_id, conversation_id, user_id, emoji } => {
-            sqlx::query(
-                "INSERT INTO reaction_facts (reaction_id, message_id, conversation_id, account_id, user_id, emoji) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(reaction_id)
-            .bind(message_id)
-            .bind(conversation_id)
-            .bind(account_id)
-            .bind(user_id)
-            .bind(emoji)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ConversationEvent::ReactionRemoved { reaction_id, .. } => {
-            sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
+            }
+            Fact::Edited { message_id, version } => {
+                sqlx::query("UPDATE message_facts SET version = $2 WHERE message_id = $1")
+                    .bind(message_id)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Fact::Deleted { message_id, version } => {
+                sqlx::query("UPDATE message_facts SET deleted = true, version = $2 WHERE message_id = $1")
+                    .bind(message_id)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Fact::Reacted { reaction_id, message_id, conversation_id, user_id, emoji } => {
+                sqlx::query(
+                    "INSERT INTO reaction_facts (reaction_id, message_id, conversation_id, account_id, user_id, emoji) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .bind(reaction_id)
+                .bind(message_id)
+                .bind(conversation_id)
+                .bind(account_id)
+                .bind(user_id)
+                .bind(emoji)
                 .execute(&mut *conn)
                 .await?;
+            }
+            Fact::Unreacted { reaction_id } => {
+                sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
+                    .bind(reaction_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
-        _ => {}
+        Ok(())
     }
-    Ok(())
 }

@@ -47,6 +47,13 @@ pub trait WriteSide:
         false
     }
 
+    /// Whether `events` need rows of [`WriteSide::write_side`]. When they need none, a command
+    /// decided on state the dispatcher already holds is appended in one autocommit statement
+    /// instead of a transaction. True, the safe answer, unless the aggregate says otherwise.
+    fn writes_rows(_events: &[Self::Event]) -> bool {
+        true
+    }
+
     /// Writes the claims and index rows `events` require, in the append's transaction.
     fn write_side(
         _conn: &mut PgConnection,
@@ -72,11 +79,25 @@ pub trait WriteSide:
     }
 }
 
-impl WriteSide for Account {}
+/// Aggregates whose events need no write-side rows.
+macro_rules! without_write_side {
+    ($($aggregate:ty),* $(,)?) => {$(
+        impl WriteSide for $aggregate {
+            fn writes_rows(_events: &[Self::Event]) -> bool {
+                false
+            }
+        }
+    )*};
+}
 
-impl WriteSide for parley_aggregates::inbox::Inbox {}
-
-impl WriteSide for parley_aggregates::analytics::AnalyticsDay {}
+without_write_side!(
+    Account,
+    parley_aggregates::inbox::Inbox,
+    parley_aggregates::analytics::AnalyticsDay,
+    parley_aggregates::creator::Experience,
+    parley_aggregates::webhook::WebhookSubscription,
+    parley_aggregates::webhook::IncomingWebhook,
+);
 
 impl WriteSide for Session {
     fn creates_stream(command: &SessionCommand) -> bool {
@@ -241,8 +262,6 @@ impl WriteSide for parley_aggregates::creator::Space {
     }
 }
 
-impl WriteSide for parley_aggregates::creator::Experience {}
-
 impl WriteSide for parley_aggregates::creator::Stream {
     /// A stream that goes live names its chat: who may post there is decided on it.
     async fn write_side(
@@ -345,10 +364,6 @@ impl WriteSide for ApiKey {
         Ok(())
     }
 }
-
-impl WriteSide for parley_aggregates::webhook::WebhookSubscription {}
-
-impl WriteSide for parley_aggregates::webhook::IncomingWebhook {}
 
 /// One live call per conversation: claimed when a call starts, released when it ends or is missed.
 impl WriteSide for parley_aggregates::call::Call {
