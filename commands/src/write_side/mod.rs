@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::DispatchError;
 
+mod call;
 mod conversation;
 
 pub use conversation::{direct_pair_key, DIRECT_PAIR_CLAIM};
@@ -359,46 +360,6 @@ impl WriteSide for ApiKey {
                 .bind(account_id)
                 .execute(&mut *conn)
                 .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One live call per conversation: claimed when a call starts, released when it ends or is missed.
-impl WriteSide for parley_aggregates::call::Call {
-    fn creates_stream(command: &parley_aggregates::call::CallCommand) -> bool {
-        matches!(command, parley_aggregates::call::CallCommand::Start { .. })
-    }
-
-    async fn write_side(
-        conn: &mut PgConnection,
-        account_id: Uuid,
-        stream: &StreamKey,
-        events: &[parley_aggregates::call::CallEvent],
-    ) -> Result<(), DispatchError> {
-        use parley_aggregates::call::CallEvent;
-        for event in events {
-            match event {
-                CallEvent::CallStarted { conversation_id, .. } => {
-                    let value = conversation_id.to_string();
-                    if let ClaimOutcome::Taken(holder) =
-                        claims::claim(conn, account_id, crate::calls::LIVE_CALL_CLAIM, &value, stream).await?
-                    {
-                        return Err(DispatchError::Claimed { kind: crate::calls::LIVE_CALL_CLAIM, holder });
-                    }
-                }
-                CallEvent::CallEnded { conversation_id, .. }
-                | CallEvent::CallMissed { conversation_id, .. } => {
-                    claims::release(
-                        conn,
-                        crate::calls::LIVE_CALL_CLAIM,
-                        &conversation_id.to_string(),
-                        stream,
-                    )
-                    .await?;
-                }
-                _ => {}
             }
         }
         Ok(())
