@@ -138,18 +138,8 @@ impl Runner {
         // a newer version exists, leadership stays with the nodes that run it.
         let newest = generations::load(pool, name).await?.iter().map(|g| g.version).max();
         if let Some(newer) = newest.filter(|v| *v > self.projection.version()) {
-            if self.yielded_to != Some(newer) {
-                tracing::warn!(
-                    projection = name,
-                    ours = self.projection.version(),
-                    newer,
-                    "a newer version of this projection exists: leaving the lease to the nodes that run it"
-                );
-                self.yielded_to = Some(newer);
-            }
-            metrics::counter!("parley_projection_lease_yields_total", "projection" => name).increment(1);
+            self.leave_to(newer);
             lease.release().await;
-            self.lost_at = Some(Instant::now());
             return Ok(false);
         }
         self.lease = Some(lease);
@@ -190,6 +180,23 @@ impl Runner {
         self.live = None;
     }
 
+    /// Leadership goes to the newest version running: said once per newer version, counted, and
+    /// the lease left alone for a while (the caller releases it, if it holds it).
+    fn leave_to(&mut self, newer: i32) {
+        let name = self.projection.name();
+        if self.yielded_to != Some(newer) {
+            tracing::warn!(
+                projection = name,
+                ours = self.projection.version(),
+                newer,
+                "a newer version of this projection exists: leaving the lease to the nodes that run it"
+            );
+            self.yielded_to = Some(newer);
+        }
+        metrics::counter!("parley_projection_lease_yields_total", "projection" => name).increment(1);
+        self.lost_at = Some(Instant::now());
+    }
+
     /// Whether the lease connection is still alive (checked at most every `check_every`).
     async fn check_lease(&mut self) -> bool {
         let Some(lease) = self.lease.as_mut() else { return false };
@@ -203,13 +210,27 @@ impl Runner {
         false
     }
 
-    /// Catches a generation a rebuild marked ready up to the head and swaps it in.
-    /// Callers must hold the lease.
+    /// Catches a generation a rebuild of this version marked ready up to the head and swaps it
+    /// in. A generation of a newer version that is ready (a node of the next release rebuilt the
+    /// read model and waits for it) is not this runner's to catch up with older code: it leaves
+    /// the lease instead, to the node that built it. Callers must hold the lease.
     pub async fn hand_over(&mut self) -> Result<Option<i32>, ProjectionError> {
         let pool = self.store.pool();
         let name = self.projection.name();
+        let ours = self.projection.version();
+        let generations = generations::load(pool, name).await?;
+        let newer_ready = generations
+            .iter()
+            .filter(|g| g.version > ours && matches!(g.state, GenerationState::Ready | GenerationState::Live))
+            .map(|g| g.version)
+            .max();
+        if let Some(newer) = newer_ready {
+            self.leave_to(newer);
+            self.release().await;
+            return Ok(None);
+        }
         let Some(mut ready) =
-            generations::load(pool, name).await?.into_iter().find(|g| g.state == GenerationState::Ready)
+            generations.into_iter().find(|g| g.state == GenerationState::Ready && g.version == ours)
         else {
             return Ok(None);
         };
@@ -253,6 +274,7 @@ impl Runner {
         if events.is_empty() {
             return Ok(match self.hand_over().await? {
                 Some(generation) => StepOutcome::HandedOver(generation),
+                None if self.lease.is_none() => StepOutcome::NotLeader,
                 None => StepOutcome::Idle,
             });
         }
