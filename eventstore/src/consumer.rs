@@ -26,6 +26,12 @@ use crate::store::EventStore;
 pub trait Consumer: Send + Sync + 'static {
     /// Stored name: its checkpoint row and lease.
     fn name(&self) -> &'static str;
+    /// Raise it when a release changes what the consumer acts on (new event types): during a
+    /// rolling upgrade the lease goes to the newest version running, and an older holder acts
+    /// on nothing more once a newer one has asked for it.
+    fn version(&self) -> i32 {
+        1
+    }
     /// Whether it acts on events of this type; others only move its checkpoint.
     fn wants(&self, event_type: &str) -> bool;
     /// Acts on `events` (in log order) inside the batch's transaction, which must not be
@@ -59,6 +65,8 @@ pub struct ConsumerRunner {
     lease: Option<Lease>,
     cursor: Option<LogCursor>,
     batch_size: i64,
+    /// Whether this runner's version was written where older holders see it.
+    announced: bool,
 }
 
 impl ConsumerRunner {
@@ -71,6 +79,7 @@ impl ConsumerRunner {
             lease: None,
             cursor: None,
             batch_size: 500,
+            announced: false,
         }
     }
 
@@ -87,32 +96,57 @@ impl ConsumerRunner {
             return Ok(true);
         }
         let name = self.consumer.name();
+        let ours = self.consumer.version();
+        let pool = self.store.pool();
+        if !self.announced {
+            // Say this version runs, so that an older holder stops acting and lets go.
+            let announced = sqlx::query(
+                "UPDATE consumer_checkpoints SET version = greatest(version, $2) WHERE name = $1",
+            )
+            .bind(name)
+            .bind(ours)
+            .execute(pool)
+            .await?;
+            self.announced = announced.rows_affected() == 1;
+        }
         let application_name = format!("parley-consumer/{name}/{}", self.holder);
         let key = format!("parley-consumer/{name}");
-        let Some(lease) =
-            Lease::try_take(self.store.pool(), &self.connect, &key, &application_name, CHECK_EVERY).await?
+        let Some(lease) = Lease::try_take(pool, &self.connect, &key, &application_name, CHECK_EVERY).await?
         else {
             return Ok(false);
         };
         let head = self.store.head().await?;
-        let pool = self.store.pool();
         sqlx::query(
-            "INSERT INTO consumer_checkpoints (name, cursor_tx, cursor_position) VALUES ($1, $2::text::xid8, $3) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO consumer_checkpoints (name, cursor_tx, cursor_position, version) \
+             VALUES ($1, $2::text::xid8, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(head.transaction_id_text())
         .bind(head.position)
+        .bind(ours)
         .execute(pool)
         .await?;
-        let (tx, position): (String, i64) = sqlx::query_as(
-            "UPDATE consumer_checkpoints SET holder = $2, updated_at = now() WHERE name = $1 \
+        self.announced = true;
+        let taken: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE consumer_checkpoints SET holder = $2, updated_at = now() WHERE name = $1 AND version <= $3 \
              RETURNING cursor_tx::text, cursor_position",
         )
         .bind(name)
         .bind(&self.holder)
-        .fetch_one(pool)
+        .bind(ours)
+        .fetch_optional(pool)
         .await?;
+        let Some((tx, position)) = taken else {
+            // A newer version runs somewhere: leadership is its.
+            tracing::info!(
+                consumer = name,
+                ours,
+                "a newer version of this consumer runs: leaving it the lease"
+            );
+            metrics::counter!("parley_consumer_lease_yields_total", "consumer" => name).increment(1);
+            lease.release().await;
+            return Ok(false);
+        };
         let transaction_id = tx.parse().map_err(|_| StoreError::Decode(format!("checkpoint of {name}")))?;
         self.cursor = Some(LogCursor::new(transaction_id, position));
         self.lease = Some(lease);
@@ -145,8 +179,13 @@ impl ConsumerRunner {
         let wanted: Vec<&RecordedEvent> =
             events.iter().filter(|e| self.consumer.wants(&e.event_type)).collect();
         let next = last.cursor();
-        let checkpoint =
-            Checkpoint { name: self.consumer.name(), from: cursor, to: next, holder: &self.holder };
+        let checkpoint = Checkpoint {
+            name: self.consumer.name(),
+            from: cursor,
+            to: next,
+            holder: &self.holder,
+            version: self.consumer.version(),
+        };
         let (moved, wrote) = if wanted.is_empty() {
             // Nothing to do but move past: one statement.
             (checkpoint.moved(self.store.pool(), 0).await?, 0)
@@ -162,7 +201,8 @@ impl ConsumerRunner {
             (moved, wrote)
         };
         if !moved {
-            // Another runner took over: this one must not write.
+            // Another runner took over, or a newer version asked for the lease: this one must
+            // not write.
             self.release().await;
             return Ok(ConsumerStep::NotLeader);
         }
@@ -187,22 +227,26 @@ impl ConsumerRunner {
     }
 }
 
-/// A consumer's checkpoint moving from one cursor to the next, fenced by its holder.
+/// A consumer's checkpoint moving from one cursor to the next, fenced by its holder and by the
+/// newest version announced.
 struct Checkpoint<'a> {
     name: &'a str,
     from: LogCursor,
     to: LogCursor,
     holder: &'a str,
+    version: i32,
 }
 
 impl Checkpoint<'_> {
-    /// Moves it in `conn`'s transaction; `false` when another runner took over. A batch that
+    /// Moves it in `conn`'s transaction; `false` when another runner took over or a newer
+    /// version runs. A batch that
     /// wrote nothing else commits without waiting for the WAL flush: lost in a crash, its events
     /// are read again and skipped again.
     async fn moved<'c>(&self, conn: impl sqlx::PgExecutor<'c>, wrote: u64) -> Result<bool, StoreError> {
         let sql = format!(
             "UPDATE consumer_checkpoints SET cursor_tx = $2::text::xid8, cursor_position = $3, updated_at = now() \
-             WHERE name = $1 AND cursor_tx = $4::text::xid8 AND cursor_position = $5 AND holder = $6{}",
+             WHERE name = $1 AND cursor_tx = $4::text::xid8 AND cursor_position = $5 AND holder = $6 \
+               AND version <= $7{}",
             if wrote == 0 { format!(" AND {ASYNC_COMMIT}") } else { String::new() }
         );
         let moved = sqlx::query(&sql)
@@ -212,6 +256,7 @@ impl Checkpoint<'_> {
             .bind(self.from.transaction_id_text())
             .bind(self.from.position)
             .bind(self.holder)
+            .bind(self.version)
             .execute(conn)
             .await?
             .rows_affected();

@@ -124,3 +124,74 @@ async fn a_process_manager_killed_mid_batch_enqueues_each_events_job_exactly_onc
     next.release().await;
     t.finish().await;
 }
+
+/// A consumer whose version is chosen by the test: two releases of the same process manager.
+/// It records which version acted on each message.
+struct Versioned(i32);
+
+#[async_trait]
+impl Consumer for Versioned {
+    fn name(&self) -> &'static str {
+        "versioned_consumer"
+    }
+
+    fn version(&self) -> i32 {
+        self.0
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "MessagePosted"
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<u64, StoreError> {
+        for event in events {
+            sqlx::query("INSERT INTO consumer_seen (event_id, by_version) VALUES ($1, $2)")
+                .bind(event.event_id)
+                .bind(self.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(events.len() as u64)
+    }
+}
+
+#[tokio::test]
+async fn a_process_manager_of_the_previous_version_leaves_the_lease_to_the_newer_one() {
+    let t = TestApp::new().await;
+    sqlx::query("CREATE TABLE consumer_seen (event_id uuid PRIMARY KEY, by_version int NOT NULL)")
+        .execute(t.app.store.pool())
+        .await
+        .unwrap();
+    let (account, conversation) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let runner = |version| {
+        ConsumerRunner::new(t.app.store.clone(), Arc::new(Versioned(version)), t.app.connect.clone())
+    };
+    // Given a node of the previous release holding the process manager's lease and acting,
+    let mut old = runner(1);
+    assert!(old.acquire().await.unwrap());
+    t.append_messages(account, conversation, 3, 3).await;
+    t.settle().await;
+    assert_eq!(old.step().await.unwrap(), ConsumerStep::Consumed(3));
+    // when a node of the new release starts (the lease is taken: it waits, and says it is there),
+    let mut new = runner(2);
+    assert!(!new.acquire().await.unwrap());
+    t.append_messages(account, conversation, 3, 3).await;
+    t.settle().await;
+    // then the old holder acts on nothing more and leaves the lease,
+    assert_eq!(old.step().await.unwrap(), ConsumerStep::NotLeader);
+    // the new one takes it and acts on what followed, each event once, by the newest code;
+    assert!(new.acquire().await.unwrap());
+    assert_eq!(new.step().await.unwrap(), ConsumerStep::Consumed(3));
+    let seen: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT by_version, count(*) FROM consumer_seen GROUP BY 1 ORDER BY 1")
+            .fetch_all(t.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(seen, vec![(1, 3), (2, 3)]);
+    // and when the new node lets go, an old one does not take the lease back.
+    new.release().await;
+    let mut again = runner(1);
+    assert!(!again.acquire().await.unwrap(), "the previous release leaves the lease");
+    assert!(runner(2).acquire().await.unwrap());
+    t.finish().await;
+}
