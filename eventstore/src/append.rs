@@ -153,16 +153,18 @@ pub(crate) async fn append(
         };
         return Ok(Appended { events: vec![event] });
     }
-    let mut all = append_all(conn, &[append], now).await?;
+    let mut all = append_all(conn, &[append], &[], now).await?;
     Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
 }
 
 /// Appends to several streams in one round trip, each at its expected version, in the order
 /// given. `parley_append_all` locks every stream of the call first, sorted as [`lock_streams`]
-/// sorts them, and only then takes the transaction id.
+/// sorts them, and only then takes the transaction id. `heads[k]`, when given, is the event the
+/// stream of `appends[k]` must have at its head (the version alone is checked otherwise).
 pub(crate) async fn append_all(
     conn: &mut PgConnection,
     appends: &[&StreamAppend],
+    heads: &[Option<Uuid>],
     now: DateTime<Utc>,
 ) -> Result<Vec<Appended>, StoreError> {
     let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
@@ -177,9 +179,11 @@ pub(crate) async fn append_all(
     let mut payloads = Vec::with_capacity(n);
     let mut metadatas = Vec::with_capacity(n);
     let mut canonical = Vec::with_capacity(n);
-    for append in appends {
+    let mut expected_heads: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    for (k, append) in appends.iter().enumerate() {
         let metadata = append.metadata.to_json();
         for (i, e) in append.events.iter().enumerate() {
+            expected_heads.push(if i == 0 { heads.get(k).copied().flatten() } else { None });
             canonical.push(canonical_bytes(append, i, &metadata, recorded_at));
             accounts.push(append.account_id);
             stream_types.push(append.stream.stream_type.as_str());
@@ -197,7 +201,7 @@ pub(crate) async fn append_all(
     }
     let rows: Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
         "SELECT out_position, out_transaction_id::text, out_version \
-         FROM parley_append_all($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         FROM parley_append_all($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&accounts)
     .bind(&stream_types)
@@ -210,6 +214,7 @@ pub(crate) async fn append_all(
     .bind(&metadatas)
     .bind(recorded_at)
     .bind(&canonical)
+    .bind(&expected_heads)
     .fetch_all(&mut *conn)
     .await;
     let rows = rows.map_err(|error| match appends {

@@ -370,7 +370,17 @@ impl StoreTransaction {
     /// Appends to several streams in one round trip, in the order given, locking them all first
     /// (sorted as by [`StoreTransaction::lock_streams`], needed only to read them before).
     pub async fn append_all(&mut self, appends: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
-        let appended = append::append_all(&mut self.tx, appends, self.store.now()).await?;
+        self.append_all_after(appends, &[]).await
+    }
+
+    /// [`StoreTransaction::append_all`], each stream of `appends[k]` also required to have the
+    /// event `heads[k]` at its head when given (a decision on a state not yet committed).
+    pub async fn append_all_after(
+        &mut self,
+        appends: &[&StreamAppend],
+        heads: &[Option<uuid::Uuid>],
+    ) -> Result<Vec<Appended>, StoreError> {
+        let appended = append::append_all(&mut self.tx, appends, heads, self.store.now()).await?;
         self.appended |= appended.iter().any(|a| !a.events.is_empty());
         for (batch, placed) in appends.iter().zip(&appended) {
             self.store.observable(batch, placed, &mut self.observed);

@@ -4,12 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parley_aggregates::conversation::{Conversation, ConversationCommand, MemberRole};
+use parley_aggregates::conversation::{
+    Conversation, ConversationCommand, ConversationError, ConversationEvent, MemberRole, MessageFact,
+};
 use parley_aggregates::values::Name;
+use parley_aggregates::DomainError;
 use parley_api::{App, Config};
 use parley_commands::password::PasswordHasher;
 use parley_commands::services::Registration;
-use parley_commands::{DispatchError, Dispatcher, GroupCommit};
+use parley_commands::{CommandContext, DispatchError, Dispatcher, GroupCommit};
 use parley_eventstore::StreamKey;
 use parley_tests::{user_context, TestApp};
 use uuid::Uuid;
@@ -160,7 +163,40 @@ async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
     t.finish().await;
 }
 
-fn start_group(ctx: &parley_commands::CommandContext, id: Uuid, title: &str) -> ConversationCommand {
+/// `n` new users of the owner's account, each added to conversation `id`.
+async fn members(t: &TestApp, owner: &CommandContext, id: Uuid, n: usize) -> Vec<CommandContext> {
+    let mut members = Vec::new();
+    for i in 0..n {
+        let email = format!("member{i}@example.com");
+        let invitation = t.app.commands.invite(owner, &email, "member").await.unwrap();
+        let user = t
+            .app
+            .commands
+            .register(Registration {
+                name: format!("Member {i}"),
+                email,
+                password: "correct horse battery".into(),
+                invitation_token: Some(invitation.token.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let member = user_context(&user);
+        t.app.commands.add_member(owner, id, member.actor.id.unwrap(), MemberRole::Member).await.unwrap();
+        members.push(member);
+    }
+    members
+}
+
+/// The id of the message a post's events made.
+fn posted(events: &[ConversationEvent]) -> Uuid {
+    match &events[0] {
+        ConversationEvent::MessagePosted { message_id, .. } => *message_id,
+        other => panic!("not a post: {other:?}"),
+    }
+}
+
+fn start_group(ctx: &CommandContext, id: Uuid, title: &str) -> ConversationCommand {
     ConversationCommand::StartGroup {
         conversation_id: id,
         account_id: ctx.account_id,
@@ -225,34 +261,10 @@ async fn concurrent_read_marks_are_committed_in_groups_once_each() {
     let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
     let id = group.aggregate.id.unwrap();
     let other = t.app.commands.start_group(&owner, "Other", &[]).await.unwrap().aggregate.id.unwrap();
-    let mut readers = Vec::new();
-    for i in 0..READERS {
-        let email = format!("reader{i}@example.com");
-        let invitation = t.app.commands.invite(&owner, &email, "member").await.unwrap();
-        let user = t
-            .app
-            .commands
-            .register(Registration {
-                name: format!("Reader {i}"),
-                email,
-                password: "correct horse battery".into(),
-                invitation_token: Some(invitation.token.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let reader = user_context(&user);
-        t.app.commands.add_member(&owner, id, reader.actor.id.unwrap(), MemberRole::Member).await.unwrap();
-        readers.push(reader);
-    }
-    let first = t.app.commands.post_message(&owner, id, "first").await.unwrap().events;
-    let last = t.app.commands.post_message(&owner, id, "last").await.unwrap();
-    let message = |events: &[parley_aggregates::conversation::ConversationEvent]| match &events[0] {
-        parley_aggregates::conversation::ConversationEvent::MessagePosted { message_id, .. } => *message_id,
-        other => panic!("not a post: {other:?}"),
-    };
-    let (first, last_id) = (message(&first), message(&last.events));
-    let elsewhere = message(&t.app.commands.post_message(&owner, other, "elsewhere").await.unwrap().events);
+    let readers = members(&t, &owner, id, READERS).await;
+    let first = posted(&t.app.commands.post_message(&owner, id, "first").await.unwrap().events);
+    let last_id = posted(&t.app.commands.post_message(&owner, id, "last").await.unwrap().events);
+    let elsewhere = posted(&t.app.commands.post_message(&owner, other, "elsewhere").await.unwrap().events);
 
     // Given twelve members marking the first message read, then the last, twice, at once,
     let tasks: Vec<_> = readers
@@ -299,4 +311,131 @@ async fn concurrent_read_marks_are_committed_in_groups_once_each() {
         .unwrap();
     assert_eq!(marks as usize, READERS * 2, "nothing written for refused marks");
     Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reactions_are_committed_in_groups_and_the_same_one_twice_is_made_once() {
+    const MEMBERS: usize = 12;
+    let t = Arc::new(TestApp::with_pool(12).await);
+    let (owner, _) = t.owner("owner@example.com").await;
+    let id = t.app.commands.start_group(&owner, "General", &[]).await.unwrap().aggregate.id.unwrap();
+    let members = members(&t, &owner, id, MEMBERS).await;
+    let message = posted(&t.app.commands.post_message(&owner, id, "react to me").await.unwrap().events);
+
+    // Given twelve members reacting at once,
+    let react_all = |emoji: &'static str, twice: bool| {
+        let tasks: Vec<_> = members
+            .iter()
+            .cloned()
+            .map(|member| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let react = || async { t.app.commands.add_reaction(&member, message, emoji, None).await };
+                    let answers = match twice {
+                        true => {
+                            let (a, b) = tokio::join!(react(), react());
+                            vec![a, b]
+                        }
+                        false => vec![react().await],
+                    };
+                    answers
+                        .into_iter()
+                        .map(|r| match r.unwrap() {
+                            parley_commands::Idempotent::Fresh(r) => (r.reaction.reaction_id, r.created),
+                            other => panic!("{other:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect::<Vec<_>>();
+        futures::future::join_all(tasks)
+    };
+    let rows = |emoji: &'static str| {
+        let t = t.clone();
+        async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT payload->>'user_id', transaction_id::text FROM events \
+                 WHERE event_type = 'ReactionAdded' AND payload->>'emoji' = $1",
+            )
+            .bind(emoji)
+            .fetch_all(t.app.store.pool())
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    for answers in react_all("👍", false).await {
+        assert!(answers.unwrap()[0].1, "made");
+    }
+    // then each reaction is made, in fewer transactions than reactions (committed in groups);
+    let made = rows("👍").await;
+    assert_eq!(made.len(), MEMBERS);
+    let transactions: HashSet<&str> = made.iter().map(|r| r.1.as_str()).collect();
+    assert!(
+        transactions.len() < made.len(),
+        "{} reactions in {} transactions",
+        made.len(),
+        transactions.len()
+    );
+
+    // and each member sending another emoji twice at once gets it made once: one answer made
+    // it, the other found it.
+    for answers in react_all("🎉", true).await {
+        let answers = answers.unwrap();
+        let [(a, made_a), (b, made_b)] = answers[..] else { panic!("{answers:?}") };
+        assert_eq!(a, b, "both answers name the same reaction");
+        assert!(made_a != made_b, "one made it, one found it");
+    }
+    let twice = rows("🎉").await;
+    let users: HashSet<&str> = twice.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!((twice.len(), users.len()), (MEMBERS, MEMBERS), "one reaction per member");
+    let (facts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM reaction_facts").fetch_one(t.app.store.pool()).await.unwrap();
+    assert_eq!(facts as usize, 2 * MEMBERS, "each with its index row");
+    Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_decided_on_a_stale_fact_is_refused_by_the_write_side() {
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let id = t.app.commands.start_group(&owner, "General", &[]).await.unwrap().aggregate.id.unwrap();
+    let message = posted(&t.app.commands.post_message(&owner, id, "soon gone").await.unwrap().events);
+    // Given the message's fact as a reaction read it before its group, then the message deleted,
+    let fact =
+        MessageFact { message_id: message, author_id: owner.actor.id.unwrap(), deleted: false, version: 1 };
+    t.app.commands.delete_message(&owner, id, message).await.unwrap();
+    let events = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events").fetch_one(t.app.store.pool()).await.unwrap();
+        n
+    };
+    let before = events().await;
+    // when the reaction decided on the stale fact reaches the log, in a group or alone,
+    let react = ConversationCommand::AddReaction {
+        reaction_id: Uuid::now_v7(),
+        actor_id: owner.actor.id.unwrap(),
+        message: Some(fact),
+        emoji: parley_aggregates::values::Emoji::parse("👍").unwrap(),
+        existing: None,
+    };
+    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
+    let in_group = grouped.execute(&owner, &id.to_string(), react.clone()).await;
+    let alone =
+        Dispatcher::new(t.app.store.clone()).execute::<Conversation>(&owner, &id.to_string(), react).await;
+    // then it is refused as the state under the lock says, and nothing is written.
+    for refused in [in_group, alone] {
+        assert!(
+            matches!(
+                refused,
+                Err(DispatchError::Domain(DomainError::Conversation(ConversationError::MessageDeleted)))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(events().await, before);
+    let (facts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM reaction_facts").fetch_one(t.app.store.pool()).await.unwrap();
+    assert_eq!(facts, 0);
+    t.finish().await;
 }

@@ -362,3 +362,35 @@ async fn calls_appending_to_the_same_streams_in_opposite_orders_never_deadlock()
     }
     t.finish().await;
 }
+
+#[tokio::test]
+async fn an_append_after_a_named_head_event_refuses_another_head_at_the_same_version() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let (a, b) = (StreamKey::new("Thing", "a"), StreamKey::new("Thing", "b"));
+    // Given a decision made on a state whose last event was planned but never committed, while
+    // another writer appended as many events,
+    let planned = append(&a, 0, 1);
+    let planned_head = planned.events[0].event_id;
+    let other = store.append(&append(&a, 0, 1)).await.unwrap();
+    // when the next append expects the version that state had, after the planned event,
+    let mut tx = store.begin().await.unwrap();
+    let refused =
+        tx.append_all_after(&[&append(&b, 0, 1), &append(&a, 1, 1)], &[None, Some(planned_head)]).await;
+    // then it is refused like a stale version, naming the stream, and nothing is written;
+    assert!(
+        matches!(&refused, Err(StoreError::WrongExpectedVersion { stream_id, expected: 1, actual: 1, .. }) if stream_id == "a"),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+    let (events,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(events, 1);
+    // and after the head it names, it is appended.
+    let mut tx = store.begin().await.unwrap();
+    let head = Some(other.events[0].event_id);
+    let appended = tx.append_all_after(&[&append(&a, 1, 2)], &[head]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(appended[0].events.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
+    t.finish().await;
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use parley_eventstore::{StreamAppend, StreamKey};
 use uuid::Uuid;
@@ -15,30 +16,70 @@ use crate::write_side::WriteSide;
 
 /// The states the groups in flight leave their streams in, each with the group's id: the
 /// next group decides on them.
-pub(super) struct InFlight<A>(Mutex<HashMap<StreamKey, (u64, Head<A>)>>);
+/// The unique rows they write, too, and those written by groups that landed lately.
+pub(super) struct InFlight<A>(Mutex<Left<A>>);
+
+struct Left<A> {
+    heads: HashMap<StreamKey, (u64, Head<A>)>,
+    unique_rows: HashMap<String, u64>,
+    landed_rows: HashMap<String, Instant>,
+}
+
+/// How long before it was queued a command may have read the facts it was built from.
+const READ_BEFORE_QUEUED: Duration = Duration::from_secs(1);
+/// How long the unique rows of a landed group are remembered.
+const LANDED_ROWS_KEPT: Duration = Duration::from_secs(10);
 
 impl<A> Default for InFlight<A> {
     fn default() -> Self {
-        Self(Mutex::default())
+        Self(Mutex::new(Left {
+            heads: HashMap::new(),
+            unique_rows: HashMap::new(),
+            landed_rows: HashMap::new(),
+        }))
     }
 }
 
 impl<A: Clone> InFlight<A> {
     fn head(&self, stream: &StreamKey) -> Option<Head<A>> {
-        self.0.lock().ok()?.get(stream).map(|(_, head)| head.clone())
+        self.0.lock().ok()?.heads.get(stream).map(|(_, head)| head.clone())
     }
 
     fn leave(&self, group: u64, stream: StreamKey, head: Head<A>) {
-        if let Ok(mut heads) = self.0.lock() {
-            heads.insert(stream, (group, head));
+        if let Ok(mut left) = self.0.lock() {
+            left.heads.insert(stream, (group, head));
+        }
+    }
+
+    /// Whether any of `rows` is written by a group in flight, or was by one that landed after
+    /// `read`, when the command may have read its facts (so they may not show it).
+    fn writes_any(&self, rows: &[String], read: Instant) -> bool {
+        self.0.lock().is_ok_and(|left| {
+            rows.iter().any(|row| {
+                left.unique_rows.contains_key(row) || left.landed_rows.get(row).is_some_and(|at| *at >= read)
+            })
+        })
+    }
+
+    fn write(&self, group: u64, rows: &[String]) {
+        if let Ok(mut left) = self.0.lock() {
+            left.unique_rows.extend(rows.iter().map(|row| (row.clone(), group)));
         }
     }
 
     /// The group committed (its states are cached) or failed: what it left is no longer news.
     pub(super) fn landed(&self, group: u64) {
-        if let Ok(mut heads) = self.0.lock() {
-            heads.retain(|_, (id, _)| *id != group);
-        }
+        let Ok(mut left) = self.0.lock() else { return };
+        let now = Instant::now();
+        left.heads.retain(|_, (id, _)| *id != group);
+        let Left { unique_rows, landed_rows, .. } = &mut *left;
+        landed_rows.retain(|_, at| now.duration_since(*at) < LANDED_ROWS_KEPT);
+        unique_rows.retain(|row, id| {
+            if *id == group {
+                landed_rows.insert(row.clone(), now);
+            }
+            *id != group
+        });
     }
 }
 
@@ -48,19 +89,26 @@ pub(super) struct Head<A> {
     state: A,
     version: i64,
     account_id: Option<Uuid>,
+    /// For a state a group left that may not commit: its last event, which the stream's head
+    /// must be for a decision on this state to stand (the version alone does not prove it: the
+    /// group may fail while others append as many events).
+    last_event: Option<Uuid>,
 }
 
 /// A command that decided events, waiting for the group's commit.
 pub(super) struct Decided<A: WriteSide> {
     pub(super) job: Job<A>,
     pub(super) append: StreamAppend,
+    /// The event the stream's head must be (see [`Head::last_event`]).
+    pub(super) after_event: Option<Uuid>,
     pub(super) events: Vec<A::Event>,
     pub(super) aggregate: A,
 }
 
 /// Decides every job on the latest known state of its stream, in arrival order (each on the
 /// state its predecessors in the group left). Jobs that decided nothing, or were refused, run
-/// alone; a job whose stream could not be read is told so.
+/// alone; those that would write a unique row the group (or one in flight) writes go `after`
+/// the group, to run alone once it landed; a job whose stream could not be read is told so.
 ///
 /// The worker's first decision (`in_flight`: the groups in flight and this group's id) starts
 /// from the states the groups in flight left, and tells them to the next groups; it takes a
@@ -71,9 +119,11 @@ pub(super) async fn decide_all<A: WriteSide>(
     dispatcher: &Dispatcher,
     jobs: Vec<Job<A>>,
     in_flight: Option<(&InFlight<A>, u64)>,
+    after: &mut Vec<Job<A>>,
 ) -> Vec<Decided<A>> {
     let mut heads = latest_of_all(dispatcher, &jobs, in_flight.map(|(f, _)| f)).await;
     let mut decided: Vec<Decided<A>> = Vec::with_capacity(jobs.len());
+    let mut unique_rows: HashSet<String> = HashSet::new();
     for job in jobs {
         let stream = StreamKey::new(A::TYPE, &job.stream_id);
         if heads.get(&stream).is_some_and(Result::is_err) {
@@ -99,6 +149,22 @@ pub(super) async fn decide_all<A: WriteSide>(
             });
         match outcome {
             Ok((aggregate, events, new_events)) if !events.is_empty() => {
+                // A unique row this group, one in flight or one landed since the command read its
+                // facts writes already: after the group, alone, on facts read under the lock.
+                let rows = A::unique_rows(&events);
+                if rows.iter().any(|row| unique_rows.contains(row))
+                    || in_flight.is_some_and(|(f, _)| {
+                        let read = job.queued.checked_sub(READ_BEFORE_QUEUED).unwrap_or(job.queued);
+                        f.writes_any(&rows, read)
+                    })
+                {
+                    after.push(job);
+                    continue;
+                }
+                if let Some((in_flight, group)) = in_flight {
+                    in_flight.write(group, &rows);
+                }
+                unique_rows.extend(rows);
                 let append = StreamAppend {
                     account_id: job.ctx.account_id,
                     stream,
@@ -106,15 +172,17 @@ pub(super) async fn decide_all<A: WriteSide>(
                     metadata: job.ctx.metadata(),
                     events: new_events,
                 };
+                let after_event = head.last_event;
                 *head = Head {
                     state: aggregate.clone(),
                     version: head.version + events.len() as i64,
                     account_id: Some(job.ctx.account_id),
+                    last_event: append.events.last().map(|e| e.event_id),
                 };
                 if let Some((in_flight, group)) = in_flight {
                     in_flight.leave(group, append.stream.clone(), head.clone());
                 }
-                decided.push(Decided { job, append, events, aggregate });
+                decided.push(Decided { job, append, after_event, events, aggregate });
             }
             _ => alone(dispatcher, job),
         }
@@ -165,8 +233,12 @@ async fn latest<A: WriteSide>(
     refresh: bool,
 ) -> Result<Head<A>, DispatchError> {
     if let Some(latest) = dispatcher.cache.latest::<A>(stream) {
-        let mut head =
-            Head { state: latest.state, version: latest.version, account_id: Some(latest.account_id) };
+        let mut head = Head {
+            state: latest.state,
+            version: latest.version,
+            account_id: Some(latest.account_id),
+            last_event: None,
+        };
         if refresh {
             let events = dispatcher.store.read_stream(stream, head.version, None).await?;
             apply_events(&mut head.state, &events)?;
@@ -175,12 +247,15 @@ async fn latest<A: WriteSide>(
         return Ok(head);
     }
     if starts {
-        return Ok(Head { state: A::default(), version: 0, account_id: None });
+        return Ok(Head { state: A::default(), version: 0, account_id: None, last_event: None });
     }
     Ok(match dispatcher.load::<A>(&stream.stream_id).await? {
-        Some(loaded) => {
-            Head { state: loaded.aggregate, version: loaded.version, account_id: Some(loaded.account_id) }
-        }
-        None => Head { state: A::default(), version: 0, account_id: None },
+        Some(loaded) => Head {
+            state: loaded.aggregate,
+            version: loaded.version,
+            account_id: Some(loaded.account_id),
+            last_event: None,
+        },
+        None => Head { state: A::default(), version: 0, account_id: None, last_event: None },
     })
 }

@@ -29,8 +29,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use parley_eventstore::{Appended, StreamAppend};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::context::CommandContext;
@@ -65,10 +66,16 @@ pub struct GroupCommit<A: WriteSide> {
     queue: Arc<OnceLock<mpsc::Sender<Job<A>>>>,
 }
 
+/// How a command that cannot be committed in its group runs alone (by default, through the
+/// dispatcher): for a command built from facts read before the group, one that reads them again
+/// under the stream's lock.
+pub type Alone<A> = Box<dyn FnOnce() -> BoxFuture<'static, Result<Executed<A>, DispatchError>> + Send + Sync>;
+
 struct Job<A: WriteSide> {
     ctx: CommandContext,
     stream_id: String,
     command: A::Command,
+    alone: Option<Alone<A>>,
     queued: Instant,
     span: tracing::Span,
     reply: oneshot::Sender<Result<Executed<A>, DispatchError>>,
@@ -87,6 +94,19 @@ impl<A: WriteSide> GroupCommit<A> {
         stream_id: &str,
         command: A::Command,
     ) -> Result<Executed<A>, DispatchError> {
+        self.execute_or(ctx, stream_id, command, None).await
+    }
+
+    /// [`GroupCommit::execute`], running `alone` instead of the dispatcher when the command
+    /// cannot be committed in its group (it was refused there, decided nothing, would write the
+    /// same unique row as another command of the group, or its group failed).
+    pub async fn execute_or(
+        &self,
+        ctx: &CommandContext,
+        stream_id: &str,
+        command: A::Command,
+        alone: Option<Alone<A>>,
+    ) -> Result<Executed<A>, DispatchError> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
             tokio::spawn(worker(self.dispatcher.clone(), receiver));
@@ -97,13 +117,14 @@ impl<A: WriteSide> GroupCommit<A> {
             ctx: ctx.clone(),
             stream_id: stream_id.to_owned(),
             command,
+            alone,
             queued: Instant::now(),
             span: tracing::Span::current(),
             reply,
         };
         if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
             // No worker (its runtime is shutting down): nothing ran, so run it here.
-            return self.dispatcher.execute::<A>(&job.ctx, &job.stream_id, job.command).await;
+            return run_alone(&self.dispatcher, job.ctx, job.stream_id, job.command, job.alone).await;
         }
         answer.await.map_err(|_| DispatchError::Unavailable("the command worker stopped"))?
     }
@@ -111,6 +132,7 @@ impl<A: WriteSide> GroupCommit<A> {
 
 async fn worker<A: WriteSide>(dispatcher: Dispatcher, mut queue: mpsc::Receiver<Job<A>>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let appended = Arc::new(watch::Sender::new(0u64));
     let in_flight: Arc<InFlight<A>> = Arc::default();
     for id in 1u64.. {
         // A free slot first: meanwhile, what arrives waits in the queue for this group.
@@ -122,16 +144,53 @@ async fn worker<A: WriteSide>(dispatcher: Dispatcher, mut queue: mpsc::Receiver<
         gather(&mut queue, &mut group).await;
         let span = tracing::info_span!("command_group", aggregate = A::TYPE, commands = group.len());
         metrics::histogram!("parley_command_group_size", "aggregate" => A::TYPE).record(group.len() as f64);
-        let decided = decide_all(&dispatcher, group, Some((&in_flight, id))).instrument(span.clone()).await;
+        let mut after = Vec::new();
+        let decided =
+            decide_all(&dispatcher, group, Some((&in_flight, id)), &mut after).instrument(span.clone()).await;
         let (dispatcher, in_flight) = (dispatcher.clone(), in_flight.clone());
+        let turn = Turn { appended: appended.clone(), id };
         tokio::spawn(
             async move {
-                commit_group(&dispatcher, decided).await;
+                turn.wait().await;
+                commit_group(&dispatcher, decided, &mut after, &turn).await;
+                turn.done();
                 in_flight.landed(id);
                 drop(slot);
+                // The commands that would have written a unique row of this group's (or of
+                // one in flight before it) decide alone now, on what it left.
+                for job in after {
+                    alone(&dispatcher, job);
+                }
             }
             .instrument(span),
         );
+    }
+}
+
+/// A group's turn to append: after the group before it appended (its statement took its
+/// streams' locks), so that a group decided on the states the one before it left never reaches
+/// the database first, to find those states not there yet.
+struct Turn {
+    /// The id of the last group whose append returned.
+    appended: Arc<watch::Sender<u64>>,
+    id: u64,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        let mut appended = self.appended.subscribe();
+        let _ = appended.wait_for(|last| *last + 1 >= self.id).await;
+    }
+
+    /// This group appended, or will not.
+    fn done(&self) {
+        self.appended.send_if_modified(|last| {
+            let later = *last < self.id;
+            if later {
+                *last = self.id;
+            }
+            later
+        });
     }
 }
 
@@ -160,18 +219,23 @@ async fn gather<A: WriteSide>(queue: &mut mpsc::Receiver<Job<A>>, group: &mut Ve
 }
 
 /// Commits a group decided by the worker; decides it again on fresh states (once) when one of
-/// them was stale.
-async fn commit_group<A: WriteSide>(dispatcher: &Dispatcher, decided: Vec<Decided<A>>) {
+/// them was stale (commands put `after` the group then run once it landed).
+async fn commit_group<A: WriteSide>(
+    dispatcher: &Dispatcher,
+    decided: Vec<Decided<A>>,
+    after: &mut Vec<Job<A>>,
+    turn: &Turn,
+) {
     let mut decided = decided;
     for attempt in 1..=GROUP_ATTEMPTS {
         if attempt > 1 {
             let jobs = decided.into_iter().map(|d| d.job).collect();
-            decided = decide_all(dispatcher, jobs, None).await;
+            decided = decide_all(dispatcher, jobs, None, after).await;
         }
         if decided.is_empty() {
             return;
         }
-        match append_group(dispatcher, &decided).await {
+        match append_group(dispatcher, &decided, turn).await {
             Ok(appended) => {
                 answer(dispatcher, decided, appended);
                 return;
@@ -232,11 +296,24 @@ fn alone<A: WriteSide>(dispatcher: &Dispatcher, job: Job<A>) {
     let span = job.span.clone();
     tokio::spawn(
         async move {
-            let outcome = dispatcher.execute::<A>(&job.ctx, &job.stream_id, job.command).await;
+            let outcome = run_alone(&dispatcher, job.ctx, job.stream_id, job.command, job.alone).await;
             let _ = job.reply.send(outcome);
         }
         .instrument(span),
     );
+}
+
+async fn run_alone<A: WriteSide>(
+    dispatcher: &Dispatcher,
+    ctx: CommandContext,
+    stream_id: String,
+    command: A::Command,
+    alone: Option<Alone<A>>,
+) -> Result<Executed<A>, DispatchError> {
+    match alone {
+        Some(alone) => alone().await,
+        None => dispatcher.execute::<A>(&ctx, &stream_id, command).await,
+    }
 }
 
 /// One transaction for the whole group: every command's events appended by one statement (which
@@ -244,11 +321,15 @@ fn alone<A: WriteSide>(dispatcher: &Dispatcher, job: Job<A>) {
 async fn append_group<A: WriteSide>(
     dispatcher: &Dispatcher,
     decided: &[Decided<A>],
+    turn: &Turn,
 ) -> Result<Vec<Appended>, DispatchError> {
     let mut tx = dispatcher.store.begin().await?;
     let written: Result<Vec<Appended>, DispatchError> = async {
         let appends: Vec<&StreamAppend> = decided.iter().map(|d| &d.append).collect();
-        let appended = tx.append_all(&appends).await?;
+        let heads: Vec<_> = decided.iter().map(|d| d.after_event).collect();
+        let appended = tx.append_all_after(&appends, &heads).await;
+        turn.done();
+        let appended = appended?;
         let written: Vec<_> =
             decided.iter().map(|d| (d.append.account_id, &d.append.stream, d.events.as_slice())).collect();
         A::write_side_all(tx.conn(), &written).await?;

@@ -3,7 +3,9 @@
 //! that appends, so two requests never decide on the same stale fact.
 
 use cqrs_es::Aggregate;
-use parley_aggregates::conversation::{Conversation, ConversationCommand, MessageFact, ReactionFact};
+use parley_aggregates::conversation::{
+    Conversation, ConversationCommand, ConversationEvent, MessageFact, ReactionFact,
+};
 use parley_aggregates::permissions::Permission;
 use parley_aggregates::values::{Emoji, MessageBody};
 use parley_eventstore::StreamKey;
@@ -13,7 +15,8 @@ use super::{field, Commands, ConversationIdempotency};
 use crate::context::CommandContext;
 use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
-use crate::unit_of_work::Executed;
+use crate::group_commit::Alone;
+use crate::unit_of_work::{Executed, UnitOfWork};
 
 /// A reaction, as its command left it: made now, or the one the user already had.
 #[derive(Debug)]
@@ -56,6 +59,61 @@ async fn conversation_of_message(
             .fetch_optional(commands.dispatcher.store.pool())
             .await?;
     row.map(|(c,)| c).ok_or(DispatchError::NotFound("message"))
+}
+
+/// A reaction asked for: by whom, to which message, with which emoji, and the id it gets if new.
+#[derive(Clone)]
+struct Reaction {
+    conversation_id: Uuid,
+    message_id: Uuid,
+    actor_id: Uuid,
+    emoji: Emoji,
+    reaction_id: Uuid,
+}
+
+impl Reaction {
+    /// The id of the user's reaction with this emoji to the message, if it has one.
+    async fn existing<'e>(&self, db: impl sqlx::PgExecutor<'e>) -> Result<Option<Uuid>, DispatchError> {
+        let existing: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT reaction_id FROM reaction_facts WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+        )
+        .bind(self.message_id)
+        .bind(self.actor_id)
+        .bind(self.emoji.as_str())
+        .fetch_optional(db)
+        .await?;
+        Ok(existing.map(|(id,)| id))
+    }
+
+    fn command(&self, message: Option<MessageFact>, existing: Option<Uuid>) -> ConversationCommand {
+        ConversationCommand::AddReaction {
+            reaction_id: self.reaction_id,
+            actor_id: self.actor_id,
+            message,
+            emoji: self.emoji.clone(),
+            existing,
+        }
+    }
+
+    fn fact(&self, reaction_id: Uuid) -> ReactionFact {
+        ReactionFact {
+            reaction_id,
+            message_id: self.message_id,
+            user_id: self.actor_id,
+            emoji: self.emoji.as_str().to_owned(),
+        }
+    }
+
+    /// Decides the reaction on the facts read under the conversation's lock.
+    async fn add_locked(self, uow: &mut UnitOfWork) -> Result<Reacted, DispatchError> {
+        uow.lock(&[stream(self.conversation_id)]).await?;
+        let message = message_fact(uow.conn(), self.conversation_id, self.message_id).await?;
+        let existing = self.existing(uow.conn()).await?;
+        let react = self.command(message, existing);
+        let done = uow.execute::<Conversation>(&self.conversation_id.to_string(), react).await?;
+        let reaction = self.fact(existing.unwrap_or(self.reaction_id));
+        Ok(Reacted { done, reaction, created: existing.is_none() })
+    }
 }
 
 impl Commands {
@@ -159,6 +217,7 @@ impl Commands {
     }
 
     /// Reacts to a message with one emoji; the same user and emoji again is the same reaction.
+    /// Without an idempotency key a new reaction is committed with concurrent commands, in a group.
     #[tracing::instrument(skip_all)]
     pub async fn add_reaction(
         &self,
@@ -171,40 +230,61 @@ impl Commands {
         let emoji = Emoji::parse(emoji)
             .map_err(|e| DispatchError::Invalid { field: "emoji", message: e.to_string() })?;
         let conversation_id = conversation_of_message(self, ctx.account_id, message_id).await?;
-        let reaction_id = Uuid::now_v7();
+        let reaction = Reaction { conversation_id, message_id, actor_id, emoji, reaction_id: Uuid::now_v7() };
+        if idempotency.is_none() {
+            if let Some(reacted) = self.add_reaction_grouped(ctx, &reaction).await? {
+                return Ok(Idempotent::Fresh(reacted));
+            }
+        }
         self.dispatcher
             .transact(ctx, idempotency, |uow| {
-                let emoji = emoji.clone();
-                Box::pin(async move {
-                    uow.lock(&[stream(conversation_id)]).await?;
-                    let message = message_fact(uow.conn(), conversation_id, message_id).await?;
-                    let existing: Option<(Uuid,)> = sqlx::query_as(
-                        "SELECT reaction_id FROM reaction_facts WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-                    )
-                    .bind(message_id)
-                    .bind(actor_id)
-                    .bind(emoji.as_str())
-                    .fetch_optional(uow.conn())
-                    .await?;
-                    let existing = existing.map(|(id,)| id);
-                    let react = ConversationCommand::AddReaction {
-                        reaction_id,
-                        actor_id,
-                        message,
-                        emoji: emoji.clone(),
-                        existing,
-                    };
-                    let done = uow.execute::<Conversation>(&conversation_id.to_string(), react).await?;
-                    let reaction = ReactionFact {
-                        reaction_id: existing.unwrap_or(reaction_id),
-                        message_id,
-                        user_id: actor_id,
-                        emoji: emoji.as_str().to_owned(),
-                    };
-                    Ok(Reacted { done, reaction, created: existing.is_none() })
-                })
+                let reaction = reaction.clone();
+                Box::pin(async move { reaction.add_locked(uow).await })
             })
             .await
+    }
+
+    /// A new reaction committed in a group, decided on the message's fact and the user's
+    /// reactions read before it, without the lock; `None` when the user has it already (the
+    /// locked path answers). Run alone (refused in the group, a twin of a reaction in the same
+    /// group, the group failed), it reads both again under the conversation's lock; and the
+    /// write side adds the reaction's row only to a message that is still not deleted.
+    async fn add_reaction_grouped(
+        &self,
+        ctx: &CommandContext,
+        reaction: &Reaction,
+    ) -> Result<Option<Reacted>, DispatchError> {
+        let pool = self.dispatcher.store.pool();
+        if reaction.existing(pool).await?.is_some() {
+            return Ok(None);
+        }
+        let message = message_fact(pool, reaction.conversation_id, reaction.message_id).await?;
+        let react = reaction.command(message, None);
+        let alone: Alone<Conversation> = {
+            let (commands, ctx, reaction) = (self.clone(), ctx.clone(), reaction.clone());
+            Box::new(move || {
+                Box::pin(async move {
+                    let reacted = commands
+                        .dispatcher
+                        .transact(&ctx, None, |uow| {
+                            let reaction = reaction.clone();
+                            Box::pin(async move { reaction.add_locked(uow).await })
+                        })
+                        .await?
+                        .fresh()?;
+                    Ok(reacted.done)
+                })
+            })
+        };
+        let stream_id = reaction.conversation_id.to_string();
+        let done = self.grouped.execute_or(ctx, &stream_id, react, Some(alone)).await?;
+        // Made now; or, run alone after a twin made it, found.
+        let created = done.events.iter().any(|e| matches!(e, ConversationEvent::ReactionAdded { .. }));
+        let reaction_id = match created {
+            true => reaction.reaction_id,
+            false => reaction.existing(pool).await?.ok_or(DispatchError::NotFound("reaction"))?,
+        };
+        Ok(Some(Reacted { done, reaction: reaction.fact(reaction_id), created }))
     }
 
     /// Takes a reaction back; its author only.

@@ -1,7 +1,9 @@
 //! The conversation's write side: every posted message's index row, the direct pair's claim,
 //! reactions' rows.
 
-use parley_aggregates::conversation::{Conversation, ConversationCommand, ConversationEvent, DIRECT};
+use parley_aggregates::conversation::{
+    Conversation, ConversationCommand, ConversationError, ConversationEvent, DIRECT,
+};
 use parley_eventstore::claims::{self, ClaimOutcome};
 use parley_eventstore::StreamKey;
 use sqlx::PgConnection;
@@ -36,6 +38,18 @@ impl WriteSide for Conversation {
 
     fn writes_rows(events: &[ConversationEvent]) -> bool {
         events.iter().any(|event| Fact::of(event, events).is_some())
+    }
+
+    fn unique_rows(events: &[ConversationEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|event| match Fact::of(event, events)? {
+                Fact::Reacted { message_id, user_id, emoji, .. } => {
+                    Some(format!("reaction/{message_id}/{user_id}/{emoji}"))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     async fn write_side(
@@ -218,9 +232,12 @@ impl<'a> Fact<'a> {
                     .await?;
             }
             Fact::Reacted { reaction_id, message_id, conversation_id, user_id, emoji } => {
-                sqlx::query(
+                // Only on a message that is not deleted, as seen under the conversation's lock: a
+                // reaction decided in a group read the message's fact before the lock.
+                let added = sqlx::query(
                     "INSERT INTO reaction_facts (reaction_id, message_id, conversation_id, account_id, user_id, emoji) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE EXISTS (SELECT 1 FROM message_facts WHERE message_id = $2 AND NOT deleted)",
                 )
                 .bind(reaction_id)
                 .bind(message_id)
@@ -230,6 +247,9 @@ impl<'a> Fact<'a> {
                 .bind(emoji)
                 .execute(&mut *conn)
                 .await?;
+                if added.rows_affected() == 0 {
+                    return Err(DispatchError::Domain(ConversationError::MessageDeleted.into()));
+                }
             }
             Fact::Unreacted { reaction_id } => {
                 sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
