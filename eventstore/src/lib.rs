@@ -17,6 +17,7 @@ mod read;
 pub mod snapshots;
 mod store;
 mod tail;
+mod transaction;
 mod upcast;
 mod window;
 
@@ -27,7 +28,8 @@ pub use cursor::{CursorError, LogCursor};
 pub use error::{is_unavailable, StoreError};
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
 pub use read::EventFilter;
-pub use store::{Clock, CommitObserver, EventStore, StoreTransaction};
+pub use store::{Clock, CommitObserver, EventStore};
 pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
+pub use transaction::StoreTransaction;
 pub use upcast::{Upcaster, Upcasters};
 pub use window::SharedReads;
