@@ -114,20 +114,7 @@ async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
     let b = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
 
     let (owner, _) = t.owner("owner@example.com").await;
-    let invitation = t.app.commands.invite(&owner, "bob@example.com", "member").await.unwrap();
-    let bob = t
-        .app
-        .commands
-        .register(Registration {
-            name: "Bob".into(),
-            email: "bob@example.com".into(),
-            password: "correct horse battery".into(),
-            invitation_token: Some(invitation.token.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let bob = user_context(&bob);
+    let bob = invited(&t, &owner, "bob@example.com").await;
     let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
     let id = group.aggregate.id.unwrap();
     // Node A decides on its cached state of the conversation from now on.
@@ -163,25 +150,29 @@ async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
     t.finish().await;
 }
 
+/// A new user of the owner's account, invited and registered.
+async fn invited(t: &TestApp, owner: &CommandContext, email: &str) -> CommandContext {
+    let invitation = t.app.commands.invite(owner, email, "member").await.unwrap();
+    let user = t
+        .app
+        .commands
+        .register(Registration {
+            name: email.split('@').next().unwrap_or(email).into(),
+            email: email.into(),
+            password: "correct horse battery".into(),
+            invitation_token: Some(invitation.token.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    user_context(&user)
+}
+
 /// `n` new users of the owner's account, each added to conversation `id`.
 async fn members(t: &TestApp, owner: &CommandContext, id: Uuid, n: usize) -> Vec<CommandContext> {
     let mut members = Vec::new();
     for i in 0..n {
-        let email = format!("member{i}@example.com");
-        let invitation = t.app.commands.invite(owner, &email, "member").await.unwrap();
-        let user = t
-            .app
-            .commands
-            .register(Registration {
-                name: format!("Member {i}"),
-                email,
-                password: "correct horse battery".into(),
-                invitation_token: Some(invitation.token.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let member = user_context(&user);
+        let member = invited(t, owner, &format!("member{i}@example.com")).await;
         t.app.commands.add_member(owner, id, member.actor.id.unwrap(), MemberRole::Member).await.unwrap();
         members.push(member);
     }

@@ -23,6 +23,8 @@ struct Left<A> {
     heads: HashMap<StreamKey, (u64, Head<A>)>,
     unique_rows: HashMap<String, u64>,
     landed_rows: HashMap<String, Instant>,
+    /// When `landed_rows` last lost its old rows (at most once a second: it may hold many).
+    pruned: Instant,
 }
 
 /// How long before it was queued a command may have read the facts it was built from.
@@ -36,6 +38,7 @@ impl<A> Default for InFlight<A> {
             heads: HashMap::new(),
             unique_rows: HashMap::new(),
             landed_rows: HashMap::new(),
+            pruned: Instant::now(),
         }))
     }
 }
@@ -72,8 +75,11 @@ impl<A: Clone> InFlight<A> {
         let Ok(mut left) = self.0.lock() else { return };
         let now = Instant::now();
         left.heads.retain(|_, (id, _)| *id != group);
-        let Left { unique_rows, landed_rows, .. } = &mut *left;
-        landed_rows.retain(|_, at| now.duration_since(*at) < LANDED_ROWS_KEPT);
+        let Left { unique_rows, landed_rows, pruned, .. } = &mut *left;
+        if now.duration_since(*pruned) >= Duration::from_secs(1) {
+            landed_rows.retain(|_, at| now.duration_since(*at) < LANDED_ROWS_KEPT);
+            *pruned = now;
+        }
         unique_rows.retain(|row, id| {
             if *id == group {
                 landed_rows.insert(row.clone(), now);
