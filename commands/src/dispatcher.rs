@@ -13,7 +13,7 @@ use crate::cache::AggregateCache;
 use crate::context::CommandContext;
 use crate::error::DispatchError;
 use crate::unit_of_work::{
-    apply_events, decide_assumed, from_snapshot, to_new_events, Assumed, Executed, UnitOfWork,
+    apply_events, decide_assumed, from_snapshot, snapshot_due, to_new_events, Assumed, Executed, UnitOfWork,
 };
 use crate::write_side::WriteSide;
 
@@ -152,9 +152,7 @@ impl Dispatcher {
                 cursor,
             }));
         }
-        let after = version + events.len() as i64;
-        let snapshot_due = A::SNAPSHOT_EVERY > 0 && after / A::SNAPSHOT_EVERY > version / A::SNAPSHOT_EVERY;
-        if snapshot_due || A::writes_rows(&events) {
+        if snapshot_due::<A>(version, version + events.len() as i64) || A::writes_rows(&events) {
             return Ok(OneStatement::NotTaken);
         }
         let append = StreamAppend {

@@ -110,6 +110,12 @@ pub(crate) fn to_new_events<E: DomainEvent>(events: &[E]) -> Result<Vec<NewEvent
         .collect()
 }
 
+/// Whether a stream going from version `before` to `after` passes a multiple of
+/// `A::SNAPSHOT_EVERY` (a snapshot is then saved with the append).
+pub(crate) fn snapshot_due<A: WriteSide>(before: i64, after: i64) -> bool {
+    A::SNAPSHOT_EVERY > 0 && after / A::SNAPSHOT_EVERY > before / A::SNAPSHOT_EVERY
+}
+
 /// Saves a snapshot when the stream went from `before` past a multiple of `A::SNAPSHOT_EVERY`
 /// to `after`, in the append's transaction.
 pub(crate) async fn snapshot_if_due<A: WriteSide>(
@@ -119,7 +125,7 @@ pub(crate) async fn snapshot_if_due<A: WriteSide>(
     after: i64,
     aggregate: &A,
 ) -> Result<(), DispatchError> {
-    if A::SNAPSHOT_EVERY > 0 && after / A::SNAPSHOT_EVERY > before / A::SNAPSHOT_EVERY {
+    if snapshot_due::<A>(before, after) {
         let state = serde_json::to_value(aggregate)
             .map_err(|e| parley_aggregates::PayloadError::Shape(e.to_string()))?;
         snapshots::save(conn, stream, A::STATE_VERSION, &Snapshot { version: after, state }).await?;

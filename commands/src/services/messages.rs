@@ -72,17 +72,30 @@ struct Reaction {
 }
 
 impl Reaction {
-    /// The id of the user's reaction with this emoji to the message, if it has one.
-    async fn existing<'e>(&self, db: impl sqlx::PgExecutor<'e>) -> Result<Option<Uuid>, DispatchError> {
-        let existing: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT reaction_id FROM reaction_facts WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+    /// The message's facts (`None`: not this conversation's) and the id of the user's reaction
+    /// with this emoji to it, if it has one, in one query.
+    async fn facts<'e>(
+        &self,
+        db: impl sqlx::PgExecutor<'e>,
+    ) -> Result<(Option<MessageFact>, Option<Uuid>), DispatchError> {
+        let row: Option<(Uuid, bool, i32, Option<Uuid>)> = sqlx::query_as(
+            "SELECT m.author_id, m.deleted, m.version, r.reaction_id FROM message_facts m \
+             LEFT JOIN reaction_facts r ON r.message_id = m.message_id AND r.user_id = $3 AND r.emoji = $4 \
+             WHERE m.message_id = $1 AND m.conversation_id = $2",
         )
         .bind(self.message_id)
+        .bind(self.conversation_id)
         .bind(self.actor_id)
         .bind(self.emoji.as_str())
         .fetch_optional(db)
         .await?;
-        Ok(existing.map(|(id,)| id))
+        Ok(match row {
+            Some((author_id, deleted, version, existing)) => {
+                let message_id = self.message_id;
+                (Some(MessageFact { message_id, author_id, deleted, version }), existing)
+            }
+            None => (None, None),
+        })
     }
 
     fn command(&self, message: Option<MessageFact>, existing: Option<Uuid>) -> ConversationCommand {
@@ -107,8 +120,7 @@ impl Reaction {
     /// Decides the reaction on the facts read under the conversation's lock.
     async fn add_locked(self, uow: &mut UnitOfWork) -> Result<Reacted, DispatchError> {
         uow.lock(&[stream(self.conversation_id)]).await?;
-        let message = message_fact(uow.conn(), self.conversation_id, self.message_id).await?;
-        let existing = self.existing(uow.conn()).await?;
+        let (message, existing) = self.facts(uow.conn()).await?;
         let react = self.command(message, existing);
         let done = uow.execute::<Conversation>(&self.conversation_id.to_string(), react).await?;
         let reaction = self.fact(existing.unwrap_or(self.reaction_id));
@@ -255,10 +267,7 @@ impl Commands {
         reaction: &Reaction,
     ) -> Result<Option<Reacted>, DispatchError> {
         let pool = self.dispatcher.store.pool();
-        if reaction.existing(pool).await?.is_some() {
-            return Ok(None);
-        }
-        let message = message_fact(pool, reaction.conversation_id, reaction.message_id).await?;
+        let (message, None) = reaction.facts(pool).await? else { return Ok(None) };
         let react = reaction.command(message, None);
         let alone: Alone<Conversation> = {
             let (commands, ctx, reaction) = (self.clone(), ctx.clone(), reaction.clone());
@@ -282,7 +291,7 @@ impl Commands {
         let created = done.events.iter().any(|e| matches!(e, ConversationEvent::ReactionAdded { .. }));
         let reaction_id = match created {
             true => reaction.reaction_id,
-            false => reaction.existing(pool).await?.ok_or(DispatchError::NotFound("reaction"))?,
+            false => reaction.facts(pool).await?.1.ok_or(DispatchError::NotFound("reaction"))?,
         };
         Ok(Some(Reacted { done, reaction: reaction.fact(reaction_id), created }))
     }
