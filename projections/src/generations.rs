@@ -245,7 +245,11 @@ pub(crate) async fn apply_batch(
         .bind(format!("{}, public", generation.schema()))
         .execute(&mut **tx)
         .await?;
-        projection.apply(tx, &handled).await?;
+        if generation.state == GenerationState::Building {
+            projection.fill(tx, &handled).await?;
+        } else {
+            projection.apply(tx, &handled).await?;
+        }
     }
     let next = last.cursor();
     let checkpoint = format!(

@@ -21,6 +21,14 @@ pub trait Projection: Send + Sync + 'static {
     /// DDL creating its tables and indexes, unqualified; run with `search_path` set to the
     /// generation's schema.
     fn schema(&self) -> &'static str;
+    /// Indexes of [`Projection::schema`] that serve only queries: no statement of `apply` or
+    /// `fill` reads through them. A rebuild fills the tables without them and builds each once,
+    /// after the last batch, as a bulk load should. An index a batch reads through must not be
+    /// listed (without it every such statement scans the table); an index that enforces a
+    /// constraint `ON CONFLICT` relies on cannot be.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// What it does with each event type of the domain: every type of
     /// `parley_aggregates::catalog` is in one of the two lists (a test checks every read model),
     /// so a new event type is never skipped by omission. Ignored events are skipped, and the
@@ -33,6 +41,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies events, in log order, inside the batch's transaction (whose `search_path` is the
     /// generation's schema). Must not commit, and must be deterministic.
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError>;
+    /// Applies events to a generation a rebuild is filling from the start of the log: nothing
+    /// reads its tables yet and no event reaches them twice (each batch commits with its
+    /// checkpoint), so a projection may write them the way bulk loads are written (`COPY`).
+    /// The rows must come out as `apply` would make them. By default, `apply`.
+    async fn fill(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        self.apply(conn, events).await
+    }
 }
 
 /// A projection's decision about every event type: those it applies, those it ignores, and

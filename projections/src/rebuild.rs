@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_eventstore::{EventStore, LogCursor};
+use sqlx::PgPool;
 
 use crate::error::ProjectionError;
 use crate::generations::{catch_up, create, load, Generation, GenerationState};
@@ -33,6 +34,7 @@ pub async fn rebuild(
 ) -> Result<Generation, ProjectionError> {
     let pool = store.pool();
     let mut generation = create(pool, projection.as_ref(), GenerationState::Building, None).await?;
+    let deferred = defer_indexes(pool, projection.as_ref(), &generation).await?;
     catch_up(store, projection.as_ref(), &mut generation, None, lease.batch_size, |g| {
         on_progress(&RebuildProgress {
             generation: g.generation,
@@ -42,6 +44,15 @@ pub async fn rebuild(
         })
     })
     .await?;
+    if !deferred.is_empty() {
+        on_progress(&RebuildProgress {
+            generation: generation.generation,
+            events_applied: generation.events_applied,
+            cursor: generation.cursor,
+            phase: "indexing",
+        });
+        build_indexes(pool, &generation, &deferred).await?;
+    }
     sqlx::query(
         "UPDATE projection_generations SET state = 'ready', updated_at = now() \
          WHERE name = $1 AND generation = $2 AND state = 'building'",
@@ -80,6 +91,55 @@ pub async fn rebuild(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Drops the projection's deferred indexes from the generation a rebuild is about to fill, and
+/// returns the statements that build them again.
+async fn defer_indexes(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    generation: &Generation,
+) -> Result<Vec<String>, ProjectionError> {
+    let names = projection.deferred_indexes();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schema = generation.schema();
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_indexdef(c.oid) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('i', 'I') AND c.relname = ANY($2)",
+    )
+    .bind(&schema)
+    .bind(names)
+    .fetch_all(pool)
+    .await?;
+    if let Some(missing) = names.iter().find(|n| !found.iter().any(|(f, _)| f == *n)) {
+        return Err(ProjectionError::Unknown(format!(
+            "{} defers index {missing}, which its schema does not create",
+            projection.name()
+        )));
+    }
+    let drop: Vec<String> = found.iter().map(|(name, _)| format!("{schema}.{name}")).collect();
+    sqlx::Executor::execute(pool, format!("DROP INDEX {}", drop.join(", ")).as_str()).await?;
+    Ok(found.into_iter().map(|(_, definition)| definition).collect())
+}
+
+/// Builds the indexes [`defer_indexes`] dropped, once the generation holds the whole log: one
+/// sort each instead of an insert into each for every row.
+#[tracing::instrument(skip_all, fields(projection = %generation.name, generation = generation.generation, indexes = definitions.len()))]
+async fn build_indexes(
+    pool: &PgPool,
+    generation: &Generation,
+    definitions: &[String],
+) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('maintenance_work_mem', '128MB', true)").execute(&mut *tx).await?;
+    for definition in definitions {
+        sqlx::Executor::execute(&mut *tx, definition.as_str()).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Makes sure every projection has a live generation of its current shape, so its tables exist

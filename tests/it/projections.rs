@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parley_eventstore::RecordedEvent;
 use parley_projections::read_models::MessagesProjection;
 use parley_projections::{
-    list, rebuild, wait_for, Decisions, Projection, ProjectionError, Runner, StepOutcome,
+    list, rebuild, schema_name, wait_for, Decisions, Projection, ProjectionError, Runner, StepOutcome,
 };
 use parley_tests::{assert_same_rows, dump, TestApp};
 use sqlx::PgConnection;
@@ -371,6 +371,11 @@ async fn the_cli_rebuilds_every_projection_while_the_workers_serve_and_nothing_c
     for (table, old) in tables.iter().zip(&before) {
         assert_same_rows(&dump(&pool, table).await, old, table);
     }
+    // Each read model's deferred indexes were built again after its batches.
+    for projection in t.app.projections.all() {
+        let (old, new) = (schema_name(projection.name(), 1), schema_name(projection.name(), 2));
+        assert_eq!(indexes(&pool, &new).await, indexes(&pool, &old).await, "{}", projection.name());
+    }
     assert_eq!(run(cli(&["projections", "list"])).await.unwrap(), std::process::ExitCode::SUCCESS);
     workers.shutdown().await;
     t.finish().await;
@@ -394,7 +399,7 @@ async fn a_read_model_of_an_older_shape_is_rebuilt_before_the_server_serves() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    let schema = parley_projections::schema_name("messages", generation);
+    let schema = schema_name("messages", generation);
     sqlx::query(&format!("DROP TABLE {schema}.read_states CASCADE")).execute(&pool).await.unwrap();
 
     parley_projections::ensure_live(&t.app.store, &[messages], t.fast_lease()).await.unwrap();
@@ -538,4 +543,130 @@ async fn a_running_holder_of_the_previous_version_hands_the_lease_to_the_newer_o
     // And the old node, asked again, leaves the lease to the new version.
     assert!(!old.acquire().await.unwrap());
     t.finish().await;
+}
+
+/// The indexes of a generation's tables, each as its definition with the schema left out.
+async fn indexes(pool: &sqlx::PgPool, schema: &str) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(d,)| d).collect()
+}
+
+/// Given a conversation with posts whose bodies hold every character a bulk load must escape,
+/// mentions, reactions and read marks, projected incrementally; when the messages read model is
+/// rebuilt, then the tables it fills have none of the indexes no batch reads through, each is
+/// built once the log is in (an "indexing" phase after the last batch), and the new generation
+/// ends with the same rows and the same indexes as the incremental one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_fills_tables_without_the_indexes_it_does_not_read_and_builds_them_at_the_end() {
+    use parley_aggregates::conversation::MemberRole;
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let conversation = t.app.commands.start_group(&owner, "bulk", &[]).await.unwrap().aggregate.id.unwrap();
+    let invitation = t.app.commands.invite(&owner, "bob@example.com", "member").await.unwrap();
+    let bob = t
+        .app
+        .commands
+        .register(parley_commands::services::Registration {
+            name: "bob".into(),
+            email: "bob@example.com".into(),
+            password: "correct horse battery".into(),
+            invitation_token: Some(invitation.token.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let bob_id = bob.user_id;
+    t.app.commands.add_member(&owner, conversation, bob_id, MemberRole::Member).await.unwrap();
+    let bob = parley_tests::user_context(&bob);
+    let awkward = [
+        "tab\there",
+        "two\nlines\r\nand a return\r",
+        "back\\slash \\N \\. and a lone \\",
+        "quotes ' \" , ; | and {braces}",
+        "ünïcödé 👍 漢字",
+        "\\N",
+    ];
+    let mut posted = Vec::new();
+    for round in 0..40 {
+        let body = format!("{} #{round}", awkward[round % awkward.len()]);
+        let (author, mentions) = if round % 2 == 0 { (&owner, vec![bob_id]) } else { (&bob, vec![]) };
+        let done =
+            t.app.commands.post_message_with(author, conversation, &body, mentions, None).await.unwrap();
+        posted.push(done.fresh().unwrap());
+    }
+    let message = |i: usize| match &posted[i].events[0] {
+        parley_aggregates::conversation::ConversationEvent::MessagePosted { message_id, .. } => *message_id,
+        other => panic!("not a post: {other:?}"),
+    };
+    t.app.commands.add_reaction(&bob, message(0), "🎉", None).await.unwrap();
+    t.app.commands.add_reaction(&owner, message(1), "👍", None).await.unwrap();
+    t.app.commands.mark_read(&bob, conversation, message(20), None).await.unwrap();
+
+    t.settle().await;
+    let pool = t.app.store.pool();
+    let mut options = t.app.lease_options();
+    options.batch_size = 15;
+    let mut live = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), options.clone());
+    assert!(live.acquire().await.unwrap());
+    drive_until_idle(&mut live).await;
+    live.release().await;
+    let incremental: Vec<_> = dump_messages(pool, "proj_messages_g1").await;
+    assert_eq!(incremental[0].as_array().unwrap().len(), 40);
+
+    let phases = Arc::new(std::sync::Mutex::new(Vec::<&'static str>::new()));
+    let while_filling = Arc::new(std::sync::Mutex::new(None::<Vec<String>>));
+    let rebuilt = rebuild(&t.app.store, Arc::new(MessagesProjection), options, {
+        let (phases, while_filling, pool) = (phases.clone(), while_filling.clone(), pool.clone());
+        move |p| {
+            phases.lock().unwrap().push(p.phase);
+            let mut seen = while_filling.lock().unwrap();
+            if p.phase == "building" && seen.is_none() {
+                let schema = schema_name("messages", p.generation);
+                let found = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(indexes(&pool, &schema))
+                });
+                *seen = Some(found);
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let filling = while_filling.lock().unwrap().clone().expect("a batch was reported");
+    let names: Vec<&str> =
+        filling.iter().filter_map(|d| d.split_whitespace().skip_while(|w| *w != "INDEX").nth(1)).collect();
+    assert!(names.contains(&"messages_conversation_seq_idx"), "a batch reads through it: {names:?}");
+    assert!(names.contains(&"messages_pkey") && names.contains(&"read_states_pkey"), "{names:?}");
+    for deferred in ["reactions_message_idx", "read_states_user_idx"] {
+        assert!(!names.contains(&deferred), "{deferred} is built after the batches: {names:?}");
+    }
+    let phases = phases.lock().unwrap().clone();
+    let indexing = phases.iter().position(|p| *p == "indexing").expect("an indexing phase");
+    assert!(phases[..indexing].iter().all(|p| *p == "building"), "{phases:?}");
+    assert!(phases[indexing..].iter().all(|p| *p != "building"), "{phases:?}");
+
+    assert_eq!(rebuilt.generation, 2);
+    assert_eq!(indexes(pool, "proj_messages_g2").await, indexes(pool, "proj_messages_g1").await);
+    let rebuilt_rows = dump_messages(pool, "proj_messages_g2").await;
+    for (table, (new, old)) in
+        ["messages", "reactions", "read_states"].iter().zip(rebuilt_rows.iter().zip(&incremental))
+    {
+        assert_same_rows(new, old, &format!("rebuilt {table} equal the incremental ones"));
+    }
+    t.finish().await;
+}
+
+/// The messages read model's three tables in `schema`, dumped.
+async fn dump_messages(pool: &sqlx::PgPool, schema: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for table in ["messages", "reactions", "read_states"] {
+        all.push(dump(pool, &format!("{schema}.{table}")).await);
+    }
+    all
 }

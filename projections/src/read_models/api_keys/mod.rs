@@ -48,6 +48,11 @@ impl Projection for ApiKeysProjection {
         "#
     }
 
+    /// The account's listing is a query's; a batch finds a key by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["api_keys_account_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &["ApiKeyCreated", "ApiKeyRevoked", "ApiKeyUsed"],

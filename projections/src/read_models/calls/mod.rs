@@ -58,6 +58,11 @@ impl Projection for CallsProjection {
         "#
     }
 
+    /// A conversation's calls and its live one are queries'; a batch finds a call by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["calls_conversation_idx", "calls_live_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &[

@@ -73,6 +73,11 @@ impl Projection for ConversationsProjection {
         "#
     }
 
+    /// Listings by account and by member are queries'; a batch finds rows by their keys.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["conversations_account_idx", "conversation_members_user_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &[

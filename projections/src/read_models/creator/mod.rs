@@ -115,6 +115,18 @@ impl Projection for CreatorProjection {
         "#
     }
 
+    /// Every listing is a query's; a batch finds each row by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &[
+            "spaces_account_idx",
+            "experiences_space_idx",
+            "experiences_popular_idx",
+            "streams_experience_idx",
+            "access_grants_user_idx",
+            "access_grants_account_idx",
+        ]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: HANDLES,

@@ -46,6 +46,11 @@ impl Projection for InvitationsProjection {
         "#
     }
 
+    /// The account's listing is a query's; a batch finds an invitation by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["invitations_account_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &["InvitationCreated", "InvitationAccepted", "InvitationRevoked"],

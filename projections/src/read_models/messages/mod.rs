@@ -35,10 +35,19 @@ struct Rows {
     created: Vec<DateTime<Utc>>,
 }
 
+/// How posts reach the messages table.
+#[derive(Clone, Copy)]
+enum Write {
+    /// A multi-row insert that lets a row already there be.
+    Insert,
+    /// `COPY`: for a generation being filled, where no row is written twice.
+    Copy,
+}
+
 impl Rows {
-    /// Inserts the gathered posts (their month's partitions first) and counts them as unread
+    /// Writes the gathered posts (their month's partitions first) and counts them as unread
     /// for every other member who had not read past them.
-    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn flush(&mut self, conn: &mut PgConnection, write: Write) -> Result<(), ProjectionError> {
         if self.ids.is_empty() {
             return Ok(());
         }
@@ -47,24 +56,10 @@ impl Rows {
             ensure_partition(&mut *conn, year, month).await?;
         }
         let rows = std::mem::take(self);
-        sqlx::query(
-            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
-             SELECT id, account_id, conversation_id, seq, author_id, body, mentions::uuid[], created_at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
-                         $7::text[], $8::timestamptz[]) \
-                  AS p(id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&rows.ids)
-        .bind(&rows.accounts)
-        .bind(&rows.conversations)
-        .bind(&rows.seqs)
-        .bind(&rows.authors)
-        .bind(&rows.bodies)
-        .bind(&rows.mentions)
-        .bind(&rows.created)
-        .execute(&mut *conn)
-        .await?;
+        match write {
+            Write::Insert => rows.insert(conn).await?,
+            Write::Copy => rows.copy(conn).await?,
+        }
         sqlx::query(
             "UPDATE read_states r SET unread_count = r.unread_count + v.n \
              FROM (SELECT p.conversation_id, s.user_id, count(*) AS n \
@@ -80,6 +75,70 @@ impl Rows {
         .execute(&mut *conn)
         .await?;
         Ok(())
+    }
+
+    async fn insert(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO messages (id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
+             SELECT id, account_id, conversation_id, seq, author_id, body, mentions::uuid[], created_at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
+                         $7::text[], $8::timestamptz[]) \
+                  AS p(id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.ids)
+        .bind(&self.accounts)
+        .bind(&self.conversations)
+        .bind(&self.seqs)
+        .bind(&self.authors)
+        .bind(&self.bodies)
+        .bind(&self.mentions)
+        .bind(&self.created)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The rows in `COPY`'s text format, sent in one message.
+    async fn copy(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        use std::fmt::Write as _;
+        let mut data = String::with_capacity(self.ids.len() * 256);
+        for i in 0..self.ids.len() {
+            let created = self.created[i].to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let _ = write!(
+                data,
+                "{}\t{}\t{}\t{}\t{}\t",
+                self.ids[i], self.accounts[i], self.conversations[i], self.seqs[i], self.authors[i]
+            );
+            copy_text(&mut data, &self.bodies[i]);
+            let _ = writeln!(data, "\t{}\t{created}", self.mentions[i]);
+        }
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY messages (id, account_id, conversation_id, seq, author_id, body, mentions, created_at) \
+                 FROM STDIN",
+            )
+            .await?;
+        if let Err(e) = copy.send(data.into_bytes()).await {
+            copy.abort(e.to_string()).await?;
+            return Err(e.into());
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// Appends `value` as a field of `COPY`'s text format: a backslash, and the characters that
+/// separate fields and rows, escaped.
+fn copy_text(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
     }
 }
 
@@ -138,6 +197,12 @@ impl Projection for MessagesProjection {
         "#
     }
 
+    /// Pages of reactions and a user's read states are queries' only; a batch reads messages by
+    /// conversation and seq (a new member's marker, a read mark's count), so that one stays.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["reactions_message_idx", "read_states_user_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &[
@@ -190,36 +255,43 @@ impl Projection for MessagesProjection {
         }
     }
 
-    /// Posts are gathered into one insert; any other event first writes the posts before it,
-    /// so every event applies in log order.
     async fn apply(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
-        let mut rows = Rows::default();
-        for e in events {
-            let event = decode::<ConversationEvent>(e)?;
-            if let ConversationEvent::MessagePosted {
-                message_id,
-                conversation_id,
-                author_id,
-                body,
-                mentions,
-            } = event
-            {
-                let listed: Vec<String> = mentions.iter().map(Uuid::to_string).collect();
-                rows.mentions.push(format!("{{{}}}", listed.join(",")));
-                rows.ids.push(message_id);
-                rows.accounts.push(e.account_id);
-                rows.conversations.push(conversation_id);
-                rows.seqs.push(e.version);
-                rows.authors.push(author_id);
-                rows.bodies.push(body);
-                rows.created.push(e.recorded_at);
-                continue;
-            }
-            rows.flush(conn).await?;
-            apply_one(conn, e, event).await?;
-        }
-        rows.flush(conn).await
+        apply(conn, events, Write::Insert).await
     }
+
+    async fn fill(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        apply(conn, events, Write::Copy).await
+    }
+}
+
+/// Posts are gathered into one write; any other event first writes the posts before it, so
+/// every event applies in log order.
+async fn apply(
+    conn: &mut PgConnection,
+    events: &[&RecordedEvent],
+    write: Write,
+) -> Result<(), ProjectionError> {
+    let mut rows = Rows::default();
+    for e in events {
+        let event = decode::<ConversationEvent>(e)?;
+        if let ConversationEvent::MessagePosted { message_id, conversation_id, author_id, body, mentions } =
+            event
+        {
+            let listed: Vec<String> = mentions.iter().map(Uuid::to_string).collect();
+            rows.mentions.push(format!("{{{}}}", listed.join(",")));
+            rows.ids.push(message_id);
+            rows.accounts.push(e.account_id);
+            rows.conversations.push(conversation_id);
+            rows.seqs.push(e.version);
+            rows.authors.push(author_id);
+            rows.bodies.push(body);
+            rows.created.push(e.recorded_at);
+            continue;
+        }
+        rows.flush(conn, write).await?;
+        apply_one(conn, e, event).await?;
+    }
+    rows.flush(conn, write).await
 }
 
 /// One event other than a post.

@@ -61,6 +61,11 @@ impl Projection for NotificationsProjection {
         "#
     }
 
+    /// A user's pages are queries'; marking all read reads the unread index, which stays.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["notifications_user_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &[

@@ -43,6 +43,11 @@ impl Projection for RolesProjection {
         "#
     }
 
+    /// The account's listing is a query's; a batch finds a role by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["roles_account_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &["RoleCreated", "RoleUpdated", "RoleDeleted"],

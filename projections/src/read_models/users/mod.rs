@@ -58,6 +58,11 @@ impl Projection for UsersProjection {
         "#
     }
 
+    /// Searches by name and email are queries'; a batch finds a user by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["users_account_name_idx", "users_account_email_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: &[

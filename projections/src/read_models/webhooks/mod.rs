@@ -70,6 +70,11 @@ impl Projection for WebhooksProjection {
         "#
     }
 
+    /// The account's listings are queries'; a batch finds each row by id.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["webhook_subscriptions_account_idx", "incoming_webhooks_account_idx"]
+    }
+
     fn decides(&self) -> Decisions {
         Decisions {
             handles: HANDLES,
