@@ -313,7 +313,9 @@ pub(crate) async fn record_error(
     Ok(count)
 }
 
-/// Applies every event after the generation's cursor, batch by batch, until the head.
+/// Applies every event after the generation's cursor, batch by batch, until the head. The next
+/// batch is read from the log while the current one is written (two backends at work, and the
+/// decoding beside them), so a rebuild waits on its reads only once.
 pub(crate) async fn catch_up(
     store: &EventStore,
     projection: &dyn Projection,
@@ -322,14 +324,17 @@ pub(crate) async fn catch_up(
     batch_size: i64,
     mut on_batch: impl FnMut(&Generation),
 ) -> Result<(), ProjectionError> {
-    loop {
-        let events = store.read_all_after(generation.cursor, batch_size).await?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        apply_batch(store.pool(), projection, generation, holder, &events).await?;
+    let mut events = store.read_all_after(generation.cursor, batch_size).await?;
+    while let Some(last) = events.last() {
+        let (applied, next) = tokio::join!(
+            apply_batch(store.pool(), projection, generation, holder, &events),
+            store.read_all_after(last.cursor(), batch_size)
+        );
+        applied?;
         on_batch(generation);
+        events = next?;
     }
+    Ok(())
 }
 
 /// Swaps `ready` in as the live generation: the old one is retired and the public views point
