@@ -223,7 +223,7 @@ async fn a_command_that_starts_a_stream_which_exists_is_decided_on_what_the_stre
         .execute::<Conversation>(&other, &id.to_string(), start_group(&other, id, "Theirs"))
         .await;
     // then the answer is the one the stream's state gives, not a conflict, and nothing is written.
-    assert!(matches!(again, Err(DispatchError::Domain(_))), "{again:?}");
+    assert!(matches!(again, Err(DispatchError::Domain(_) | DispatchError::NotFound(_))), "{again:?}");
     assert!(matches!(in_group, Err(DispatchError::Domain(_))), "{in_group:?}");
     assert!(matches!(elsewhere, Err(DispatchError::NotFound(_))), "{elsewhere:?}");
     assert_eq!(events().await, before);
@@ -429,4 +429,96 @@ async fn a_reaction_decided_on_a_stale_fact_is_refused_by_the_write_side() {
         sqlx::query_as("SELECT count(*) FROM reaction_facts").fetch_one(t.app.store.pool()).await.unwrap();
     assert_eq!(facts, 0);
     t.finish().await;
+}
+
+/// The transactions the events of `event_type` in conversation `id` landed in, one per event.
+async fn transactions_of(t: &TestApp, id: Uuid, event_type: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT payload->>'user_id', transaction_id::text FROM events \
+         WHERE event_type = $1 AND stream_id = $2 ORDER BY position",
+    )
+    .bind(event_type)
+    .bind(id.to_string())
+    .fetch_all(t.app.store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_joins_and_leaves_are_committed_in_groups_once_each() {
+    const JOINERS: usize = 12;
+    let t = Arc::new(TestApp::with_pool(12).await);
+    let (owner, _) = t.owner("owner@example.com").await;
+    let id = t.app.commands.start_group(&owner, "General", &[]).await.unwrap().aggregate.id.unwrap();
+    let mut joiners = Vec::new();
+    for i in 0..JOINERS {
+        joiners.push(invited(&t, &owner, &format!("joiner{i}@example.com")).await);
+    }
+    // Given an admin adding twelve users at once, the first of them twice,
+    let twice = joiners[0].actor.id.unwrap();
+    let tasks: Vec<_> = joiners
+        .iter()
+        .map(|j| j.actor.id.unwrap())
+        .chain([twice])
+        .map(|user_id| {
+            let (t, owner) = (t.clone(), owner.clone());
+            tokio::spawn(
+                async move { t.app.commands.add_member(&owner, id, user_id, MemberRole::Member).await },
+            )
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            refused.push(e);
+        }
+    }
+    // then each joins once, and the repeat is refused as a member already,
+    assert!(
+        matches!(
+            refused[..],
+            [DispatchError::Domain(DomainError::Conversation(ConversationError::AlreadyAMember))]
+        ),
+        "{refused:?}"
+    );
+    let joins = transactions_of(&t, id, "MemberAdded").await;
+    // (the creator's own membership is the first)
+    assert_eq!(joins.len(), JOINERS + 1);
+    let joined: HashSet<&str> = joins.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(joined.len(), JOINERS + 1, "one join per user");
+    // in fewer transactions than joins (they were committed in groups);
+    let transactions: HashSet<&str> = joins[1..].iter().map(|r| r.1.as_str()).collect();
+    assert!(transactions.len() < JOINERS, "{JOINERS} joins in {} transactions", transactions.len());
+    // a user who is not the account's is not found, and nothing is written for them;
+    let (stranger, stranger_user) = t.owner("stranger@example.com").await;
+    let foreign = t.app.commands.add_member(&owner, id, stranger_user.user_id, MemberRole::Member).await;
+    assert!(matches!(foreign, Err(DispatchError::NotFound("user"))), "{foreign:?}");
+    let not_admin =
+        t.app.commands.add_member(&joiners[1], id, joiners[2].actor.id.unwrap(), MemberRole::Member).await;
+    assert!(matches!(not_admin, Err(DispatchError::Domain(_))), "{not_admin:?}");
+    assert_eq!(transactions_of(&t, id, "MemberAdded").await.len(), JOINERS + 1);
+    drop(stranger);
+
+    // and when every joiner leaves at once, each leaves once, in groups.
+    let tasks: Vec<_> = joiners
+        .iter()
+        .cloned()
+        .map(|joiner| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let me = joiner.actor.id.unwrap();
+                t.app.commands.remove_member(&joiner, id, me).await.map(|done| done.events.len())
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 1);
+    }
+    let leaves = transactions_of(&t, id, "MemberRemoved").await;
+    assert_eq!(leaves.len(), JOINERS);
+    let transactions: HashSet<&str> = leaves.iter().map(|r| r.1.as_str()).collect();
+    assert!(transactions.len() < JOINERS, "{JOINERS} leaves in {} transactions", transactions.len());
+    let again = t.app.commands.remove_member(&joiners[0], id, twice).await;
+    assert!(matches!(again, Err(DispatchError::Domain(_) | DispatchError::NotFound(_))), "{again:?}");
+    Arc::into_inner(t).expect("no other owner").finish().await;
 }

@@ -9,7 +9,7 @@ use super::{field, Commands};
 use crate::context::CommandContext;
 use crate::dispatcher::{Idempotency, Idempotent};
 use crate::error::DispatchError;
-use crate::unit_of_work::{Executed, UnitOfWork};
+use crate::unit_of_work::Executed;
 use crate::write_side::{direct_pair_key, DIRECT_PAIR_CLAIM};
 use parley_eventstore::claims;
 
@@ -54,7 +54,8 @@ impl Commands {
             .transact(ctx, idempotency, |uow| {
                 let (start, members) = (start.clone(), members.clone());
                 Box::pin(async move {
-                    if !all_active_users(uow, &members).await? {
+                    let account_id = uow.context().account_id;
+                    if !all_active_users(uow.conn(), account_id, &members).await? {
                         return Err(DispatchError::Invalid {
                             field: "member_ids",
                             message: "contains an unknown user".into(),
@@ -77,6 +78,8 @@ impl Commands {
         self.add_member_with(ctx, conversation_id, user_id, role, None).await?.fresh()
     }
 
+    /// [`Commands::add_member`] under an optional idempotency key. Without one, the join is
+    /// committed with concurrent commands on the conversation, in a group.
     #[tracing::instrument(skip_all)]
     pub async fn add_member_with(
         &self,
@@ -88,11 +91,21 @@ impl Commands {
     ) -> Result<Idempotent<Executed<Conversation>>, DispatchError> {
         let actor_id = ctx.user_id()?;
         let add = ConversationCommand::AddMember { actor_id, user_id, role };
+        if idempotency.is_none() {
+            // The user's being active is read without the lock, as the locked path reads it (no
+            // row of theirs is locked there either): the conversation's state, which decides the
+            // rest, is the group's.
+            if !all_active_users(self.dispatcher.store.pool(), ctx.account_id, &[user_id]).await? {
+                return Err(DispatchError::NotFound("user"));
+            }
+            return self.grouped.execute(ctx, &conversation_id.to_string(), add).await.map(Idempotent::Fresh);
+        }
         self.dispatcher
             .transact(ctx, idempotency, |uow| {
                 let add = add.clone();
                 Box::pin(async move {
-                    if !all_active_users(uow, &[user_id]).await? {
+                    let account_id = uow.context().account_id;
+                    if !all_active_users(uow.conn(), account_id, &[user_id]).await? {
                         return Err(DispatchError::NotFound("user"));
                     }
                     uow.execute::<Conversation>(&conversation_id.to_string(), add).await
@@ -192,7 +205,8 @@ impl Commands {
             .transact(ctx, idempotency, |uow| {
                 let start = start.clone();
                 Box::pin(async move {
-                    if !all_active_users(uow, &[other_id]).await? {
+                    let account_id = uow.context().account_id;
+                    if !all_active_users(uow.conn(), account_id, &[other_id]).await? {
                         return Err(DispatchError::Invalid {
                             field: "member_ids",
                             message: "contains an unknown user".into(),
@@ -260,25 +274,29 @@ impl Commands {
     ) -> Result<Executed<Conversation>, DispatchError> {
         let actor_id = ctx.user_id()?;
         let remove = ConversationCommand::RemoveMember { actor_id, user_id };
-        self.dispatcher.execute::<Conversation>(ctx, &conversation_id.to_string(), remove).await
+        // Decided on the conversation's state alone: committed with concurrent commands on it.
+        self.grouped.execute(ctx, &conversation_id.to_string(), remove).await
     }
 }
 
 /// A topic is at most this long.
 const TOPIC_MAX: usize = 2000;
 
-/// Whether every id is an active user of the unit's account (write-side index rows).
-async fn all_active_users(uow: &mut UnitOfWork, ids: &[Uuid]) -> Result<bool, DispatchError> {
+/// Whether every id is an active user of `account_id` (write-side index rows).
+async fn all_active_users<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    account_id: Uuid,
+    ids: &[Uuid],
+) -> Result<bool, DispatchError> {
     if ids.is_empty() {
         return Ok(true);
     }
-    let account_id = uow.context().account_id;
     let (found,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM user_facts WHERE account_id = $1 AND active AND user_id = ANY($2)",
     )
     .bind(account_id)
     .bind(ids)
-    .fetch_one(uow.conn())
+    .fetch_one(db)
     .await?;
     Ok(found == ids.len() as i64)
 }
