@@ -305,7 +305,7 @@ async fn concurrent_read_marks_are_committed_in_groups_once_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reactions_are_committed_in_groups_and_the_same_one_twice_is_made_once() {
+async fn concurrent_reactions_and_removals_are_committed_in_groups_and_the_same_one_twice_is_made_once() {
     const MEMBERS: usize = 12;
     let t = Arc::new(TestApp::with_pool(12).await);
     let (owner, _) = t.owner("owner@example.com").await;
@@ -371,11 +371,13 @@ async fn concurrent_reactions_are_committed_in_groups_and_the_same_one_twice_is_
 
     // and each member sending another emoji twice at once gets it made once: one answer made
     // it, the other found it.
+    let mut parties = Vec::new();
     for answers in react_all("🎉", true).await {
         let answers = answers.unwrap();
         let [(a, made_a), (b, made_b)] = answers[..] else { panic!("{answers:?}") };
         assert_eq!(a, b, "both answers name the same reaction");
         assert!(made_a != made_b, "one made it, one found it");
+        parties.push(a);
     }
     let twice = rows("🎉").await;
     let users: HashSet<&str> = twice.iter().map(|r| r.0.as_str()).collect();
@@ -383,6 +385,59 @@ async fn concurrent_reactions_are_committed_in_groups_and_the_same_one_twice_is_
     let (facts,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM reaction_facts").fetch_one(t.app.store.pool()).await.unwrap();
     assert_eq!(facts as usize, 2 * MEMBERS, "each with its index row");
+
+    // When each member takes their 🎉 back twice at once (the reactions answered in members'
+    // order), one removal takes it and the other finds it gone,
+    let someone_elses = t.app.commands.remove_reaction(&members[1], parties[0]).await;
+    assert!(
+        matches!(
+            someone_elses,
+            Err(DispatchError::Domain(DomainError::Conversation(ConversationError::NotTheAuthor)))
+        ),
+        "{someone_elses:?}"
+    );
+    let tasks: Vec<_> = members
+        .iter()
+        .cloned()
+        .zip(parties)
+        .map(|(member, reaction)| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let remove = || t.app.commands.remove_reaction(&member, reaction);
+                let (a, b) = tokio::join!(remove(), remove());
+                [a, b].map(|r| r.map(|done| done.events.len()))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let answers = task.await.unwrap();
+        let gone = |r: &Result<usize, DispatchError>| {
+            matches!(
+                r,
+                Err(DispatchError::NotFound("reaction"))
+                    | Err(DispatchError::Domain(DomainError::Conversation(
+                        ConversationError::ReactionNotFound
+                    )))
+            )
+        };
+        assert!(
+            matches!(answers, [Ok(1), ref b] if gone(b)) || matches!(answers, [ref a, Ok(1)] if gone(a)),
+            "{answers:?}"
+        );
+    }
+    // then each is removed once, in fewer transactions than removals, with its row.
+    let removed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT payload->>'user_id', transaction_id::text FROM events WHERE event_type = 'ReactionRemoved'",
+    )
+    .fetch_all(t.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(removed.len(), MEMBERS);
+    let transactions: HashSet<&str> = removed.iter().map(|r| r.1.as_str()).collect();
+    assert!(transactions.len() < MEMBERS, "{MEMBERS} removals in {} transactions", transactions.len());
+    let (facts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM reaction_facts").fetch_one(t.app.store.pool()).await.unwrap();
+    assert_eq!(facts as usize, MEMBERS, "the 👍 rows are left");
     Arc::into_inner(t).expect("no other owner").finish().await;
 }
 

@@ -296,7 +296,11 @@ impl Commands {
         Ok(Some(Reacted { done, reaction: reaction.fact(reaction_id), created }))
     }
 
-    /// Takes a reaction back; its author only.
+    /// Takes a reaction back; its author only. Committed with concurrent commands on the
+    /// conversation, in a group, decided on the reaction's row read without the lock; run alone
+    /// (a twin removal in flight, refused in the group, the group failed), it reads the row again
+    /// under the conversation's lock. The write side deletes the row, or refuses: a removal
+    /// that landed meanwhile took it.
     #[tracing::instrument(skip_all)]
     pub async fn remove_reaction(
         &self,
@@ -304,14 +308,37 @@ impl Commands {
         reaction_id: Uuid,
     ) -> Result<Executed<Conversation>, DispatchError> {
         let actor_id = ctx.user_id()?;
-        let found: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT conversation_id FROM reaction_facts WHERE reaction_id = $1 AND account_id = $2",
+        let found: Option<(Uuid, Uuid, Uuid, String)> = sqlx::query_as(
+            "SELECT conversation_id, message_id, user_id, emoji FROM reaction_facts \
+             WHERE reaction_id = $1 AND account_id = $2",
         )
         .bind(reaction_id)
         .bind(ctx.account_id)
         .fetch_optional(self.dispatcher.store.pool())
         .await?;
-        let (conversation_id,) = found.ok_or(DispatchError::NotFound("reaction"))?;
+        let (conversation_id, message_id, user_id, emoji) =
+            found.ok_or(DispatchError::NotFound("reaction"))?;
+        let reaction = Some(ReactionFact { reaction_id, message_id, user_id, emoji });
+        let remove = ConversationCommand::RemoveReaction { actor_id, reaction };
+        let alone: Alone<Conversation> = {
+            let (commands, ctx) = (self.clone(), ctx.clone());
+            Box::new(move || {
+                Box::pin(
+                    async move { commands.remove_reaction_locked(&ctx, conversation_id, reaction_id).await },
+                )
+            })
+        };
+        self.grouped.execute_or(ctx, &conversation_id.to_string(), remove, Some(alone)).await
+    }
+
+    /// [`Commands::remove_reaction`] decided under the conversation's lock.
+    async fn remove_reaction_locked(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: Uuid,
+        reaction_id: Uuid,
+    ) -> Result<Executed<Conversation>, DispatchError> {
+        let actor_id = ctx.user_id()?;
         self.dispatcher
             .transact(ctx, None, |uow| {
                 Box::pin(async move {

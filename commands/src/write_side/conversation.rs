@@ -47,6 +47,7 @@ impl WriteSide for Conversation {
                 Fact::Reacted { message_id, user_id, emoji, .. } => {
                     Some(format!("reaction/{message_id}/{user_id}/{emoji}"))
                 }
+                Fact::Unreacted { reaction_id } => Some(format!("unreaction/{reaction_id}")),
                 _ => None,
             })
             .collect()
@@ -252,10 +253,15 @@ impl<'a> Fact<'a> {
                 }
             }
             Fact::Unreacted { reaction_id } => {
-                sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
+                // A removal decided in a group read the row before the lock: one that landed
+                // meanwhile may have taken it.
+                let removed = sqlx::query("DELETE FROM reaction_facts WHERE reaction_id = $1")
                     .bind(reaction_id)
                     .execute(&mut *conn)
                     .await?;
+                if removed.rows_affected() == 0 {
+                    return Err(DispatchError::Domain(ConversationError::ReactionNotFound.into()));
+                }
             }
         }
         Ok(())
