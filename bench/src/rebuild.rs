@@ -75,17 +75,31 @@ pub(crate) async fn seed(store: &EventStore, count: usize, already: usize) -> an
     Ok(())
 }
 
-/// Every row of the live messages read model, inserted again into a copy of each of its tables
-/// (same columns, indexes and constraints) in 100-row batches sent by the client, one statement
-/// after another: how long the rows a rebuild writes take to write by hand. The rows are read
-/// into memory first; only the inserts are timed.
-async fn raw_batched_inserts(pool: &sqlx::PgPool) -> anyhow::Result<(usize, f64)> {
+/// The schema of the live generation of the messages read model.
+async fn live_schema(pool: &sqlx::PgPool) -> anyhow::Result<String> {
     let (generation,): (i32,) = sqlx::query_as(
         "SELECT generation FROM projection_generations WHERE name = 'messages' AND state = 'live'",
     )
     .fetch_one(pool)
     .await?;
-    let schema = parley_projections::schema_name("messages", generation);
+    Ok(parley_projections::schema_name("messages", generation))
+}
+
+/// A new empty table `{prefix}_{table}` with the columns, indexes and constraints of
+/// `schema.table`; returns its name.
+async fn empty_copy(pool: &sqlx::PgPool, schema: &str, table: &str, prefix: &str) -> anyhow::Result<String> {
+    let copy = format!("{prefix}_{table}");
+    sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(pool).await?;
+    sqlx::query(&format!("CREATE TABLE {copy} (LIKE {schema}.{table} INCLUDING ALL)")).execute(pool).await?;
+    Ok(copy)
+}
+
+/// Every row of the live messages read model, inserted again into a copy of each of its tables
+/// (same columns, indexes and constraints) in 100-row batches sent by the client, one statement
+/// after another: how long the rows a rebuild writes take to write by hand. The rows are read
+/// into memory first; only the inserts are timed.
+async fn raw_batched_inserts(pool: &sqlx::PgPool) -> anyhow::Result<(usize, f64)> {
+    let schema = live_schema(pool).await?;
     // The read model's tables, not their partitions: a partitioned table's rows are its
     // partitions' (counted once).
     let tables: Vec<String> = MessagesProjection.tables().iter().map(|t| t.to_string()).collect();
@@ -93,11 +107,7 @@ async fn raw_batched_inserts(pool: &sqlx::PgPool) -> anyhow::Result<(usize, f64)
     // column types: the shape of the projections' own multi-row writes, 100 rows a statement.
     let mut loaded = Vec::new();
     for table in &tables {
-        let copy = format!("bench_raw_{table}");
-        sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(pool).await?;
-        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {schema}.{table} INCLUDING ALL)"))
-            .execute(pool)
-            .await?;
+        let copy = empty_copy(pool, &schema, table, "bench_raw").await?;
         let columns: Vec<(String, String)> = sqlx::query_as(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
              WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -148,19 +158,10 @@ async fn raw_batched_inserts(pool: &sqlx::PgPool) -> anyhow::Result<(usize, f64)
 async fn raw_copy(pool: &sqlx::PgPool) -> anyhow::Result<(u64, f64)> {
     use futures::TryStreamExt;
     use sqlx::postgres::PgPoolCopyExt;
-    let (generation,): (i32,) = sqlx::query_as(
-        "SELECT generation FROM projection_generations WHERE name = 'messages' AND state = 'live'",
-    )
-    .fetch_one(pool)
-    .await?;
-    let schema = parley_projections::schema_name("messages", generation);
+    let schema = live_schema(pool).await?;
     let mut loaded = Vec::new();
     for table in MessagesProjection.tables() {
-        let copy = format!("bench_copy_{table}");
-        sqlx::query(&format!("DROP TABLE IF EXISTS {copy}")).execute(pool).await?;
-        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {schema}.{table} INCLUDING ALL)"))
-            .execute(pool)
-            .await?;
+        let copy = empty_copy(pool, &schema, table, "bench_copy").await?;
         let data: Vec<u8> = pool
             .copy_out_raw(&format!("COPY (SELECT * FROM {schema}.{table}) TO STDOUT"))
             .await?

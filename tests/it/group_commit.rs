@@ -577,3 +577,149 @@ async fn concurrent_joins_and_leaves_are_committed_in_groups_once_each() {
     assert!(matches!(again, Err(DispatchError::Domain(_) | DispatchError::NotFound(_))), "{again:?}");
     Arc::into_inner(t).expect("no other owner").finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_edits_and_deletions_are_committed_in_groups_and_one_message_changes_one_at_a_time() {
+    const AUTHORS: usize = 12;
+    let t = Arc::new(TestApp::with_pool(12).await);
+    let (owner, _) = t.owner("owner@example.com").await;
+    let id = t.app.commands.start_group(&owner, "General", &[]).await.unwrap().aggregate.id.unwrap();
+    let authors = members(&t, &owner, id, AUTHORS).await;
+    let mut messages = Vec::new();
+    for author in &authors {
+        messages.push(posted(&t.app.commands.post_message(author, id, "first draft").await.unwrap().events));
+    }
+    let pool = t.app.store.pool().clone();
+    let version = |message: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let (version, deleted): (i32, bool) =
+                sqlx::query_as("SELECT version, deleted FROM message_facts WHERE message_id = $1")
+                    .bind(message)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (version, deleted)
+        }
+    };
+
+    // Given every author editing their message twice at once,
+    let tasks: Vec<_> = authors
+        .iter()
+        .cloned()
+        .zip(messages.clone())
+        .map(|(author, message)| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let edit = |body: &'static str| t.app.commands.edit_message(&author, id, message, body, None);
+                let (a, b) = tokio::join!(edit("second draft"), edit("third draft"));
+                (a.map(|done| done.events.len()), b.map(|done| done.events.len()))
+            })
+        })
+        .collect();
+    // then both land, one after the other, each moving the message's version by one,
+    for task in tasks {
+        let (a, b) = task.await.unwrap();
+        assert!(matches!((&a, &b), (Ok(1), Ok(1))), "{a:?} {b:?}");
+    }
+    for message in &messages {
+        assert_eq!(version(*message).await, (3, false));
+    }
+    let edits: Vec<(String, String)> = sqlx::query_as(
+        "SELECT payload->>'message_id', transaction_id::text FROM events WHERE event_type = 'MessageEdited'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(edits.len(), 2 * AUTHORS);
+    // in fewer transactions than edits (committed in groups);
+    let transactions: HashSet<&str> = edits.iter().map(|r| r.1.as_str()).collect();
+    assert!(transactions.len() < edits.len(), "{} edits in {} transactions", edits.len(), transactions.len());
+    // an edit asking for a version the message left is refused with the current one,
+    let stale = t.app.commands.edit_message(&authors[0], id, messages[0], "late", Some(1)).await;
+    assert!(
+        matches!(
+            stale,
+            Err(DispatchError::Domain(DomainError::Conversation(ConversationError::StaleMessage {
+                current: 3
+            })))
+        ),
+        "{stale:?}"
+    );
+
+    // and when the owner and each author delete the author's message at once, it is deleted once.
+    let tasks: Vec<_> = authors
+        .iter()
+        .cloned()
+        .zip(messages.clone())
+        .map(|(author, message)| {
+            let (t, owner) = (t.clone(), owner.clone());
+            tokio::spawn(async move {
+                let (a, b) = tokio::join!(
+                    t.app.commands.delete_message(&author, id, message),
+                    t.app.commands.delete_message(&owner, id, message)
+                );
+                let mut made = [a.unwrap().events.len(), b.unwrap().events.len()];
+                made.sort();
+                made
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), [0, 1], "one deletion made it, the other found it deleted");
+    }
+    for message in &messages {
+        assert_eq!(version(*message).await, (4, true));
+    }
+    let (deletions,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'MessageDeleted'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(deletions as usize, AUTHORS);
+    Arc::into_inner(t).expect("no other owner").finish().await;
+}
+
+#[tokio::test]
+async fn an_edit_decided_on_a_stale_fact_is_refused_by_the_write_side() {
+    let t = TestApp::new().await;
+    let (owner, _) = t.owner("owner@example.com").await;
+    let id = t.app.commands.start_group(&owner, "General", &[]).await.unwrap().aggregate.id.unwrap();
+    let message = posted(&t.app.commands.post_message(&owner, id, "draft").await.unwrap().events);
+    // Given the message's fact as an edit read it before its group, then another edit landed,
+    let fact =
+        MessageFact { message_id: message, author_id: owner.actor.id.unwrap(), deleted: false, version: 1 };
+    t.app.commands.edit_message(&owner, id, message, "landed first", None).await.unwrap();
+    let before = t.head().await;
+    // when the edit decided on the stale fact reaches the log, in a group or alone,
+    let edit = ConversationCommand::EditMessage {
+        actor_id: owner.actor.id.unwrap(),
+        message: Some(fact),
+        body: parley_aggregates::values::MessageBody::parse("decided on version 1").unwrap(),
+        expected_version: None,
+    };
+    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
+    let in_group = grouped.execute(&owner, &id.to_string(), edit.clone()).await;
+    let alone =
+        Dispatcher::new(t.app.store.clone()).execute::<Conversation>(&owner, &id.to_string(), edit).await;
+    // then it is refused with the version the message is at, and nothing is written.
+    for refused in [in_group, alone] {
+        assert!(
+            matches!(
+                refused,
+                Err(DispatchError::Domain(DomainError::Conversation(ConversationError::StaleMessage {
+                    current: 2
+                })))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(t.head().await, before);
+    let (body,): (String,) =
+        sqlx::query_as("SELECT payload->>'body' FROM events WHERE event_type = 'MessageEdited'")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(body, "landed first");
+    t.finish().await;
+}

@@ -129,7 +129,11 @@ impl Reaction {
 }
 
 impl Commands {
-    /// Runs `command(facts)` on the conversation, the facts read after taking its lock.
+    /// Runs `command(facts)` on the conversation, committed with concurrent commands on it in a
+    /// group, decided on the message's facts read without the lock. Two commands changing one
+    /// message never share a group (`WriteSide::unique_rows`), and the write side moves the
+    /// message's version only from the one decided on, refusing the group otherwise; run alone
+    /// (refused in its group, the group failed), the command reads the facts under the lock.
     async fn on_message(
         &self,
         ctx: &CommandContext,
@@ -137,7 +141,17 @@ impl Commands {
         message_id: Uuid,
         command: impl Fn(Option<MessageFact>) -> ConversationCommand + Clone + Send + Sync + 'static,
     ) -> Result<Executed<Conversation>, DispatchError> {
-        self.on_message_with(ctx, conversation_id, message_id, None, command).await?.fresh()
+        let fact = message_fact(self.dispatcher.store.pool(), conversation_id, message_id).await?;
+        let decided = command(fact);
+        let alone: Alone<Conversation> = {
+            let (commands, ctx) = (self.clone(), ctx.clone());
+            Box::new(move || {
+                Box::pin(async move {
+                    commands.on_message_with(&ctx, conversation_id, message_id, None, command).await?.fresh()
+                })
+            })
+        };
+        self.grouped.execute_or(ctx, &conversation_id.to_string(), decided, Some(alone)).await
     }
 
     /// [`Commands::on_message`] under an optional idempotency key.

@@ -48,6 +48,9 @@ impl WriteSide for Conversation {
                     Some(format!("reaction/{message_id}/{user_id}/{emoji}"))
                 }
                 Fact::Unreacted { reaction_id } => Some(format!("unreaction/{reaction_id}")),
+                Fact::Edited { message_id, .. } | Fact::Deleted { message_id, .. } => {
+                    Some(format!("message/{message_id}"))
+                }
                 _ => None,
             })
             .collect()
@@ -218,19 +221,28 @@ impl<'a> Fact<'a> {
                 .execute(&mut *conn)
                 .await?;
             }
+            // From the version the command was decided on only: an edit or deletion decided in a
+            // group read the message's facts before the lock, and another may have landed since.
             Fact::Edited { message_id, version } => {
-                sqlx::query("UPDATE message_facts SET version = $2 WHERE message_id = $1")
-                    .bind(message_id)
-                    .bind(version)
-                    .execute(&mut *conn)
-                    .await?;
+                let moved = sqlx::query(
+                    "UPDATE message_facts SET version = $2 WHERE message_id = $1 AND version = $2 - 1",
+                )
+                .bind(message_id)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+                stale_unless_moved(conn, moved.rows_affected(), message_id).await?;
             }
             Fact::Deleted { message_id, version } => {
-                sqlx::query("UPDATE message_facts SET deleted = true, version = $2 WHERE message_id = $1")
-                    .bind(message_id)
-                    .bind(version)
-                    .execute(&mut *conn)
-                    .await?;
+                let moved = sqlx::query(
+                    "UPDATE message_facts SET deleted = true, version = $2 \
+                     WHERE message_id = $1 AND version = $2 - 1 AND NOT deleted",
+                )
+                .bind(message_id)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+                stale_unless_moved(conn, moved.rows_affected(), message_id).await?;
             }
             Fact::Reacted { reaction_id, message_id, conversation_id, user_id, emoji } => {
                 // Only on a message that is not deleted, as seen under the conversation's lock: a
@@ -266,4 +278,21 @@ impl<'a> Fact<'a> {
         }
         Ok(())
     }
+}
+
+/// Refuses a message's change whose facts moved after it was decided, naming the version the
+/// message is at now.
+async fn stale_unless_moved(
+    conn: &mut PgConnection,
+    rows: u64,
+    message_id: Uuid,
+) -> Result<(), DispatchError> {
+    if rows == 1 {
+        return Ok(());
+    }
+    let (current,): (i32,) = sqlx::query_as("SELECT version FROM message_facts WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Err(DispatchError::Domain(ConversationError::StaleMessage { current }.into()))
 }

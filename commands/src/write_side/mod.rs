@@ -55,8 +55,8 @@ pub trait WriteSide:
         true
     }
 
-    /// The unique write-side rows `events` would write or delete (a user's reaction with an
-    /// emoji to a message, a reaction's removal): of two commands in a group commit that would write the same, the second runs
+    /// The unique write-side rows `events` would write, change or delete (a user's reaction with
+    /// an emoji to a message, a reaction's removal, a message's edit or deletion): of two commands in a group commit that would write the same, the second runs
     /// alone, once the first committed, and decides on what it finds.
     fn unique_rows(_events: &[Self::Event]) -> Vec<String> {
         Vec::new()

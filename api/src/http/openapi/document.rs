@@ -10,15 +10,14 @@ use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
-use utoipa::openapi::schema::{
-    AdditionalProperties, ComponentsBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::ComponentsBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required, Tag,
 };
 
-use super::doc::{Access, Answer, Doc, Meta};
+use super::doc::{Access, Answer, Doc};
+use super::schemas::{envelope, error_schema, integer_schema, pagination_schema, string_schema, uuid_schema};
 use crate::http::error::Code;
 use crate::http::routes::{Endpoint, IdempotencyKeys};
 
@@ -344,90 +343,6 @@ fn success(status: u16, answer: &Answer, endpoint: &Endpoint, doc: &Doc) -> utoi
     response.build()
 }
 
-/// `{success: true, data, meta}`.
-fn envelope(data: RefOr<Schema>, meta: &Meta) -> Schema {
-    let mut meta_schema = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property("position", string_schema())
-        .additional_properties(Some(AdditionalProperties::FreeForm(true)));
-    match meta {
-        Meta::Plain => {}
-        Meta::Page => {
-            meta_schema = meta_schema
-                .property("pagination", Ref::from_schema_name("Pagination"))
-                .required("pagination");
-        }
-        Meta::Cursor => {
-            meta_schema = meta_schema
-                .property(
-                    "next_cursor",
-                    ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                        Type::String,
-                        Type::Null,
-                    ])),
-                )
-                .property("limit", integer_schema())
-                .required("next_cursor");
-        }
-        Meta::Fields(_) => {}
-    }
-    let meta_schema: RefOr<Schema> = match meta {
-        Meta::Fields(fields) => RefOr::T(Schema::AllOf(
-            utoipa::openapi::schema::AllOfBuilder::new()
-                .item(meta_schema.build())
-                .item(fields.clone())
-                .build(),
-        )),
-        _ => RefOr::T(Schema::Object(meta_schema.build())),
-    };
-    Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("success", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([true])))
-            .property("data", data)
-            .property("meta", meta_schema)
-            .required("success")
-            .required("data")
-            .required("meta")
-            .build(),
-    )
-}
-
-/// `{success: false, error, code, details}`.
-fn error_schema() -> Schema {
-    let codes: Vec<&str> = Code::ALL.iter().map(|c| c.describe().0).collect();
-    Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("success", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([false])))
-            .property(
-                "error",
-                ObjectBuilder::new().schema_type(Type::String).description(Some("A human message.")),
-            )
-            .property("code", ObjectBuilder::new().schema_type(Type::String).enum_values(Some(codes)))
-            .property(
-                "details",
-                ObjectBuilder::new()
-                    .schema_type(Type::Object)
-                    .description(Some("For `validation_failed`: each field with its messages."))
-                    .additional_properties(Some(AdditionalProperties::FreeForm(true))),
-            )
-            .required("success")
-            .required("error")
-            .required("code")
-            .required("details")
-            .build(),
-    )
-}
-
-fn pagination_schema() -> Schema {
-    let mut object = ObjectBuilder::new().schema_type(Type::Object);
-    for field in ["page", "per_page", "total", "total_pages"] {
-        object = object.property(field, integer_schema()).required(field);
-    }
-    Schema::Object(object.build())
-}
-
 /// The error statuses, each with its codes, without repeats.
 fn by_status(codes: &[Code]) -> BTreeMap<u16, Vec<Code>> {
     let mut out: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
@@ -455,36 +370,4 @@ fn header(name: &str, description: &str, required: bool) -> utoipa::openapi::pat
         .description(Some(description))
         .schema(Some(string_schema()))
         .build()
-}
-
-pub fn uuid_schema() -> RefOr<Schema> {
-    RefOr::T(Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-            .build(),
-    ))
-}
-
-/// `T`'s schema inline (for shapes that refer to no other).
-pub fn schema_of<T: utoipa::PartialSchema>() -> RefOr<Schema> {
-    T::schema()
-}
-
-pub fn string_schema() -> RefOr<Schema> {
-    RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(Type::String).build()))
-}
-
-fn integer_schema() -> RefOr<Schema> {
-    RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(Type::Integer).build()))
-}
-
-/// Any JSON object.
-pub fn any_object() -> RefOr<Schema> {
-    RefOr::T(Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-            .build(),
-    ))
 }

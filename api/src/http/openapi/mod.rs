@@ -5,6 +5,7 @@
 
 mod doc;
 pub mod document;
+pub mod schemas;
 pub mod shapes;
 
 use std::sync::{Arc, LazyLock};

@@ -14,7 +14,7 @@ use super::Routes;
 use crate::http::auth::Principal;
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiQuery, Reading};
-use crate::http::openapi::document::schema_of;
+use crate::http::openapi::schemas::schema_of;
 use crate::http::openapi::shapes::{ActiveUser, DateRange, OfDate};
 use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};

@@ -16,7 +16,7 @@ use crate::http::auth::Principal;
 use crate::http::consistency;
 use crate::http::error::{ApiError, Code};
 use crate::http::extract::{ApiPath, ApiQuery, MinPosition};
-use crate::http::openapi::document::string_schema;
+use crate::http::openapi::schemas::string_schema;
 use crate::http::openapi::shapes::{AuditEvent, StreamState};
 use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};

@@ -6,7 +6,7 @@ use utoipa::openapi::RefOr;
 
 use super::Routes;
 use crate::http::cable;
-use crate::http::openapi::document::any_object;
+use crate::http::openapi::schemas::any_object;
 use crate::http::openapi::{self, Doc};
 
 /// Under `/api/v1`.

@@ -13,7 +13,7 @@ use crate::http::auth::Principal;
 use crate::http::door::{answer, BodilessCommand};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
-use crate::http::openapi::document::string_schema;
+use crate::http::openapi::schemas::string_schema;
 use crate::http::openapi::shapes::{Projection, RebuildQueued};
 use crate::http::openapi::{Doc, Meta};
 use crate::http::respond::{envelope, respond};
