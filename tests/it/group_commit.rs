@@ -179,6 +179,21 @@ async fn members(t: &TestApp, owner: &CommandContext, id: Uuid, n: usize) -> Vec
     members
 }
 
+/// `command` on conversation `id` run through a group commit, then alone through the
+/// dispatcher: the answers of both.
+async fn in_group_and_alone(
+    t: &TestApp,
+    ctx: &CommandContext,
+    id: Uuid,
+    command: ConversationCommand,
+) -> [Result<parley_commands::Executed<Conversation>, DispatchError>; 2] {
+    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
+    let in_group = grouped.execute(ctx, &id.to_string(), command.clone()).await;
+    let alone =
+        Dispatcher::new(t.app.store.clone()).execute::<Conversation>(ctx, &id.to_string(), command).await;
+    [in_group, alone]
+}
+
 /// The id of the message a post's events made.
 fn posted(events: &[ConversationEvent]) -> Uuid {
     match &events[0] {
@@ -465,12 +480,8 @@ async fn a_reaction_decided_on_a_stale_fact_is_refused_by_the_write_side() {
         emoji: parley_aggregates::values::Emoji::parse("👍").unwrap(),
         existing: None,
     };
-    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
-    let in_group = grouped.execute(&owner, &id.to_string(), react.clone()).await;
-    let alone =
-        Dispatcher::new(t.app.store.clone()).execute::<Conversation>(&owner, &id.to_string(), react).await;
     // then it is refused as the state under the lock says, and nothing is written.
-    for refused in [in_group, alone] {
+    for refused in in_group_and_alone(&t, &owner, id, react).await {
         assert!(
             matches!(
                 refused,
@@ -698,12 +709,8 @@ async fn an_edit_decided_on_a_stale_fact_is_refused_by_the_write_side() {
         body: parley_aggregates::values::MessageBody::parse("decided on version 1").unwrap(),
         expected_version: None,
     };
-    let grouped = GroupCommit::<Conversation>::new(Dispatcher::new(t.app.store.clone()));
-    let in_group = grouped.execute(&owner, &id.to_string(), edit.clone()).await;
-    let alone =
-        Dispatcher::new(t.app.store.clone()).execute::<Conversation>(&owner, &id.to_string(), edit).await;
     // then it is refused with the version the message is at, and nothing is written.
-    for refused in [in_group, alone] {
+    for refused in in_group_and_alone(&t, &owner, id, edit).await {
         assert!(
             matches!(
                 refused,
