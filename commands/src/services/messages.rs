@@ -46,6 +46,25 @@ async fn message_fact<'e>(
     Ok(row.map(|(author_id, deleted, version)| MessageFact { message_id, author_id, deleted, version }))
 }
 
+/// A reaction of the account, with the conversation it is in.
+async fn reaction_fact<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    account_id: Uuid,
+    reaction_id: Uuid,
+) -> Result<Option<(Uuid, ReactionFact)>, DispatchError> {
+    let row: Option<(Uuid, Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT conversation_id, message_id, user_id, emoji FROM reaction_facts \
+         WHERE reaction_id = $1 AND account_id = $2",
+    )
+    .bind(reaction_id)
+    .bind(account_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(conversation_id, message_id, user_id, emoji)| {
+        (conversation_id, ReactionFact { reaction_id, message_id, user_id, emoji })
+    }))
+}
+
 /// The conversation a message of the caller's account belongs to.
 async fn conversation_of_message(
     commands: &Commands,
@@ -322,18 +341,11 @@ impl Commands {
         reaction_id: Uuid,
     ) -> Result<Executed<Conversation>, DispatchError> {
         let actor_id = ctx.user_id()?;
-        let found: Option<(Uuid, Uuid, Uuid, String)> = sqlx::query_as(
-            "SELECT conversation_id, message_id, user_id, emoji FROM reaction_facts \
-             WHERE reaction_id = $1 AND account_id = $2",
-        )
-        .bind(reaction_id)
-        .bind(ctx.account_id)
-        .fetch_optional(self.dispatcher.store.pool())
-        .await?;
-        let (conversation_id, message_id, user_id, emoji) =
-            found.ok_or(DispatchError::NotFound("reaction"))?;
-        let reaction = Some(ReactionFact { reaction_id, message_id, user_id, emoji });
-        let remove = ConversationCommand::RemoveReaction { actor_id, reaction };
+        let pool = self.dispatcher.store.pool();
+        let (conversation_id, reaction) = reaction_fact(pool, ctx.account_id, reaction_id)
+            .await?
+            .ok_or(DispatchError::NotFound("reaction"))?;
+        let remove = ConversationCommand::RemoveReaction { actor_id, reaction: Some(reaction) };
         let alone: Alone<Conversation> = {
             let (commands, ctx) = (self.clone(), ctx.clone());
             Box::new(move || {
@@ -357,18 +369,8 @@ impl Commands {
             .transact(ctx, None, |uow| {
                 Box::pin(async move {
                     uow.lock(&[stream(conversation_id)]).await?;
-                    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-                        "SELECT message_id, user_id, emoji FROM reaction_facts WHERE reaction_id = $1",
-                    )
-                    .bind(reaction_id)
-                    .fetch_optional(uow.conn())
-                    .await?;
-                    let reaction = row.map(|(message_id, user_id, emoji)| ReactionFact {
-                        reaction_id,
-                        message_id,
-                        user_id,
-                        emoji,
-                    });
+                    let account_id = uow.context().account_id;
+                    let reaction = reaction_fact(uow.conn(), account_id, reaction_id).await?.map(|(_, r)| r);
                     let remove = ConversationCommand::RemoveReaction { actor_id, reaction };
                     uow.execute::<Conversation>(&conversation_id.to_string(), remove).await
                 })
