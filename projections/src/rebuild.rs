@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_eventstore::{EventStore, LogCursor};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::error::ProjectionError;
-use crate::generations::{catch_up, create, load, Generation, GenerationState};
+use crate::generations::{
+    catch_up, create, load, retire_abandoned, Generation, GenerationState, REBUILD_LOCK,
+};
 use crate::projection::Projection;
 use crate::runner::{LeaseOptions, Runner};
 
@@ -33,6 +35,7 @@ pub async fn rebuild(
     mut on_progress: impl FnMut(&RebuildProgress),
 ) -> Result<Generation, ProjectionError> {
     let pool = store.pool();
+    let lock = RebuildLock::take(pool, projection.name()).await?;
     let mut generation = create(pool, projection.as_ref(), GenerationState::Building, None).await?;
     let deferred = defer_indexes(pool, projection.as_ref(), &generation).await?;
     catch_up(store, projection.as_ref(), &mut generation, None, lease.batch_size, |g| {
@@ -61,6 +64,7 @@ pub async fn rebuild(
     .bind(generation.generation)
     .execute(pool)
     .await?;
+    lock.release().await;
     // Wake the lease holder, wherever it runs, to catch the new generation up and swap it in.
     store.committed();
     on_progress(&RebuildProgress {
@@ -90,6 +94,42 @@ pub async fn rebuild(
             continue;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rebuild's hold on its projection (see [`REBUILD_LOCK`]): a session lock on a connection of
+/// its own, so that it goes when the rebuild's process or connection dies, however it dies.
+struct RebuildLock {
+    conn: PgConnection,
+}
+
+impl RebuildLock {
+    /// Waits for any other rebuild of `name` to finish, then retires what dead ones left.
+    async fn take(pool: &PgPool, name: &str) -> Result<Self, ProjectionError> {
+        let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+        let (free,): (bool,) = sqlx::query_as(&format!("SELECT pg_try_advisory_lock({REBUILD_LOCK})"))
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+        if !free {
+            tracing::info!(
+                projection = name,
+                "another rebuild of this projection is running: waiting for it"
+            );
+            sqlx::query(&format!("SELECT pg_advisory_lock({REBUILD_LOCK})"))
+                .bind(name)
+                .execute(&mut conn)
+                .await?;
+        }
+        retire_abandoned(&mut conn, name).await?;
+        Ok(Self { conn })
+    }
+
+    /// Ends the session, and the lock with it.
+    async fn release(self) {
+        if let Err(e) = self.conn.close().await {
+            tracing::debug!(error = %e, "closing a rebuild's lock connection failed; the server drops it");
+        }
     }
 }
 

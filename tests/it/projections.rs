@@ -670,3 +670,108 @@ async fn dump_messages(pool: &sqlx::PgPool, schema: &str) -> Vec<serde_json::Val
     }
     all
 }
+
+/// The generations of `messages` in the catalogue, with their states, and whether each
+/// generation's schema exists.
+async fn messages_generations(pool: &sqlx::PgPool) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT generation, state FROM projection_generations WHERE name = 'messages' ORDER BY generation",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn schema_exists(pool: &sqlx::PgPool, schema: &str) -> bool {
+    let (found,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    found
+}
+
+/// Starts a rebuild of the messages read model that stops forever in its first batch; returns
+/// once it got there, with the task to kill.
+async fn stalled_rebuild(
+    t: &TestApp,
+    options: parley_projections::LeaseOptions,
+) -> tokio::task::JoinHandle<()> {
+    let stalled = Arc::new(Notify::new());
+    let stalling = Arc::new(StallsMidBatch {
+        inner: MessagesProjection,
+        stalled: stalled.clone(),
+        armed: AtomicBool::new(true),
+    });
+    let store = t.app.store.clone();
+    let task = tokio::spawn(async move {
+        let _ = rebuild(&store, stalling, options, |_| {}).await;
+    });
+    stalled.notified().await;
+    task
+}
+
+/// Given a rebuild killed in its first batch, which leaves its generation `building`; when a
+/// runner takes the lease while that rebuild still runs, then the generation is left alone; once
+/// the rebuild is dead, the next runner to take the lease retires the generation and drops its
+/// schema, saying why. And when the next rebuild is killed too, the rebuild after it retires what
+/// that one left before building its own (generation numbers are never reused).
+#[tokio::test]
+async fn a_generation_a_killed_rebuild_left_is_dropped_by_the_next_lease_holder_or_rebuild() {
+    let t = TestApp::new().await;
+    let (account, conversation) = (Uuid::now_v7(), Uuid::now_v7());
+    t.append_messages(account, conversation, 300, 100).await;
+    t.settle().await;
+    let pool = t.app.store.pool().clone();
+    let mut options = t.app.lease_options();
+    options.batch_size = 100;
+    let mut live = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), options.clone());
+    assert!(live.acquire().await.unwrap());
+    drive_until_idle(&mut live).await;
+    live.release().await;
+    let incremental = dump(&pool, "messages").await;
+
+    let killed = stalled_rebuild(&t, options.clone()).await;
+    assert_eq!(messages_generations(&pool).await, [(1, "live".into()), (2, "building".into())]);
+    let mut runner = Runner::new(t.app.store.clone(), Arc::new(MessagesProjection), options.clone());
+    assert!(runner.acquire().await.unwrap());
+    runner.release().await;
+    assert_eq!(
+        messages_generations(&pool).await,
+        [(1, "live".into()), (2, "building".into())],
+        "a rebuild that is still running keeps its generation"
+    );
+
+    killed.abort();
+    let _ = killed.await;
+    // The killed rebuild's connection goes away as soon as its server process sees it closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(runner.acquire().await.unwrap());
+        runner.release().await;
+        if messages_generations(&pool).await == [(1, "live".into()), (2, "retired".into())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease holder drops what the killed rebuild left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!schema_exists(&pool, "proj_messages_g2").await, "its schema went with it");
+    let (why,): (Option<String>,) = sqlx::query_as(
+        "SELECT last_error FROM projection_generations WHERE name = 'messages' AND generation = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(why.is_some_and(|w| w.contains("abandoned")));
+
+    let killed = stalled_rebuild(&t, options.clone()).await;
+    assert_eq!(messages_generations(&pool).await, [(1, "live".into()), (3, "building".into())]);
+    killed.abort();
+    let _ = killed.await;
+    let rebuilt = rebuild(&t.app.store, Arc::new(MessagesProjection), options, |_| {}).await.unwrap();
+    assert_eq!(rebuilt.generation, 4);
+    assert_eq!(messages_generations(&pool).await, [(1, "retired".into()), (4, "live".into())]);
+    assert!(!schema_exists(&pool, "proj_messages_g3").await);
+    assert_same_rows(&dump(&pool, "messages").await, &incremental, "the rebuild equals the incremental copy");
+    t.finish().await;
+}
