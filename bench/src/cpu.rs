@@ -39,6 +39,26 @@ pub fn postgres_since(before: &PostgresCpu) -> f64 {
     PostgresCpu::now().since(before)
 }
 
+/// A run's rate with the CPU seconds it cost this process (the clients, and whatever of Parley
+/// runs in it) and PostgreSQL.
+pub async fn costed(
+    run: impl std::future::Future<Output = anyhow::Result<f64>>,
+) -> anyhow::Result<(f64, (f64, f64))> {
+    let (client, postgres) = (seconds_of(std::process::id())?, PostgresCpu::now());
+    let rate = run.await?;
+    Ok((rate, (seconds_of(std::process::id())? - client, postgres_since(&postgres))))
+}
+
+/// Prints what one operation of a [`costed`] run of `seconds` at `rate` cost.
+pub fn print_per_op(name: &str, rate: f64, seconds: u64, (client, postgres): (f64, f64)) {
+    let per = |cpu: f64| cpu / (rate * seconds as f64) * 1e6;
+    println!(
+        "    CPU per op, {name:<22} client {:>6.0} us  PostgreSQL {:>6.0} us",
+        per(client),
+        per(postgres)
+    );
+}
+
 /// The command name and the CPU seconds (utime + stime) of a `/proc/<pid>/stat` line.
 fn parse_stat(stat: &str) -> Option<(&str, f64)> {
     let (head, rest) = stat.rsplit_once(')')?;

@@ -107,16 +107,6 @@ async fn peer(cqrs: Arc<PostgresCqrs<Conversation>>, clients: usize, seconds: u6
     .await
 }
 
-/// A run's rate with the CPU seconds it cost this process (the clients: for Parley, its command
-/// path) and PostgreSQL.
-async fn costed(
-    run: impl std::future::Future<Output = anyhow::Result<f64>>,
-) -> anyhow::Result<(f64, (f64, f64))> {
-    let (client, postgres) = (cpu::seconds_of(std::process::id())?, cpu::PostgresCpu::now());
-    let rate = run.await?;
-    Ok((rate, (cpu::seconds_of(std::process::id())? - client, cpu::postgres_since(&postgres))))
-}
-
 pub async fn run(server: &PgConnectOptions, clients: usize, seconds: u64) -> anyhow::Result<()> {
     let ours = Scratch::new(server, "commands").await?;
     let theirs = Scratch::bare(server, "peer").await?;
@@ -139,10 +129,11 @@ pub async fn run(server: &PgConnectOptions, clients: usize, seconds: u64) -> any
     parley(dispatcher.clone(), ctx.clone(), clients, 1).await?;
     grouped(group.clone(), ctx.clone(), clients, 1).await?;
     peer(cqrs.clone(), clients, 1).await?;
-    let (raw, raw_cpu) = costed(raw_inserts(pool.clone(), clients, seconds)).await?;
-    let (theirs_rate, theirs_cpu) = costed(peer(cqrs.clone(), clients, seconds)).await?;
-    let (ours_rate, ours_cpu) = costed(parley(dispatcher.clone(), ctx.clone(), clients, seconds)).await?;
-    let (grouped_rate, grouped_cpu) = costed(grouped(group, ctx, clients, seconds)).await?;
+    let (raw, raw_cpu) = cpu::costed(raw_inserts(pool.clone(), clients, seconds)).await?;
+    let (theirs_rate, theirs_cpu) = cpu::costed(peer(cqrs.clone(), clients, seconds)).await?;
+    let (ours_rate, ours_cpu) =
+        cpu::costed(parley(dispatcher.clone(), ctx.clone(), clients, seconds)).await?;
+    let (grouped_rate, grouped_cpu) = cpu::costed(grouped(group, ctx, clients, seconds)).await?;
 
     println!();
     println!("commands on fresh streams: start a group ({clients} writers, {seconds} s each)");
@@ -151,14 +142,6 @@ pub async fn run(server: &PgConnectOptions, clients: usize, seconds: u64) -> any
         "  cqrs-es + postgres-es commands/s         {theirs_rate:>10.0}  {:>5.2} x raw",
         theirs_rate / raw
     );
-    let cost = |name: &str, rate: f64, (client, postgres): (f64, f64)| {
-        let per = |cpu: f64| cpu / (rate * seconds as f64) * 1e6;
-        println!(
-            "    CPU per op, {name:<22} client {:>6.0} us  PostgreSQL {:>6.0} us",
-            per(client),
-            per(postgres)
-        );
-    };
     println!(
         "  Parley commands/s                        {ours_rate:>10.0}  {:>5.2} x raw  {:>5.2} x peer (target >= 1.5)",
         ours_rate / raw,
@@ -169,10 +152,11 @@ pub async fn run(server: &PgConnectOptions, clients: usize, seconds: u64) -> any
         grouped_rate / raw,
         grouped_rate / theirs_rate
     );
-    cost("raw INSERT", raw, raw_cpu);
-    cost("cqrs-es + postgres-es", theirs_rate, theirs_cpu);
-    cost("Parley", ours_rate, ours_cpu);
-    cost("Parley, group commit", grouped_rate, grouped_cpu);
+    let per = |name: &str, rate: f64, spent: (f64, f64)| cpu::print_per_op(name, rate, seconds, spent);
+    per("raw INSERT", raw, raw_cpu);
+    per("cqrs-es + postgres-es", theirs_rate, theirs_cpu);
+    per("Parley", ours_rate, ours_cpu);
+    per("Parley, group commit", grouped_rate, grouped_cpu);
     pool.close().await;
     peer_pool.close().await;
     ours.drop_db().await?;

@@ -1,4 +1,5 @@
-//! Raw single-row insert transactions/s next to Parley's appends/s, same shape, same clients.
+//! Raw single-row insert transactions/s next to Parley's appends/s, same shape, same clients:
+//! appends that start streams, and appends onto streams that exist.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::Scratch;
+use crate::{cpu, Scratch};
 
 fn payload(i: u64) -> serde_json::Value {
     json!({"message_id": Uuid::now_v7(), "conversation_id": Uuid::now_v7(), "author_id": Uuid::now_v7(),
@@ -96,19 +97,50 @@ async fn store_appends(store: EventStore, clients: usize, seconds: u64) -> anyho
     .await
 }
 
+/// One event at a time onto streams that exist (a post into a conversation): each client
+/// appends to a stream of its own at the version it reached.
+async fn store_appends_onto(store: EventStore, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let streams: Vec<StreamKey> =
+        (0..clients).map(|_| StreamKey::new("Conversation", Uuid::now_v7().to_string())).collect();
+    let versions: Arc<Vec<AtomicU64>> = Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
+    measure(clients, seconds, move |client, i| {
+        let (store, stream, versions) = (store.clone(), streams[client].clone(), versions.clone());
+        async move {
+            let version = versions[client].load(Ordering::Relaxed) as i64;
+            let append = StreamAppend {
+                account_id: Uuid::nil(),
+                stream,
+                expected_version: version,
+                events: vec![NewEvent::new("MessagePosted", 1, payload(i))],
+                metadata: Metadata::system(),
+            };
+            store.append(&append).await?;
+            versions[client].store(version as u64 + 1, Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await
+}
+
 pub async fn run(server: &PgConnectOptions, clients: usize, seconds: u64) -> anyhow::Result<()> {
     let scratch = Scratch::new(server, "store").await?;
     let pool = db::pool(scratch.options.clone(), clients as u32 + 2).await?;
     // Warm up connections and caches for both, then measure each.
     let store = EventStore::new(pool.clone(), Upcasters::default());
     store_appends(store.clone(), clients, 1).await?;
-    let raw = raw_inserts(pool.clone(), clients, seconds).await?;
-    let appends = store_appends(store, clients, seconds).await?;
+    let (raw, raw_cpu) = cpu::costed(raw_inserts(pool.clone(), clients, seconds)).await?;
+    let (appends, appends_cpu) = cpu::costed(store_appends(store.clone(), clients, seconds)).await?;
+    let (onto, onto_cpu) = cpu::costed(store_appends_onto(store, clients, seconds)).await?;
     println!();
     println!("store ({clients} clients, {seconds} s each)");
     println!("  raw single-row INSERT transactions/s  {raw:>10.0}");
     println!("  store single-event appends/s          {appends:>10.0}");
-    println!("  ratio                                 {:>10.2}  (target >= 0.70)", appends / raw);
+    println!("  ratio                                 {:>10.2}  (target >= 0.8)", appends / raw);
+    println!("  appends onto existing streams/s       {onto:>10.0}");
+    println!("  ratio                                 {:>10.2}", onto / raw);
+    cpu::print_per_op("raw INSERT", raw, seconds, raw_cpu);
+    cpu::print_per_op("append, new stream", appends, seconds, appends_cpu);
+    cpu::print_per_op("append onto a stream", onto, seconds, onto_cpu);
     pool.close().await;
     scratch.drop_db().await
 }

@@ -157,6 +157,216 @@ pub(crate) async fn append(
     Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
 }
 
+/// Appends as one autocommit statement of its own (the connection must not be in a
+/// transaction), without the stream lock and the age check when they cannot matter, and so
+/// without a function call: the common appends cost what an `INSERT` costs.
+///
+/// A statement outside a transaction gets its transaction id when it first writes, after it
+/// took its snapshot: a head it read was written by an older transaction, so commit-safe order
+/// follows the stream's versions without the lock. A second writer of a version is refused by
+/// the `(stream_type, stream_id, version)` key, waiting for the first to commit or roll back.
+/// Writers inside a transaction, which may hold their transaction id already, still lock the
+/// stream and check the head's age (`parley_append_one`, `parley_append_all`).
+///
+/// - A new stream (expected version 0): the chain starts from zero, so it is computed here and
+///   the events are inserted as they are.
+/// - One event on an existing stream: inserted from the head row at the expected version, whose
+///   hash it chains from; no row there appends nothing, which is a conflict.
+/// - Several events on an existing stream: `parley_append_all`.
+pub(crate) async fn append_alone(
+    conn: &mut PgConnection,
+    append: &StreamAppend,
+    now: DateTime<Utc>,
+) -> Result<Appended, StoreError> {
+    let n = append.events.len();
+    if n == 0 {
+        return Ok(Appended { events: Vec::new() });
+    }
+    if append.expected_version == 0 {
+        let mut appended = insert_new_streams(conn, &[append], now).await?;
+        return Ok(appended.pop().unwrap_or(Appended { events: Vec::new() }));
+    }
+    if n > 1 {
+        return self::append(conn, append, now).await;
+    }
+    let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
+    let metadata = append.metadata.to_json();
+    let canonical = canonical_bytes(append, 0, &metadata, recorded_at);
+    let e = &append.events[0];
+    let row: Result<Option<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
+                             schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+         SELECT $1, $2, $3, $4, h.version + 1, $6, $7, $8, $9, $10, h.hash, sha256(h.hash || $11) \
+           FROM events h WHERE h.stream_type = $3 AND h.stream_id = $4 AND h.version = $5 \
+         RETURNING position, transaction_id::text, version",
+    )
+    .bind(e.event_id)
+    .bind(append.account_id)
+    .bind(&append.stream.stream_type)
+    .bind(&append.stream.stream_id)
+    .bind(append.expected_version)
+    .bind(&e.event_type)
+    .bind(e.schema_version)
+    .bind(&e.payload)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .bind(&canonical)
+    .fetch_optional(&mut *conn)
+    .await;
+    let (position, tx, version) = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(refused(conn, append).await),
+        Err(e) => match classify(e, append) {
+            StoreError::WrongExpectedVersion { .. } => return Err(refused(conn, append).await),
+            other => return Err(other),
+        },
+    };
+    metrics::counter!("parley_events_appended_total").increment(1);
+    let event = AppendedEvent {
+        position,
+        transaction_id: parse_xid(&tx)?,
+        version,
+        event_id: e.event_id,
+        recorded_at,
+    };
+    Ok(Appended { events: vec![event] })
+}
+
+/// Starts every stream of `appends` (each at expected version 0) by one autocommit `INSERT`,
+/// the chains computed here from the zero hash (see [`append_alone`]): the version key refuses
+/// the whole statement when any of the streams exists.
+pub(crate) async fn insert_new_streams(
+    conn: &mut PgConnection,
+    appends: &[&StreamAppend],
+    now: DateTime<Utc>,
+) -> Result<Vec<Appended>, StoreError> {
+    let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
+    let n: usize = appends.iter().map(|a| a.events.len()).sum();
+    let (mut ids, mut accounts, mut types, mut streams) = (vec![], vec![], vec![], vec![]);
+    let (mut versions, mut event_types, mut schema_versions, mut payloads) = (vec![], vec![], vec![], vec![]);
+    let (mut metadatas, mut prevs, mut hashes) = (vec![], vec![], vec![]);
+    for append in appends {
+        debug_assert_eq!(append.expected_version, 0);
+        let metadata = append.metadata.to_json();
+        let mut prev = vec![0u8; 32];
+        for (i, e) in append.events.iter().enumerate() {
+            let next = hash::chain(&prev, &canonical_bytes(append, i, &metadata, recorded_at));
+            prevs.push(std::mem::replace(&mut prev, next.clone()));
+            hashes.push(next);
+            ids.push(e.event_id);
+            accounts.push(append.account_id);
+            types.push(append.stream.stream_type.as_str());
+            streams.push(append.stream.stream_id.as_str());
+            versions.push(i as i64 + 1);
+            event_types.push(e.event_type.as_str());
+            schema_versions.push(e.schema_version);
+            payloads.push(&e.payload);
+            metadatas.push(metadata.clone());
+        }
+    }
+    if n == 0 {
+        return Ok(appends.iter().map(|_| Appended { events: Vec::new() }).collect());
+    }
+    let rows: Result<Vec<(Uuid, i64, String, i64)>, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
+                             schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+         SELECT u.event_id, u.account_id, u.stream_type, u.stream_id, u.version, u.event_type, \
+                u.schema_version, u.payload, u.metadata, $12, u.prev, u.hash \
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+                       $8::jsonb[], $9::jsonb[], $10::bytea[], $11::bytea[]) \
+                WITH ORDINALITY AS u(event_id, account_id, stream_type, stream_id, version, event_type, \
+                                     schema_version, payload, metadata, prev, hash, ord) \
+          ORDER BY u.ord \
+         RETURNING event_id, position, transaction_id::text, version",
+    )
+    .bind(&ids)
+    .bind(&accounts)
+    .bind(&types)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&event_types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&metadatas)
+    .bind(&prevs)
+    .bind(&hashes)
+    .bind(recorded_at)
+    .fetch_all(&mut *conn)
+    .await;
+    let rows = match rows {
+        Ok(rows) if rows.len() == n => rows,
+        Ok(rows) => return Err(StoreError::Decode(format!("{} of {n} events appended", rows.len()))),
+        Err(e) => {
+            let duplicate = e.as_database_error().is_some_and(|db| {
+                db.code().as_deref() == Some("23505") && db.constraint() == Some("events_stream_version_key")
+            });
+            if !duplicate {
+                return Err(StoreError::from(e));
+            }
+            // Which stream exists now (another writer started it first)?
+            let existing: Option<(String, String)> = sqlx::query_as(
+                "SELECT s.t, s.i FROM unnest($1::text[], $2::text[]) AS s(t, i) \
+                  WHERE EXISTS (SELECT 1 FROM events e WHERE e.stream_type = s.t AND e.stream_id = s.i) LIMIT 1",
+            )
+            .bind(&types)
+            .bind(&streams)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let refused_one = existing
+                .and_then(|(t, i)| {
+                    appends.iter().find(|a| a.stream.stream_type == t && a.stream.stream_id == i)
+                })
+                .unwrap_or(&appends[0]);
+            return Err(refused(conn, refused_one).await);
+        }
+    };
+    let mut placed: std::collections::HashMap<Uuid, (i64, String, i64)> =
+        rows.into_iter().map(|(id, position, tx, version)| (id, (position, tx, version))).collect();
+    let mut out = Vec::with_capacity(appends.len());
+    for append in appends {
+        let events = append
+            .events
+            .iter()
+            .map(|e| {
+                let (position, tx, version) = placed
+                    .remove(&e.event_id)
+                    .ok_or_else(|| StoreError::Decode(format!("event {} was not appended", e.event_id)))?;
+                Ok(AppendedEvent {
+                    position,
+                    transaction_id: parse_xid(&tx)?,
+                    version,
+                    event_id: e.event_id,
+                    recorded_at,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.push(Appended { events });
+    }
+    metrics::counter!("parley_events_appended_total").increment(n as u64);
+    Ok(out)
+}
+
+/// The conflict an append without the lock met (no head at its expected version, or another
+/// writer of the same version first), with where the stream is now, as the locking path says.
+async fn refused(conn: &mut PgConnection, append: &StreamAppend) -> StoreError {
+    let actual: Result<(i64,), sqlx::Error> = sqlx::query_as(
+        "SELECT coalesce(max(version), 0) FROM events WHERE stream_type = $1 AND stream_id = $2",
+    )
+    .bind(&append.stream.stream_type)
+    .bind(&append.stream.stream_id)
+    .fetch_one(&mut *conn)
+    .await;
+    match actual {
+        Ok((actual,)) => StoreError::WrongExpectedVersion {
+            stream_type: append.stream.stream_type.clone(),
+            stream_id: append.stream.stream_id.clone(),
+            expected: append.expected_version,
+            actual,
+        },
+        Err(e) => StoreError::Database(e),
+    }
+}
+
 /// Appends to several streams in one round trip, each at its expected version, in the order
 /// given. `parley_append_all` locks every stream of the call first, sorted as [`lock_streams`]
 /// sorts them, and only then takes the transaction id. `heads[k]`, when given, is the event the

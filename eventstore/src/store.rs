@@ -114,10 +114,32 @@ impl EventStore {
     #[tracing::instrument(skip_all, fields(stream = %batch.stream, events = batch.events.len()))]
     pub async fn append(&self, batch: &StreamAppend) -> Result<Appended, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
-        let appended = append::append(&mut conn, batch, self.now()).await?;
+        let appended = append::append_alone(&mut conn, batch, self.now()).await?;
         self.committed();
         let mut observed = Vec::new();
         self.observable(batch, &appended, &mut observed);
+        self.tell_observers(&observed);
+        Ok(appended)
+    }
+
+    /// Starts several streams by one autocommit statement (see `append::insert_new_streams`):
+    /// all or none. Appends at another expected version than 0 make it one transaction of
+    /// [`StoreTransaction::append_all`] instead.
+    #[tracing::instrument(skip_all, fields(streams = batches.len()))]
+    pub async fn start_streams(&self, batches: &[&StreamAppend]) -> Result<Vec<Appended>, StoreError> {
+        if batches.iter().any(|b| b.expected_version != 0) {
+            let mut tx = self.begin().await?;
+            let appended = tx.append_all(batches).await?;
+            tx.commit().await?;
+            return Ok(appended);
+        }
+        let mut conn = self.inner.pool.acquire().await?;
+        let appended = append::insert_new_streams(&mut conn, batches, self.now()).await?;
+        self.committed();
+        let mut observed = Vec::new();
+        for (batch, placed) in batches.iter().zip(&appended) {
+            self.observable(batch, placed, &mut observed);
+        }
         self.tell_observers(&observed);
         Ok(appended)
     }

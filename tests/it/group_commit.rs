@@ -256,6 +256,9 @@ async fn a_command_that_starts_a_stream_which_exists_is_decided_on_what_the_stre
     }
     assert!(matches!(outcomes.last().unwrap(), Err(DispatchError::Domain(_))), "{outcomes:?}");
     assert_eq!(events().await, before + fresh.len() as i64 * taken.version);
+    // The new streams' chains, computed by the writer of a group that only starts streams, hold.
+    let report = parley_replay::verify(t.app.store.pool(), None, &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
     t.finish().await;
 }
 

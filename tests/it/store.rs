@@ -394,3 +394,126 @@ async fn an_append_after_a_named_head_event_refuses_another_head_at_the_same_ver
     assert_eq!(appended[0].events.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
     t.finish().await;
 }
+
+/// Given writers that append without a transaction (one event onto a stream, or a new stream
+/// of one or three events: the statements that take no lock) beside writers that lock the same
+/// streams in transactions, all racing on a few streams and retrying at the version a refusal
+/// names; when they are done, then no version was written twice or skipped, every refusal named
+/// the stream's real version at the time, each stream's events come in version order in the
+/// log's commit-safe order (what tailers read), and every hash chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_without_a_transaction_beside_locked_transactions_keep_every_rule_of_the_log() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let shared: Vec<StreamKey> = (0..3).map(|i| StreamKey::new("Thing", format!("shared-{i}"))).collect();
+    let accepted = Arc::new(AtomicI64::new(0));
+    let tasks: Vec<_> = (0..12)
+        .map(|writer| {
+            let (store, shared, accepted) = (store.clone(), shared.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let mut versions = [0i64; 3];
+                for round in 0..30 {
+                    let at = (writer + round) % shared.len();
+                    let (stream, known) = (&shared[at], &mut versions[at]);
+                    if round % 5 == 4 {
+                        // A new stream, racing another writer for the same one.
+                        let fresh = StreamKey::new("Thing", format!("fresh-{}-{round}", writer / 2));
+                        let n = 1 + 2 * (writer % 2);
+                        match store.append(&append(&fresh, 0, n)).await {
+                            Ok(done) => {
+                                let versions: Vec<i64> = done.events.iter().map(|e| e.version).collect();
+                                assert_eq!(versions, (1..=n as i64).collect::<Vec<_>>());
+                                accepted.fetch_add(n as i64, Ordering::SeqCst);
+                            }
+                            Err(StoreError::WrongExpectedVersion { expected: 0, actual, .. }) => {
+                                assert!(actual == 1 || actual == 3, "the winner's version, {actual}")
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                        continue;
+                    }
+                    loop {
+                        let outcome = if writer % 3 == 0 {
+                            let mut tx = store.begin().await.unwrap();
+                            let head = tx.lock_stream(stream).await.unwrap();
+                            *known = head.version;
+                            let appended = tx.append(&append(stream, *known, 1)).await;
+                            match appended {
+                                Ok(done) => tx.commit().await.map(|_| done),
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            store.append(&append(stream, *known, 1)).await
+                        };
+                        match outcome {
+                            Ok(done) => {
+                                assert_eq!(done.events[0].version, *known + 1);
+                                *known += 1;
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            Err(StoreError::WrongExpectedVersion { expected, actual, .. })
+                                if writer % 3 != 0 =>
+                            {
+                                assert_eq!(expected, *known);
+                                assert!(
+                                    actual > expected,
+                                    "refused at {expected}: a writer got there first, at {actual}"
+                                );
+                                *known = actual;
+                            }
+                            Err(e) if e.is_retryable() => {}
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let all = store.read_all_after(parley_eventstore::LogCursor::START, 100_000).await.unwrap();
+    assert_eq!(all.len() as i64, accepted.load(Ordering::SeqCst), "every accepted event, once");
+    let mut seen: std::collections::HashMap<(String, String), i64> = Default::default();
+    for e in &all {
+        let last = seen.entry((e.stream_type.clone(), e.stream_id.clone())).or_insert(0);
+        assert_eq!(e.version, *last + 1, "{}/{} in commit-safe order", e.stream_type, e.stream_id);
+        *last = e.version;
+    }
+    let heads: i64 = shared.iter().map(|s| seen[&(s.stream_type.clone(), s.stream_id.clone())]).sum();
+    assert_eq!(heads, 12 * 24, "every writer's every append to a shared stream landed, once");
+    let report = parley_replay::verify(store.pool(), None, &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    t.finish().await;
+}
+
+/// Given a stream at version 1; when eight writers append one event each at version 1 without
+/// a transaction, then one wins and the others are told the stream is at 2; and a new stream
+/// raced the same way is written by one writer only.
+#[tokio::test]
+async fn one_event_appends_without_a_transaction_name_the_real_version_when_refused() {
+    let t = TestApp::new().await;
+    let store = &t.app.store;
+    let stream = StreamKey::new("Thing", "x");
+    store.append(&append(&stream, 0, 1)).await.unwrap();
+    for (expected, n, actual) in [(1, 1, 2), (0, 2, 2)] {
+        let stream = if expected == 0 { StreamKey::new("Thing", "new") } else { stream.clone() };
+        let results = futures::future::join_all((0..8).map(|_| {
+            let (store, batch) = (store.clone(), append(&stream, expected, n));
+            async move { store.append(&batch).await }
+        }))
+        .await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(r, StoreError::WrongExpectedVersion { expected: e, actual: a, .. } if *e == expected && *a == actual),
+                "{r:?}"
+            );
+        }
+    }
+    t.finish().await;
+}

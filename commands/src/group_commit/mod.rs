@@ -37,7 +37,7 @@ use tracing::Instrument;
 use crate::context::CommandContext;
 use crate::dispatcher::Dispatcher;
 use crate::error::DispatchError;
-use crate::unit_of_work::{snapshot_if_due, Executed};
+use crate::unit_of_work::{snapshot_due, snapshot_if_due, Executed};
 use crate::write_side::WriteSide;
 
 mod decide;
@@ -317,12 +317,25 @@ async fn run_alone<A: WriteSide>(
 }
 
 /// One transaction for the whole group: every command's events appended by one statement (which
-/// locks all their streams first, sorted), then their write-side rows and snapshots.
+/// locks all their streams first, sorted), then their write-side rows and snapshots. A group
+/// that only starts streams is one autocommit `INSERT` ([`parley_eventstore::EventStore::start_streams`]).
 async fn append_group<A: WriteSide>(
     dispatcher: &Dispatcher,
     decided: &[Decided<A>],
     turn: &Turn,
 ) -> Result<Vec<Appended>, DispatchError> {
+    if decided.iter().all(|d| {
+        d.append.expected_version == 0
+            && d.after_event.is_none()
+            && !A::writes_rows(&d.events)
+            && !snapshot_due::<A>(0, d.events.len() as i64)
+    }) {
+        // Only new streams and nothing else to write: one autocommit statement, no locks.
+        let appends: Vec<&StreamAppend> = decided.iter().map(|d| &d.append).collect();
+        let appended = dispatcher.store.start_streams(&appends).await;
+        turn.done();
+        return Ok(appended?);
+    }
     let mut tx = dispatcher.store.begin().await?;
     let written: Result<Vec<Appended>, DispatchError> = async {
         let appends: Vec<&StreamAppend> = decided.iter().map(|d| &d.append).collect();
