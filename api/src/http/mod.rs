@@ -151,7 +151,7 @@ impl Server {
         let presence_ttl = std::time::Duration::from_secs(config.presence_ttl_seconds.max(1));
         let shared_reads = app.store.share_reads(config.live_capacity).await?;
         let live = Live::start(&app, config.live_capacity, presence_ttl).await?;
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             app: app.clone(),
             jwt: jwt.clone(),
             live: live.clone(),
@@ -163,7 +163,7 @@ impl Server {
             api_limiter: api_limit::ApiLimiter::new(app.store.pool().clone(), config.api_rate_per_minute),
             metrics: prometheus(),
             integrations: Arc::new(crate::integrations::Integrations::from_config(config)),
-        };
+        });
         let cors = cors::Cors::new(&config.allowed_origins)?;
         let listener = TcpListener::bind(&config.bind).await?;
         let addr = listener.local_addr()?;

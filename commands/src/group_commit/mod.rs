@@ -330,11 +330,13 @@ async fn append_group<A: WriteSide>(
             && !A::writes_rows(&d.events)
             && !snapshot_due::<A>(0, d.events.len() as i64)
     }) {
-        // Only new streams and nothing else to write: one autocommit statement, no locks.
+        // Only new streams and nothing else to write: one autocommit statement, which takes no
+        // locks, so the next group need not wait for it (its commit included). A later group
+        // decided on a stream this one starts may then reach the database first: its append
+        // finds no head, and it is decided again, as on any stale state.
         let appends: Vec<&StreamAppend> = decided.iter().map(|d| &d.append).collect();
-        let appended = dispatcher.store.start_streams(&appends).await;
         turn.done();
-        return Ok(appended?);
+        return Ok(dispatcher.store.start_streams(&appends).await?);
     }
     let mut tx = dispatcher.store.begin().await?;
     let written: Result<Vec<Appended>, DispatchError> = async {

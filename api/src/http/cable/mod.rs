@@ -72,7 +72,9 @@ pub async fn cable(
     ws.max_message_size(TRANSPORT_LIMIT).read_buffer_size(READ_BUFFER).on_upgrade(move |socket| async move {
         match principal {
             Some(principal) => {
-                Connection::speaking(state.app, state.live, principal, dialect).run(socket).await
+                Connection::speaking(state.app.clone(), state.live.clone(), principal, dialect)
+                    .run(socket)
+                    .await
             }
             None => close_unauthorized(socket, dialect).await,
         }
