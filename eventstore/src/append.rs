@@ -182,7 +182,7 @@ pub(crate) async fn append_alone(
     if n == 0 {
         return Ok(Appended { events: Vec::new() });
     }
-    if append.expected_version == 0 {
+    if append.expected_version == 0 && n > 1 {
         let mut appended = insert_new_streams(conn, &[append], now).await?;
         return Ok(appended.pop().unwrap_or(Appended { events: Vec::new() }));
     }
@@ -193,26 +193,43 @@ pub(crate) async fn append_alone(
     let metadata = append.metadata.to_json();
     let canonical = canonical_bytes(append, 0, &metadata, recorded_at);
     let e = &append.events[0];
-    let row: Result<Option<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
-        "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
-                             schema_version, payload, metadata, recorded_at, prev_hash, hash) \
-         SELECT $1, $2, $3, $4, h.version + 1, $6, $7, $8, $9, $10, h.hash, sha256(h.hash || $11) \
-           FROM events h WHERE h.stream_type = $3 AND h.stream_id = $4 AND h.version = $5 \
-         RETURNING position, transaction_id::text, version",
-    )
-    .bind(e.event_id)
-    .bind(append.account_id)
-    .bind(&append.stream.stream_type)
-    .bind(&append.stream.stream_id)
-    .bind(append.expected_version)
-    .bind(&e.event_type)
-    .bind(e.schema_version)
-    .bind(&e.payload)
-    .bind(&metadata)
-    .bind(recorded_at)
-    .bind(&canonical)
-    .fetch_optional(&mut *conn)
-    .await;
+    // Scalar parameters: decoding arrays would cost the server more than the rest of it.
+    let row: Result<Option<(i64, String, i64)>, sqlx::Error> = if append.expected_version == 0 {
+        // A new stream: chained from the zero hash, here.
+        let zero = [0u8; 32];
+        bind_event(
+            sqlx::query_as(
+                "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
+                                     schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5 + 1, $6, $7, $8, $9, $10, $11, $12) \
+                 RETURNING position, transaction_id::text, version",
+            ),
+            append,
+            &metadata,
+            recorded_at,
+        )
+        .bind(zero.to_vec())
+        .bind(hash::chain(&zero, &canonical))
+        .fetch_optional(&mut *conn)
+        .await
+    } else {
+        // Onto a stream: chained from its head row at the expected version, there.
+        bind_event(
+            sqlx::query_as(
+                "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
+                                     schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 SELECT $1, $2, $3, $4, h.version + 1, $6, $7, $8, $9, $10, h.hash, sha256(h.hash || $11) \
+                   FROM events h WHERE h.stream_type = $3 AND h.stream_id = $4 AND h.version = $5 \
+                 RETURNING position, transaction_id::text, version",
+            ),
+            append,
+            &metadata,
+            recorded_at,
+        )
+        .bind(&canonical)
+        .fetch_optional(&mut *conn)
+        .await
+    };
     let (position, tx, version) = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Err(refused(conn, append).await),
@@ -230,6 +247,28 @@ pub(crate) async fn append_alone(
         recorded_at,
     };
     Ok(Appended { events: vec![event] })
+}
+
+/// Binds `$1`–`$10` of a one-event append: the event, its stream and expected version, its
+/// metadata and time.
+fn bind_event<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    append: &'q StreamAppend,
+    metadata: &'q serde_json::Value,
+    recorded_at: DateTime<Utc>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let e = &append.events[0];
+    query
+        .bind(e.event_id)
+        .bind(append.account_id)
+        .bind(&append.stream.stream_type)
+        .bind(&append.stream.stream_id)
+        .bind(append.expected_version)
+        .bind(&e.event_type)
+        .bind(e.schema_version)
+        .bind(&e.payload)
+        .bind(metadata)
+        .bind(recorded_at)
 }
 
 /// Starts every stream of `appends` (each at expected version 0) by one autocommit `INSERT`,
