@@ -271,6 +271,56 @@ fn bind_event<'q, O>(
         .bind(recorded_at)
 }
 
+/// The events of several appends as the columns of one statement, in call order.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    accounts: Vec<Uuid>,
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    /// Each event's stream version before it.
+    expected: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+    /// What each event's hash covers (see [`hash::canonical_bytes`]).
+    canonical: Vec<Vec<u8>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(appends: &[&'a StreamAppend], recorded_at: DateTime<Utc>) -> Self {
+        let n: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut c = Columns {
+            ids: Vec::with_capacity(n),
+            accounts: Vec::with_capacity(n),
+            stream_types: Vec::with_capacity(n),
+            stream_ids: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            canonical: Vec::with_capacity(n),
+        };
+        for append in appends {
+            let metadata = append.metadata.to_json();
+            for (i, e) in append.events.iter().enumerate() {
+                c.canonical.push(canonical_bytes(append, i, &metadata, recorded_at));
+                c.ids.push(e.event_id);
+                c.accounts.push(append.account_id);
+                c.stream_types.push(append.stream.stream_type.as_str());
+                c.stream_ids.push(append.stream.stream_id.as_str());
+                c.expected.push(append.expected_version + i as i64);
+                c.types.push(e.event_type.as_str());
+                c.schema_versions.push(e.schema_version);
+                c.payloads.push(&e.payload);
+                c.metadata.push(metadata.clone());
+            }
+        }
+        c
+    }
+}
+
 /// Starts every stream of `appends` (each at expected version 0) by one autocommit `INSERT`,
 /// the chains computed here from the zero hash (see [`append_alone`]): the version key refuses
 /// the whole statement when any of the streams exists.
@@ -279,54 +329,42 @@ pub(crate) async fn insert_new_streams(
     appends: &[&StreamAppend],
     now: DateTime<Utc>,
 ) -> Result<Vec<Appended>, StoreError> {
+    debug_assert!(appends.iter().all(|a| a.expected_version == 0), "only new streams");
     let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
-    let n: usize = appends.iter().map(|a| a.events.len()).sum();
-    let (mut ids, mut accounts, mut types, mut streams) = (vec![], vec![], vec![], vec![]);
-    let (mut versions, mut event_types, mut schema_versions, mut payloads) = (vec![], vec![], vec![], vec![]);
-    let (mut metadatas, mut prevs, mut hashes) = (vec![], vec![], vec![]);
-    for append in appends {
-        debug_assert_eq!(append.expected_version, 0);
-        let metadata = append.metadata.to_json();
-        let mut prev = vec![0u8; 32];
-        for (i, e) in append.events.iter().enumerate() {
-            let next = hash::chain(&prev, &canonical_bytes(append, i, &metadata, recorded_at));
-            prevs.push(std::mem::replace(&mut prev, next.clone()));
-            hashes.push(next);
-            ids.push(e.event_id);
-            accounts.push(append.account_id);
-            types.push(append.stream.stream_type.as_str());
-            streams.push(append.stream.stream_id.as_str());
-            versions.push(i as i64 + 1);
-            event_types.push(e.event_type.as_str());
-            schema_versions.push(e.schema_version);
-            payloads.push(&e.payload);
-            metadatas.push(metadata.clone());
-        }
-    }
-    if n == 0 {
+    let c = Columns::of(appends, recorded_at);
+    if c.ids.is_empty() {
         return Ok(appends.iter().map(|_| Appended { events: Vec::new() }).collect());
+    }
+    let n = c.ids.len();
+    // Each stream's chain, from the zero hash.
+    let (mut prevs, mut hashes): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+        (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (k, canonical) in c.canonical.iter().enumerate() {
+        let prev = if c.expected[k] == 0 { vec![0u8; 32] } else { hashes[k - 1].clone() };
+        hashes.push(hash::chain(&prev, canonical));
+        prevs.push(prev);
     }
     let rows: Result<Vec<(Uuid, i64, String, i64)>, sqlx::Error> = sqlx::query_as(
         "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
                              schema_version, payload, metadata, recorded_at, prev_hash, hash) \
-         SELECT u.event_id, u.account_id, u.stream_type, u.stream_id, u.version, u.event_type, \
+         SELECT u.event_id, u.account_id, u.stream_type, u.stream_id, u.expected + 1, u.event_type, \
                 u.schema_version, u.payload, u.metadata, $12, u.prev, u.hash \
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
                        $8::jsonb[], $9::jsonb[], $10::bytea[], $11::bytea[]) \
-                WITH ORDINALITY AS u(event_id, account_id, stream_type, stream_id, version, event_type, \
+                WITH ORDINALITY AS u(event_id, account_id, stream_type, stream_id, expected, event_type, \
                                      schema_version, payload, metadata, prev, hash, ord) \
           ORDER BY u.ord \
          RETURNING event_id, position, transaction_id::text, version",
     )
-    .bind(&ids)
-    .bind(&accounts)
-    .bind(&types)
-    .bind(&streams)
-    .bind(&versions)
-    .bind(&event_types)
-    .bind(&schema_versions)
-    .bind(&payloads)
-    .bind(&metadatas)
+    .bind(&c.ids)
+    .bind(&c.accounts)
+    .bind(&c.stream_types)
+    .bind(&c.stream_ids)
+    .bind(&c.expected)
+    .bind(&c.types)
+    .bind(&c.schema_versions)
+    .bind(&c.payloads)
+    .bind(&c.metadata)
     .bind(&prevs)
     .bind(&hashes)
     .bind(recorded_at)
@@ -347,8 +385,8 @@ pub(crate) async fn insert_new_streams(
                 "SELECT s.t, s.i FROM unnest($1::text[], $2::text[]) AS s(t, i) \
                   WHERE EXISTS (SELECT 1 FROM events e WHERE e.stream_type = s.t AND e.stream_id = s.i) LIMIT 1",
             )
-            .bind(&types)
-            .bind(&streams)
+            .bind(&c.stream_types)
+            .bind(&c.stream_ids)
             .fetch_optional(&mut *conn)
             .await?;
             let refused_one = existing
@@ -417,52 +455,32 @@ pub(crate) async fn append_all(
     now: DateTime<Utc>,
 ) -> Result<Vec<Appended>, StoreError> {
     let recorded_at: DateTime<Utc> = now.trunc_subsecs(6);
-    let n: usize = appends.iter().map(|a| a.events.len()).sum();
-    let mut accounts = Vec::with_capacity(n);
-    let mut stream_types = Vec::with_capacity(n);
-    let mut stream_ids = Vec::with_capacity(n);
-    let mut expected = Vec::with_capacity(n);
-    let mut ids = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut metadatas = Vec::with_capacity(n);
-    let mut canonical = Vec::with_capacity(n);
-    let mut expected_heads: Vec<Option<Uuid>> = Vec::with_capacity(n);
-    for (k, append) in appends.iter().enumerate() {
-        let metadata = append.metadata.to_json();
-        for (i, e) in append.events.iter().enumerate() {
-            expected_heads.push(if i == 0 { heads.get(k).copied().flatten() } else { None });
-            canonical.push(canonical_bytes(append, i, &metadata, recorded_at));
-            accounts.push(append.account_id);
-            stream_types.push(append.stream.stream_type.as_str());
-            stream_ids.push(append.stream.stream_id.as_str());
-            expected.push(append.expected_version + i as i64);
-            ids.push(e.event_id);
-            types.push(e.event_type.as_str());
-            versions.push(e.schema_version);
-            payloads.push(&e.payload);
-            metadatas.push(metadata.clone());
-        }
-    }
+    let c = Columns::of(appends, recorded_at);
+    let n = c.ids.len();
     if n == 0 {
         return Ok(appends.iter().map(|_| Appended { events: Vec::new() }).collect());
+    }
+    // The head each append's first event must follow, when named.
+    let mut expected_heads: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    for (k, append) in appends.iter().enumerate() {
+        expected_heads
+            .extend((0..append.events.len()).map(|i| heads.get(k).copied().flatten().filter(|_| i == 0)));
     }
     let rows: Result<Vec<(i64, String, i64)>, sqlx::Error> = sqlx::query_as(
         "SELECT out_position, out_transaction_id::text, out_version \
          FROM parley_append_all($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
-    .bind(&accounts)
-    .bind(&stream_types)
-    .bind(&stream_ids)
-    .bind(&expected)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadatas)
+    .bind(&c.accounts)
+    .bind(&c.stream_types)
+    .bind(&c.stream_ids)
+    .bind(&c.expected)
+    .bind(&c.ids)
+    .bind(&c.types)
+    .bind(&c.schema_versions)
+    .bind(&c.payloads)
+    .bind(&c.metadata)
     .bind(recorded_at)
-    .bind(&canonical)
+    .bind(&c.canonical)
     .bind(&expected_heads)
     .fetch_all(&mut *conn)
     .await;
@@ -476,7 +494,7 @@ pub(crate) async fn append_all(
     if rows.len() != n {
         return Err(StoreError::Decode(format!("{} of {n} events appended", rows.len())));
     }
-    let mut rows = rows.into_iter().zip(ids);
+    let mut rows = rows.into_iter().zip(c.ids);
     let mut out = Vec::with_capacity(appends.len());
     for append in appends {
         let events = rows

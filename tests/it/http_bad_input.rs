@@ -460,17 +460,19 @@ async fn every_endpoint_taking_an_id_hides_other_accounts_and_writes_nothing() {
         a.assert_error(404, "not_found");
     }
     assert_eq!(s.events().await, count, "nothing was written");
-    // Nor do their resources show up in my lists or my audit log.
-    let audit = s.get_at("/api/v1/audit/events?limit=1000", &me.token, &settled).await;
+    // Nor do their resources show up in my lists or my audit log (read as of my registration,
+    // which came after theirs).
+    let settled = &me.position;
+    let audit = s.get_at("/api/v1/audit/events?limit=1000", &me.token, settled).await;
     let mine = audit.data().as_array().unwrap();
     assert!(mine.iter().all(|e| e["stream_id"] != json!(conversation) && e["stream_id"] != json!(user)));
     assert!(mine.iter().all(|e| !e["data"].to_string().contains(&message_id)));
-    let roles = s.get_at("/api/v1/roles", &me.token, &settled).await;
+    let roles = s.get_at("/api/v1/roles", &me.token, settled).await;
     assert_eq!(roles.data().as_array().unwrap().len(), 3, "only the system roles: {:?}", roles.body);
-    let users = s.get_at("/api/v1/users", &me.token, &settled).await;
+    let users = s.get_at("/api/v1/users", &me.token, settled).await;
     assert_eq!(users.data().as_array().unwrap().len(), 1);
     for list in ["/api/v1/invitations", "/api/v1/api_keys"] {
-        assert_eq!(s.get_at(list, &me.token, &settled).await.data().as_array().unwrap().len(), 0, "{list}");
+        assert_eq!(s.get_at(list, &me.token, settled).await.data().as_array().unwrap().len(), 0, "{list}");
     }
     s.stop().await;
 }
