@@ -182,7 +182,7 @@ pub(crate) async fn append_alone(
     if n == 0 {
         return Ok(Appended { events: Vec::new() });
     }
-    if append.expected_version == 0 && n > 1 {
+    if append.expected_version == 0 {
         let mut appended = insert_new_streams(conn, &[append], now).await?;
         return Ok(appended.pop().unwrap_or(Appended { events: Vec::new() }));
     }
@@ -193,43 +193,23 @@ pub(crate) async fn append_alone(
     let metadata = append.metadata.to_json();
     let canonical = canonical_bytes(append, 0, &metadata, recorded_at);
     let e = &append.events[0];
-    // Scalar parameters: decoding arrays would cost the server more than the rest of it.
-    let row: Result<Option<(i64, String, i64)>, sqlx::Error> = if append.expected_version == 0 {
-        // A new stream: chained from the zero hash, here.
-        let zero = [0u8; 32];
-        bind_event(
-            sqlx::query_as(
-                "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
-                                     schema_version, payload, metadata, recorded_at, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5 + 1, $6, $7, $8, $9, $10, $11, $12) \
-                 RETURNING position, transaction_id::text, version",
-            ),
-            append,
-            &metadata,
-            recorded_at,
-        )
-        .bind(zero.to_vec())
-        .bind(hash::chain(&zero, &canonical))
-        .fetch_optional(&mut *conn)
-        .await
-    } else {
-        // Onto a stream: chained from its head row at the expected version, there.
-        bind_event(
-            sqlx::query_as(
-                "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
-                                     schema_version, payload, metadata, recorded_at, prev_hash, hash) \
-                 SELECT $1, $2, $3, $4, h.version + 1, $6, $7, $8, $9, $10, h.hash, sha256(h.hash || $11) \
-                   FROM events h WHERE h.stream_type = $3 AND h.stream_id = $4 AND h.version = $5 \
-                 RETURNING position, transaction_id::text, version",
-            ),
-            append,
-            &metadata,
-            recorded_at,
-        )
-        .bind(&canonical)
-        .fetch_optional(&mut *conn)
-        .await
-    };
+    // Onto a stream: chained from its head row at the expected version, by the server; scalar
+    // parameters, which it decodes for less than arrays.
+    let row: Result<Option<(i64, String, i64)>, sqlx::Error> = bind_event(
+        sqlx::query_as(
+            "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
+                                 schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+             SELECT $1, $2, $3, $4, h.version + 1, $6, $7, $8, $9, $10, h.hash, sha256(h.hash || $11) \
+               FROM events h WHERE h.stream_type = $3 AND h.stream_id = $4 AND h.version = $5 \
+             RETURNING position, transaction_id::text, version",
+        ),
+        append,
+        &metadata,
+        recorded_at,
+    )
+    .bind(&canonical)
+    .fetch_optional(&mut *conn)
+    .await;
     let (position, tx, version) = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Err(refused(conn, append).await),
@@ -270,6 +250,10 @@ fn bind_event<'q, O>(
         .bind(metadata)
         .bind(recorded_at)
 }
+
+/// Up to this many events, streams are started by a multi-row `VALUES` of scalar parameters (one
+/// statement text per count, each prepared once per connection); more go as arrays.
+const SCALAR_ROWS: usize = 4;
 
 /// The events of several appends as the columns of one statement, in call order.
 struct Columns<'a> {
@@ -344,32 +328,54 @@ pub(crate) async fn insert_new_streams(
         hashes.push(hash::chain(&prev, canonical));
         prevs.push(prev);
     }
-    let rows: Result<Vec<(Uuid, i64, String, i64)>, sqlx::Error> = sqlx::query_as(
-        "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, event_type, \
-                             schema_version, payload, metadata, recorded_at, prev_hash, hash) \
-         SELECT u.event_id, u.account_id, u.stream_type, u.stream_id, u.expected + 1, u.event_type, \
-                u.schema_version, u.payload, u.metadata, $12, u.prev, u.hash \
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-                       $8::jsonb[], $9::jsonb[], $10::bytea[], $11::bytea[]) \
-                WITH ORDINALITY AS u(event_id, account_id, stream_type, stream_id, expected, event_type, \
-                                     schema_version, payload, metadata, prev, hash, ord) \
-          ORDER BY u.ord \
-         RETURNING event_id, position, transaction_id::text, version",
-    )
-    .bind(&c.ids)
-    .bind(&c.accounts)
-    .bind(&c.stream_types)
-    .bind(&c.stream_ids)
-    .bind(&c.expected)
-    .bind(&c.types)
-    .bind(&c.schema_versions)
-    .bind(&c.payloads)
-    .bind(&c.metadata)
-    .bind(&prevs)
-    .bind(&hashes)
-    .bind(recorded_at)
-    .fetch_all(&mut *conn)
-    .await;
+    const COLUMNS: &str = "INSERT INTO events (event_id, account_id, stream_type, stream_id, version, \
+                           event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash) ";
+    const RETURNING: &str = " RETURNING event_id, position, transaction_id::text, version";
+    let rows: Result<Vec<(Uuid, i64, String, i64)>, sqlx::Error> = if n <= SCALAR_ROWS {
+        // A few rows: scalar parameters, which the server decodes for less than arrays.
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(COLUMNS);
+        query.push_values(0..n, |mut row, k| {
+            row.push_bind(c.ids[k])
+                .push_bind(c.accounts[k])
+                .push_bind(c.stream_types[k])
+                .push_bind(c.stream_ids[k])
+                .push_bind(c.expected[k] + 1)
+                .push_bind(c.types[k])
+                .push_bind(c.schema_versions[k])
+                .push_bind(c.payloads[k])
+                .push_bind(&c.metadata[k])
+                .push_bind(recorded_at)
+                .push_bind(&prevs[k])
+                .push_bind(&hashes[k]);
+        });
+        query.push(RETURNING);
+        query.build_query_as().fetch_all(&mut *conn).await
+    } else {
+        sqlx::query_as(&format!(
+            "{COLUMNS} \
+             SELECT u.event_id, u.account_id, u.stream_type, u.stream_id, u.expected + 1, u.event_type, \
+                    u.schema_version, u.payload, u.metadata, $12, u.prev, u.hash \
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+                           $8::jsonb[], $9::jsonb[], $10::bytea[], $11::bytea[]) \
+                    WITH ORDINALITY AS u(event_id, account_id, stream_type, stream_id, expected, event_type, \
+                                         schema_version, payload, metadata, prev, hash, ord) \
+              ORDER BY u.ord{RETURNING}"
+        ))
+        .bind(&c.ids)
+        .bind(&c.accounts)
+        .bind(&c.stream_types)
+        .bind(&c.stream_ids)
+        .bind(&c.expected)
+        .bind(&c.types)
+        .bind(&c.schema_versions)
+        .bind(&c.payloads)
+        .bind(&c.metadata)
+        .bind(&prevs)
+        .bind(&hashes)
+        .bind(recorded_at)
+        .fetch_all(&mut *conn)
+        .await
+    };
     let rows = match rows {
         Ok(rows) if rows.len() == n => rows,
         Ok(rows) => return Err(StoreError::Decode(format!("{} of {n} events appended", rows.len()))),
