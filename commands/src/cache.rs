@@ -3,14 +3,17 @@
 //! An entry is the state of a stream at a version. It is used only when the version equals the
 //! stream's head as read under the stream's lock, which makes it exact: events are immutable, so
 //! the state at a version never changes. Entries are stored only after their transaction commits
-//! (a rolled-back version could later be taken by other events). Other nodes' appends simply make
-//! the entry miss.
+//! (a rolled-back version could later be taken by other events). Other nodes' appends make the
+//! entry miss; on a node that reads the log ([`parley_eventstore::EventStore::share_reads`]), the
+//! cache also hears of them from its reader (it is a [`LogObserver`]) and says the entry is
+//! behind, so that a command brings it up to date before it decides instead of after its
+//! append was refused.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use parley_eventstore::{LogCursor, StreamKey};
+use parley_eventstore::{LogCursor, LogObserver, RecordedEvent, StreamKey};
 use uuid::Uuid;
 
 /// Streams kept at most; beyond it, an arbitrary entry is dropped per insertion.
@@ -19,6 +22,8 @@ const CAPACITY: usize = 10_000;
 /// A committed state: its version, the stream's account, the cursor of its last event.
 struct Entry {
     version: i64,
+    /// The newest version of the stream the log has shown this node (0: none newer seen).
+    seen: i64,
     account_id: Uuid,
     cursor: Option<LogCursor>,
     state: Box<dyn Any + Send + Sync>,
@@ -27,6 +32,9 @@ struct Entry {
 /// The latest cached state of a stream.
 pub struct Latest<A> {
     pub version: i64,
+    /// The log showed a newer version of the stream (another node wrote): the state is exact
+    /// at `version` but not the head.
+    pub behind: bool,
     pub account_id: Uuid,
     pub cursor: Option<LogCursor>,
     pub state: A,
@@ -44,7 +52,13 @@ impl AggregateCache {
         let entries = self.entries.lock().ok()?;
         let entry = entries.get(stream)?;
         let state = entry.state.downcast_ref::<A>()?.clone();
-        Some(Latest { version: entry.version, account_id: entry.account_id, cursor: entry.cursor, state })
+        Some(Latest {
+            version: entry.version,
+            behind: entry.seen > entry.version,
+            account_id: entry.account_id,
+            cursor: entry.cursor,
+            state,
+        })
     }
 
     /// Drops what is known of `stream` (after a conflict showed it stale).
@@ -69,11 +83,25 @@ impl AggregateCache {
                 entries.remove(&evict);
             }
         }
-        match entries.get(&stream) {
+        let seen = match entries.get(&stream) {
             // Never replace a newer state with an older one.
-            Some(entry) if entry.version > version => {}
-            _ => {
-                entries.insert(stream, Entry { version, account_id, cursor, state: Box::new(state) });
+            Some(entry) if entry.version > version => return,
+            Some(entry) => entry.seen,
+            None => 0,
+        };
+        entries.insert(stream, Entry { version, seen, account_id, cursor, state: Box::new(state) });
+    }
+}
+
+/// The log showed each event's stream at its version: a cached state older than that is behind.
+impl LogObserver for AggregateCache {
+    fn read(&self, events: &[RecordedEvent]) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        for e in events {
+            if let Some(entry) =
+                entries.get_mut(&StreamKey::new(e.stream_type.as_str(), e.stream_id.as_str()))
+            {
+                entry.seen = entry.seen.max(e.version);
             }
         }
     }

@@ -27,17 +27,33 @@ pub struct Dispatcher {
     pub(crate) cache: Arc<AggregateCache>,
     /// Commands appended by one autocommit statement, since this dispatcher was made.
     one_statement: Arc<AtomicU64>,
+    /// Appends refused because the state they were decided on was stale, since it was made.
+    stale: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
     pub fn new(store: EventStore) -> Self {
-        Self { store, cache: Arc::default(), one_statement: Arc::default() }
+        let cache: Arc<AggregateCache> = Arc::default();
+        // On a node that reads the log, the cache learns which of its states others moved on.
+        store.observe_log(&(cache.clone() as Arc<dyn parley_eventstore::LogObserver>));
+        Self { store, cache, one_statement: Arc::default(), stale: Arc::default() }
     }
 
     /// How many commands this dispatcher (and its clones) appended by one autocommit statement,
     /// without a transaction (see [`Dispatcher::execute`]).
     pub fn one_statement_commands(&self) -> u64 {
         self.one_statement.load(Ordering::Relaxed)
+    }
+
+    /// How many appends of this dispatcher (and its clones, and its group commits) the database
+    /// refused because the state they were decided on was stale: each cost a decision again.
+    pub fn stale_appends(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Counts an append refused on a stale state.
+    pub(crate) fn refused_stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &EventStore {
@@ -164,7 +180,10 @@ impl Dispatcher {
         };
         let appended = match self.store.append(&append).await {
             Ok(appended) => appended,
-            Err(e) if e.is_retryable() => return Ok(OneStatement::Stale),
+            Err(e) if e.is_retryable() => {
+                self.refused_stale();
+                return Ok(OneStatement::Stale);
+            }
             Err(e) => return Err(e.into()),
         };
         let version = appended.version().unwrap_or(version);
@@ -269,6 +288,7 @@ impl Dispatcher {
             match attempt {
                 Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
                     tries += 1;
+                    self.refused_stale();
                     metrics::counter!("parley_command_retries_total").increment(1);
                 }
                 Err(e) => {

@@ -86,6 +86,8 @@ pub(crate) async fn decide_assumed<A: WriteSide>(
 ) -> Result<Option<Assumed<A>>, DispatchError> {
     let (state, version, cursor, assumed_new) = match cache.latest::<A>(stream) {
         Some(latest) if latest.account_id != ctx.account_id => return Err(DispatchError::NotFound(A::TYPE)),
+        // Another node moved the stream on: load it (only the events after this state).
+        Some(latest) if latest.behind => return Ok(None),
         Some(latest) => (latest.state, latest.version, latest.cursor, false),
         None if A::creates_stream(command) => (A::default(), 0, None, true),
         None => return Ok(None),

@@ -28,7 +28,7 @@ pub use cursor::{CursorError, LogCursor};
 pub use error::{is_unavailable, StoreError};
 pub use event::{ActorKind, Metadata, NewEvent, RecordedEvent, StreamKey};
 pub use read::EventFilter;
-pub use store::{Clock, CommitObserver, EventStore};
+pub use store::{Clock, CommitObserver, EventStore, LogObserver};
 pub use tail::{Tail, WakeSubscription, HORIZON_POLL_MAX, HORIZON_POLL_MIN, MIN_POLL_INTERVAL};
 pub use transaction::StoreTransaction;
 pub use upcast::{Upcaster, Upcasters};

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     /// Told of this process's own events at their commit (held weakly: an observer that is
     /// dropped stops being told).
     observers: RwLock<Vec<Weak<dyn CommitObserver>>>,
+    /// Told of every batch the node's one reader reads (held weakly, like `observers`).
+    log_observers: RwLock<Vec<Weak<dyn LogObserver>>>,
     /// When events are recorded: the system clock, unless a test set its own.
     clock: RwLock<Option<Clock>>,
 }
@@ -63,6 +65,13 @@ pub trait CommitObserver: Send + Sync + 'static {
     fn committed(&self, event: &RecordedEvent);
 }
 
+/// Told of the log as the node's one reader reads it ([`EventStore::share_reads`]): every
+/// node's events, this one's included, in commit-safe order, shortly after they commit. A node's
+/// caches of what others write learn from it that they are behind.
+pub trait LogObserver: Send + Sync + 'static {
+    fn read(&self, events: &[RecordedEvent]);
+}
+
 impl EventStore {
     /// Must be called inside a tokio runtime: it starts the coalescing notifier task.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
@@ -78,6 +87,7 @@ impl EventStore {
             follower_reads: Default::default(),
             notify_others: notify_others.clone(),
             observers: RwLock::default(),
+            log_observers: RwLock::default(),
             clock: RwLock::default(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -149,6 +159,31 @@ impl EventStore {
         if let Ok(mut observers) = self.inner.observers.write() {
             observers.retain(|o| o.strong_count() > 0);
             observers.push(Arc::downgrade(observer));
+        }
+    }
+
+    /// Tells `observer` of every batch the node's reader of the log reads from now on, until it
+    /// is dropped. Nothing is told while the node shares no reads.
+    pub fn observe_log(&self, observer: &Arc<dyn LogObserver>) {
+        if let Ok(mut observers) = self.inner.log_observers.write() {
+            observers.retain(|o| o.strong_count() > 0);
+            observers.push(Arc::downgrade(observer));
+        }
+    }
+
+    /// Tells the log's observers of a batch the node's reader read.
+    pub(crate) fn tell_log_observers(&self, events: &[RecordedEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let observers: Vec<_> = self
+            .inner
+            .log_observers
+            .read()
+            .map(|o| o.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default();
+        for observer in observers {
+            observer.read(events);
         }
     }
 

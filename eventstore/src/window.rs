@@ -88,6 +88,7 @@ impl SharedReads {
                     };
                     match batch {
                         Ok(events) => {
+                            store.tell_log_observers(&events);
                             if let Ok(mut window) = window.lock() {
                                 window.push(events);
                             }

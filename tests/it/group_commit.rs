@@ -733,3 +733,74 @@ async fn an_edit_decided_on_a_stale_fact_is_refused_by_the_write_side() {
     assert_eq!(body, "landed first");
     t.finish().await;
 }
+
+/// Remembers every event id the node's reader of the log reads, and wakes waiters after each batch.
+#[derive(Default)]
+struct Sees {
+    read: std::sync::Mutex<HashSet<Uuid>>,
+    batch: tokio::sync::Notify,
+}
+
+impl parley_eventstore::LogObserver for Sees {
+    fn read(&self, events: &[parley_eventstore::RecordedEvent]) {
+        self.read.lock().unwrap().extend(events.iter().map(|e| e.event_id));
+        self.batch.notify_waiters();
+    }
+}
+
+impl Sees {
+    async fn until_read(&self, event_id: Uuid) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let batch = self.batch.notified();
+            if self.read.lock().unwrap().contains(&event_id) {
+                return;
+            }
+            tokio::time::timeout_at(deadline, batch).await.expect("the node's reader reads the event");
+        }
+    }
+}
+
+/// Given node A, which reads the log (its one reader) and holds a conversation's state, and
+/// node B, which posts into the conversation; when A's reader has read B's post and A posts,
+/// then A decides on the state the log moved on to: no append of A is refused for a stale
+/// state (before, each was refused once and decided again), and every post lands once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_read_another_nodes_post_decides_on_the_moved_on_state() {
+    let t = TestApp::new().await;
+    let reads = t.app.store.share_reads(1000).await.unwrap();
+    let sees = Arc::new(Sees::default());
+    t.app.store.observe_log(&(sees.clone() as Arc<dyn parley_eventstore::LogObserver>));
+    let mut config = Config::new(t.db.url());
+    config.pool_size = 4;
+    let b = App::connect_with(&config, false, PasswordHasher::fast_insecure()).await.unwrap();
+
+    let (owner, _) = t.owner("owner@example.com").await;
+    let group = t.app.commands.start_group(&owner, "General", &[]).await.unwrap();
+    let id = group.aggregate.id.unwrap();
+    t.app.commands.post_message(&owner, id, "first, on A").await.unwrap();
+    let a = t.app.commands.dispatcher();
+    let stale_before = a.stale_appends();
+
+    for round in 0..3 {
+        let on_b = b.commands.post_message(&owner, id, &format!("on B {round}")).await.unwrap();
+        sees.until_read(on_b.appended.last().unwrap().event_id).await;
+        let on_a = t.app.commands.post_message(&owner, id, &format!("on A {round}")).await.unwrap();
+        assert_eq!(on_a.version, on_b.version + 1);
+    }
+    assert_eq!(a.stale_appends(), stale_before, "no append of A was refused for a stale state");
+    let stream = StreamKey::new("Conversation", id.to_string());
+    let bodies: Vec<String> = t
+        .app
+        .store
+        .read_stream(&stream, 0, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.payload["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bodies, ["first, on A", "on B 0", "on A 0", "on B 1", "on A 1", "on B 2", "on A 2"]);
+    reads.stop().await;
+    b.store.pool().close().await;
+    t.finish().await;
+}

@@ -245,7 +245,8 @@ async fn latest<A: WriteSide>(
             account_id: Some(latest.account_id),
             last_event: None,
         };
-        if refresh {
+        // After a refused group, or when the node's reader of the log saw the stream move on.
+        if refresh || latest.behind {
             let events = dispatcher.store.read_stream(stream, head.version, None).await?;
             apply_events(&mut head.state, &events)?;
             head.version = events.last().map_or(head.version, |e| e.version);

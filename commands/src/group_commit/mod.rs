@@ -252,12 +252,16 @@ async fn commit_group<A: WriteSide>(
             // A state gone stale (another node wrote to one of the streams): decide the group
             // again, on every stream's state brought up to date.
             Err(e) if e.is_retryable() && attempt < GROUP_ATTEMPTS => {
+                dispatcher.refused_stale();
                 tracing::debug!(error = %e, commands = decided.len(), "group commit on a stale state; deciding again");
                 metrics::counter!("parley_command_group_retries_total", "aggregate" => A::TYPE).increment(1);
                 // The cached states stay: each is a committed state, which the next decision
                 // brings up to date by reading only the events after it.
             }
             Err(e) => {
+                if e.is_retryable() {
+                    dispatcher.refused_stale();
+                }
                 tracing::debug!(error = %e, commands = decided.len(), "group commit failed; running its commands alone");
                 metrics::counter!("parley_command_group_fallbacks_total", "aggregate" => A::TYPE)
                     .increment(1);
