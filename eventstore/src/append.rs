@@ -142,16 +142,8 @@ pub(crate) async fn append(
         .bind(&canonical)
         .fetch_one(&mut *conn)
         .await;
-        let (position, tx, version) = row.map_err(|error| classify(error, append))?;
-        metrics::counter!("parley_events_appended_total").increment(1);
-        let event = AppendedEvent {
-            position,
-            transaction_id: parse_xid(&tx)?,
-            version,
-            event_id: e.event_id,
-            recorded_at,
-        };
-        return Ok(Appended { events: vec![event] });
+        let row = row.map_err(|error| classify(error, append))?;
+        return appended_one(e, row, recorded_at);
     }
     let mut all = append_all(conn, &[append], &[], now).await?;
     Ok(all.pop().unwrap_or(Appended { events: Vec::new() }))
@@ -210,7 +202,7 @@ pub(crate) async fn append_alone(
     .bind(&canonical)
     .fetch_optional(&mut *conn)
     .await;
-    let (position, tx, version) = match row {
+    let row = match row {
         Ok(Some(row)) => row,
         Ok(None) => return Err(refused(conn, append).await),
         Err(e) => match classify(e, append) {
@@ -218,6 +210,15 @@ pub(crate) async fn append_alone(
             other => return Err(other),
         },
     };
+    appended_one(e, row, recorded_at)
+}
+
+/// One event appended, from the row its statement returned (position, transaction id, version).
+fn appended_one(
+    e: &NewEvent,
+    (position, tx, version): (i64, String, i64),
+    recorded_at: DateTime<Utc>,
+) -> Result<Appended, StoreError> {
     metrics::counter!("parley_events_appended_total").increment(1);
     let event = AppendedEvent {
         position,

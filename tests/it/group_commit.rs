@@ -135,19 +135,17 @@ async fn a_node_with_a_stale_state_neither_refuses_nor_loses_posts() {
     b.commands.post_message(&owner, id, "on B again").await.unwrap();
     let again = t.app.commands.post_message(&owner, id, "again on A").await.unwrap();
     assert_eq!(again.version, started + 6);
-    let stream = StreamKey::new("Conversation", id.to_string());
-    let bodies: Vec<String> = t
-        .app
-        .store
-        .read_stream(&stream, 0, None)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|e| e.payload["body"].as_str().map(str::to_owned))
-        .collect();
+    let bodies = bodies(&t, id).await;
     assert_eq!(bodies, ["first, on A", "on B", "now a member, on A", "on B again", "again on A"]);
     b.store.pool().close().await;
     t.finish().await;
+}
+
+/// The bodies of the messages posted into conversation `id`, in the stream's order.
+async fn bodies(t: &TestApp, id: Uuid) -> Vec<String> {
+    let stream = StreamKey::new("Conversation", id.to_string());
+    let events = t.app.store.read_stream(&stream, 0, None).await.unwrap();
+    events.iter().filter_map(|e| e.payload["body"].as_str().map(str::to_owned)).collect()
 }
 
 /// A new user of the owner's account, invited and registered.
@@ -789,16 +787,7 @@ async fn a_node_that_read_another_nodes_post_decides_on_the_moved_on_state() {
         assert_eq!(on_a.version, on_b.version + 1);
     }
     assert_eq!(a.stale_appends(), stale_before, "no append of A was refused for a stale state");
-    let stream = StreamKey::new("Conversation", id.to_string());
-    let bodies: Vec<String> = t
-        .app
-        .store
-        .read_stream(&stream, 0, None)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|e| e.payload["body"].as_str().map(str::to_owned))
-        .collect();
+    let bodies = bodies(&t, id).await;
     assert_eq!(bodies, ["first, on A", "on B 0", "on A 0", "on B 1", "on A 1", "on B 2", "on A 2"]);
     reads.stop().await;
     b.store.pool().close().await;
