@@ -173,7 +173,7 @@ pub async fn nodes(server: &PgConnectOptions, seconds: u64) -> anyhow::Result<()
         }
         println!(
             "  round: three nodes {rate:.0}/s, p99 {:.1} ms, failures {failed}; CPU per post: nodes {nodes_per_post:.2} ms, \
-             PostgreSQL {postgres_per_post:.2} ms; groups run alone after failing twice, since the nodes started: {fallbacks:.0}",
+             PostgreSQL {postgres_per_post:.2} ms; groups that fell back to running alone, since the nodes started: {fallbacks:.0}",
             percentile(&latencies, 0.99)
         );
         three.push((rate, percentile(&latencies, 0.99)));
