@@ -1,6 +1,7 @@
 //! Rebuilding a projection from the log: a new generation is built beside the live one (which
-//! keeps serving), handed to the lease holder to catch up and swap in; and, at start, making sure
-//! every projection has a live generation of its current shape.
+//! keeps serving), handed to the lease holder to catch up and swap in; at start, making sure
+//! every projection has a live generation of its current shape; and retiring what rebuilds that
+//! died left behind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,7 @@ use parley_eventstore::{EventStore, LogCursor};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::error::ProjectionError;
-use crate::generations::{
-    catch_up, create, load, retire_abandoned, Generation, GenerationState, REBUILD_LOCK,
-};
+use crate::generations::{catch_up, create, load, run_script, schema_name, Generation, GenerationState};
 use crate::projection::Projection;
 use crate::runner::{LeaseOptions, Runner};
 
@@ -210,6 +209,54 @@ pub async fn ensure_live(
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// The session lock a rebuild of a projection holds from before it creates its generation until
+/// that generation is filled (`$1`: the projection's name). Rebuilds of one projection run one
+/// after another, and a `building` generation whose rebuild's lock is free was left by a
+/// rebuild that died.
+const REBUILD_LOCK: &str = "hashtextextended('parley-rebuild/' || $1, 0)";
+
+/// Retires the generations of `name` that a rebuild left `building` when it died (killed,
+/// failed, its node gone), dropping their schemas and saying so in `last_error`: unless a
+/// rebuild of `name` is running, in which case nothing is abandoned. Called by every rebuild
+/// (holding the lock, on its own connection) before it creates its generation, and by every
+/// runner taking a projection's lease.
+pub(crate) async fn retire_abandoned(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+) -> Result<(), ProjectionError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('parley-projection-ddl/' || $1, 0))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let (free,): (bool,) = sqlx::query_as(&format!("SELECT pg_try_advisory_xact_lock({REBUILD_LOCK})"))
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !free {
+        return Ok(());
+    }
+    let abandoned: Vec<(i32,)> = sqlx::query_as(
+        "UPDATE projection_generations SET state = 'retired', updated_at = now(), \
+           last_error = 'abandoned: the rebuild filling it stopped before it was done' \
+         WHERE name = $1 AND state = 'building' RETURNING generation",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (generation,) in &abandoned {
+        run_script(&mut tx, &format!("DROP SCHEMA IF EXISTS {} CASCADE", schema_name(name, *generation)))
+            .await?;
+    }
+    tx.commit().await?;
+    for (generation,) in abandoned {
+        tracing::warn!(projection = name, generation, "retired a generation a rebuild left unfinished");
+        metrics::counter!("parley_projection_generations_abandoned_total", "projection" => name.to_owned())
+            .increment(1);
     }
     Ok(())
 }

@@ -133,7 +133,7 @@ impl Runner {
         .await?;
         let Some(lease) = taken else { return Ok(false) };
         let pool = self.store.pool();
-        generations::retire_abandoned(&mut *pool.acquire().await?, name).await?;
+        crate::rebuild::retire_abandoned(&mut *pool.acquire().await?, name).await?;
         // During a rolling upgrade, a node of the previous version must not apply its older code
         // to a newer version's tables, nor build its older version again: once any generation of
         // a newer version exists, leadership stays with the nodes that run it.
